@@ -1,0 +1,37 @@
+"""A patch: bytes written into the target, with the bytes they replaced.
+
+Every action expresses its effect on the target as a list of patches, so that destroy (and the
+session supervisor acting on --timeout, and a fresh session after a crash) can revert any
+experiment without knowing which action made it.
+
+Roles decide the order of application and removal:
+- ``cave``: code/data written into unused executable bytes. Applied first, removed last.
+- ``route``: the few bytes at a function's entry that send execution into the cave. Applied
+  last, removed first; after removing routes the supervisor lets the target run briefly before
+  removing caves, so no thread that was already inside a stub is left executing freed bytes.
+"""
+from dataclasses import dataclass
+
+ROUTE = "route"
+CAVE = "cave"
+
+
+@dataclass(frozen=True)
+class Patch:
+    addr: int  # runtime address in the target (load bias applied)
+    original: bytes  # what the target held there before (from the executable file, verified live)
+    replacement: bytes  # what the experiment writes
+    role: str = CAVE
+
+    @property
+    def end(self) -> int:
+        return self.addr + len(self.replacement)
+
+    def to_json(self) -> dict:
+        return {"addr": self.addr, "original": self.original.hex(),
+                "replacement": self.replacement.hex(), "role": self.role}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Patch":
+        return cls(int(d["addr"]), bytes.fromhex(d["original"]), bytes.fromhex(d["replacement"]),
+                   d.get("role", CAVE))
