@@ -1,0 +1,105 @@
+"""Sessions: one background supervisor per target process holding its dlv connection.
+
+``ensure_session(pid, home)`` returns a handle to the running supervisor of ``pid``, starting one
+(detached, in its own session, logging to $home/sessions/<pid>.log) when none answers. A lock
+file serialises concurrent creators so they share one supervisor.
+"""
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+
+from ..errors import BladeError, Code
+from .delve_client import DelveClient  # noqa: F401  (public)
+from .paths import SessionPaths
+from .protocol import request
+
+START_TIMEOUT = 60.0
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class SessionHandle:
+    def __init__(self, pid: int, home: str):
+        self.pid, self.home = pid, home
+        self.paths = SessionPaths(home, pid)
+
+    def _req(self, op: str, wait: float = 60.0, **args) -> dict:
+        return request(self.paths.sock, op, wait, **args)
+
+    def apply(self, uid: str, patches, timeout=None, guard=None) -> dict:
+        return self._req("apply", timeout or 60.0, uid=uid, patches=_as_json(patches), guard=guard)
+
+    def revert(self, uid: str, patches, guard=None) -> dict:
+        return self._req("revert", uid=uid, patches=_as_json(patches), guard=guard)
+
+    def watch(self, uid: str, timeout: float) -> dict:
+        return self._req("watch", uid=uid, timeout=timeout)
+
+    def facts(self) -> dict:
+        return self._req("facts", 5.0)
+
+    def release(self, uid: str) -> dict:
+        return self._req("release", uid=uid)
+
+
+def _as_json(patches) -> list:
+    return [p if isinstance(p, dict) else p.to_json() for p in patches]
+
+
+def connect_session(pid: int, home: str) -> SessionHandle | None:
+    """The live supervisor of pid, or None."""
+    h = SessionHandle(pid, home)
+    if not os.path.exists(h.paths.sock):
+        return None
+    try:
+        h.facts()
+        return h
+    except (BladeError, OSError):
+        return None
+
+
+def ensure_session(pid: int, home: str) -> SessionHandle:
+    h = connect_session(pid, home)
+    if h:
+        return h
+    p = SessionPaths(home, pid)
+    with open(p.lock, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        h = connect_session(pid, home)  # another creator may have finished meanwhile
+        if h:
+            return h
+        return _start_supervisor(pid, home, p)
+
+
+def _start_supervisor(pid: int, home: str, p: SessionPaths) -> SessionHandle:
+    for stale in (p.sock, p.err):
+        try:
+            os.unlink(stale)
+        except FileNotFoundError:
+            pass
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PACKAGE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    with open(p.log, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "blade_go.session.supervisor", "--pid", str(pid), "--home", home],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", env=env,
+            start_new_session=True)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        h = connect_session(pid, home)
+        if h:
+            return h
+        if proc.poll() is not None:
+            try:
+                err = json.load(open(p.err))
+            except (OSError, ValueError):
+                err = {"code": Code.OS_CMD_EXEC_FAILED,
+                       "error": f"session supervisor exited with status {proc.returncode}; "
+                                f"see {p.log}"}
+            raise BladeError(err["code"], err["error"])
+        time.sleep(0.02)
+    proc.terminate()
+    raise BladeError(Code.OS_CMD_EXEC_FAILED, f"session supervisor for {pid} did not become ready "
+                                              f"within {START_TIMEOUT:.0f}s; see {p.log}")

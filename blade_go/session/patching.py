@@ -1,0 +1,203 @@
+"""Applying and reverting patches in a live target through a delve session.
+
+The one rule that keeps the target alive: nothing may resume in the middle of bytes we rewrite.
+A thread (or a goroutine parked by the scheduler, or one interrupted by an async-preemption
+signal) whose saved PC lies strictly inside an overwritten range would, once resumed, decode the
+new bytes from a position that is not an instruction boundary of the new code and execute
+garbage. A PC exactly at a route's first byte is fine: it executes the new jump from its start.
+Cave bytes are entered only through a route, so while a cave is removed no PC may lie anywhere
+in it, its first byte included. Threads inside runtime signal handling are treated as unsafe
+too: the signal frame on their stack holds an interrupted PC that delve does not report as the
+thread's PC. In all these cases we let the target run a few milliseconds and look again.
+
+Every path that halted the target resumes it (try/finally): a target is never left stopped.
+"""
+import random
+import time
+
+from ..errors import BladeError, Code
+from ..patch import CAVE, ROUTE, Patch
+from .memory import read_bytes, write_bytes
+
+SIGNAL_CODE_PREFIXES = ("runtime.sig", "runtime.asyncPreempt", "runtime.doSigPreempt")
+MAX_ATTEMPTS = 20
+
+
+def _fn_name(loc: dict | None) -> str:
+    fn = (loc or {}).get("function") or {}
+    return fn.get("name") or ""
+
+
+def unsafe_pcs(threads: list, goroutines: list, ranges: list[tuple[int, int]],
+               include_start: bool, stacks: dict | None = None) -> list[str]:
+    """Reasons why writing over ``ranges`` now would be unsafe (empty list: safe).
+
+    ``ranges`` are half-open [lo, hi). With include_start False a PC equal to lo is allowed
+    (route patches), with True it is not (cave removal). ``stacks`` maps goroutine id to frame
+    PCs: goroutines parked by async preemption, and every goroutine when the patches' code calls
+    out and so leaves return addresses on stacks. Threads in signal handling code are refused
+    outright: the PC they will resume at is in a signal frame delve does not show us.
+    """
+    def inside(pc: int) -> bool:
+        return any((lo <= pc < hi) if include_start else (lo < pc < hi) for lo, hi in ranges)
+
+    reasons = []
+    for t in threads:
+        name = _fn_name(t)
+        if name.startswith(SIGNAL_CODE_PREFIXES):
+            reasons.append(f"thread {t.get('id')} is in signal handling code ({name})")
+        elif inside(t.get("pc", 0)):
+            reasons.append(f"thread {t.get('id')} is at {t['pc']:#x}, inside a patched range")
+    for g in goroutines:
+        for key in ("currentLoc", "userCurrentLoc"):
+            loc = g.get(key) or {}
+            if inside(loc.get("pc", 0)):
+                reasons.append(f"goroutine {g.get('id')} {key} {loc['pc']:#x} is inside a patched range")
+    for gid, pcs in (stacks or {}).items():
+        for pc in pcs:
+            if inside(pc):
+                reasons.append(f"goroutine {gid} has a return address {pc:#x} inside a patched range")
+    return reasons
+
+
+def branches_into(instructions: list, routes: list[Patch]) -> list[str]:
+    """Branches of the patched function that land strictly inside a route's bytes.
+
+    A goroutine already running in the function's body when the route is written may still
+    jump back to such a target (a loop head near the entry) and would land mid-instruction.
+    """
+    reasons = []
+    for ins in instructions:
+        dest = (ins.get("DestLoc") or {}).get("pc")
+        if dest and any(r.addr < dest < r.end for r in routes):
+            pc = (ins.get("Loc") or {}).get("pc", 0)
+            reasons.append(f"the instruction at {pc:#x} ({ins.get('Text', '').strip()}) "
+                           f"branches to {dest:#x}, inside the entry bytes to be replaced")
+    return reasons
+
+
+class Patcher:
+    """Halts, checks, writes, verifies and resumes; ``client`` is a DelveClient."""
+
+    def __init__(self, client, log=print):
+        self.client = client
+        self.log = log
+
+    def resume(self):
+        try:
+            self.client.continue_async()
+        except Exception as e:  # dlv gone: the supervisor notices and handles it
+            self.log(f"continue failed: {e}")
+
+    def _snapshot(self, ranges, include_start, guard):
+        c = self.client
+        gs = c.list_goroutines()
+        all_stacks = bool(guard and guard.get("stacks"))
+        depth = (guard or {}).get("depth", 32)
+        # A goroutine stopped by async preemption sits in runtime.asyncPreempt2 waiting to be
+        # rescheduled; the PC it was interrupted at is a frame of its stack (usually, but not
+        # when it is a runtime function, its userCurrentLoc). Check its frames.
+        stacks = {g["id"]: [f["pc"] for f in c.stacktrace(g["id"], depth if all_stacks else 8)]
+                  for g in gs
+                  if all_stacks or _fn_name(g.get("currentLoc")).startswith(SIGNAL_CODE_PREFIXES)}
+        return unsafe_pcs(c.list_threads(), gs, ranges, include_start, stacks)
+
+    def halt_when_safe(self, patches: list[Patch], include_start: bool, guard=None) -> int:
+        """Halt the target at a moment where no PC is inside the patches; returns attempts."""
+        ranges = [(p.addr, p.end) for p in patches]
+        reasons = []
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            state = self.client.halt()
+            if state.get("exited"):
+                raise BladeError(Code.PROCESS_NOT_EXIST, "target process exited "
+                                 f"(status {state.get('exitStatus')})")
+            reasons = self._snapshot(ranges, include_start, guard)
+            if not reasons:
+                return attempt
+            self.resume()
+            time.sleep(random.uniform(0.002, 0.010))
+        self.client.halt()  # stay halted so the caller's finally resumes exactly once
+        raise BladeError(Code.UNEXPECTED_STATUS, "the target keeps executing inside the bytes to be "
+                         f"patched after {MAX_ATTEMPTS} attempts: " + "; ".join(reasons[:3]))
+
+    def _write_verified(self, p: Patch, data: bytes):
+        write_bytes(self.client, p.addr, data)
+        back = read_bytes(self.client, p.addr, len(data))
+        if back != data:
+            raise BladeError(Code.UNEXPECTED_STATUS, f"read back at {p.addr:#x} gives {back.hex()}, "
+                                                     f"expected {data.hex()}")
+
+    def apply(self, patches: list[Patch], guard=None) -> dict:
+        ordered = [p for p in patches if p.role == CAVE] + [p for p in patches if p.role != CAVE]
+        routes = [p for p in patches if p.role == ROUTE]
+        written: list[Patch] = []
+        t0 = time.monotonic()
+        try:
+            attempts = self.halt_when_safe(routes, include_start=False, guard=guard)
+            fn_range = (guard or {}).get("function")
+            if fn_range and routes:
+                bad = branches_into(self.client.disassemble(*fn_range), routes)
+                if bad:
+                    raise BladeError(Code.PARAMETER_INVALID,
+                                     "cannot route this function safely: " + "; ".join(bad[:3]))
+            for p in ordered:
+                live = read_bytes(self.client, p.addr, len(p.original))
+                if live != p.original:
+                    raise BladeError(Code.UNEXPECTED_STATUS,
+                                     f"bytes at {p.addr:#x} differ from the executable "
+                                     f"({live.hex()} != {p.original.hex()}): already patched by "
+                                     "another tool?")
+            for p in ordered:
+                written.append(p)
+                self._write_verified(p, p.replacement)
+        except Exception:
+            self._undo(written)
+            raise
+        finally:
+            self.resume()
+        return {"patches": len(patches), "written": sum(len(p.replacement) for p in patches),
+                "verified": True, "attempts": attempts,
+                "elapsed_ms": round((time.monotonic() - t0) * 1000, 2)}
+
+    def _undo(self, written: list[Patch]):
+        for p in reversed(written):
+            try:
+                write_bytes(self.client, p.addr, p.original)
+            except Exception as e:  # keep undoing the rest; report through the log
+                self.log(f"undo of {p.addr:#x} failed: {e}")
+
+    def _restore(self, group: list[Patch]) -> int:
+        n = 0
+        for p in group:
+            live = read_bytes(self.client, p.addr, len(p.original))
+            if live == p.original:
+                continue
+            if live != p.replacement:
+                raise BladeError(Code.UNEXPECTED_STATUS,
+                                 f"bytes at {p.addr:#x} are neither the experiment's nor the "
+                                 f"original ({live.hex()}): changed by another tool? not restored")
+            self._write_verified(p, p.original)
+            n += len(p.original)
+        return n
+
+    def revert(self, patches: list[Patch], guard=None, settle: float = 0.05) -> dict:
+        routes = [p for p in patches if p.role == ROUTE]
+        caves = [p for p in patches if p.role != ROUTE]
+        restored = 0
+        t0 = time.monotonic()
+        if routes:
+            try:
+                self.halt_when_safe(routes, include_start=False, guard=guard)
+                restored += self._restore(routes)
+            finally:
+                self.resume()
+            # Let threads already inside a stub run out of it before its bytes go away.
+            time.sleep(settle)
+        if caves:
+            try:
+                self.halt_when_safe(caves, include_start=True, guard=guard)
+                restored += self._restore(caves)
+            finally:
+                self.resume()
+        return {"restored": restored, "verified": True,
+                "elapsed_ms": round((time.monotonic() - t0) * 1000, 2)}

@@ -1,0 +1,15 @@
+"""Where a target's session files live: $home/sessions/<pid>.{sock,lock,log,dlv.log,err,preempt.json}."""
+import os
+
+
+class SessionPaths:
+    def __init__(self, home: str, pid: int):
+        self.dir = os.path.join(home, "sessions")
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        base = os.path.join(self.dir, str(pid))
+        self.sock = base + ".sock"
+        self.lock = base + ".lock"
+        self.log = base + ".log"  # the supervisor's stdout/stderr
+        self.dlv_log = base + ".dlv.log"
+        self.err = base + ".err"  # why the last supervisor could not attach (JSON)
+        self.preempt = base + ".preempt.json"

@@ -1,0 +1,151 @@
+"""What the supervisor reads and writes outside dlv: experiment records and process facts.
+
+Experiment records belong to blade_go.state.StateStore; this module is the only place the
+session layer touches them, so a change of the store's shape is a change here only.
+Assumed store API: StateStore(home).get(uid) -> dict | None; .update(uid, fn) where fn gets the
+record dict (mutated in place and returned); .list() -> iterable of records. A record holds
+"uid", "status" (Created|Success|Error|Destroyed), "patches" (Patch.to_json dicts) and the
+target pid as "pid" (or "flags"["pid"]).
+"""
+import json
+import os
+import re
+import time
+
+LIVE = ("Success", "Created")
+
+
+def _store(home: str):
+    # BLADE_GO_SESSION_STORE=module:Class substitutes the store (tests of this layer alone).
+    alt = os.environ.get("BLADE_GO_SESSION_STORE")
+    if alt:
+        import importlib
+        mod, cls = alt.split(":")
+        return getattr(importlib.import_module(mod), cls)(home)
+    from ..state import StateStore
+    return StateStore(home)
+
+
+def get(home: str, uid: str) -> dict | None:
+    return _store(home).get(uid)
+
+
+def patches_of(rec: dict) -> list:
+    """The experiment's patches: kept in the handler-owned "record" by blade_go.experiment."""
+    return (rec.get("record") or {}).get("patches") or rec.get("patches") or []
+
+
+def _record_pid(rec: dict):
+    pid = rec.get("pid") or (rec.get("flags") or {}).get("pid")
+    try:
+        return int(pid)
+    except (TypeError, ValueError):
+        return None
+
+
+def live_uids(home: str, pid: int, exclude: str | None = None) -> set[str]:
+    try:
+        recs = list(_store(home).list())
+    except Exception:
+        return set()
+    return {r["uid"] for r in recs if r.get("status") in LIVE and _record_pid(r) == pid
+            and r.get("uid") != exclude}
+
+
+def mark_destroyed(home: str, uid: str, reason: str):
+    def fn(rec):
+        if rec.get("status") in LIVE:
+            rec["status"] = "Destroyed"
+            rec["reason"] = reason
+            rec["update_time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        return rec
+    try:
+        _store(home).update(uid, fn)
+    except Exception as e:
+        print(f"cannot mark {uid} destroyed: {e}", flush=True)
+
+
+def note_error(home: str, uid: str, message: str):
+    def fn(rec):
+        rec["error"] = message
+        return rec
+    try:
+        _store(home).update(uid, fn)
+    except Exception:
+        pass
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def wait_untraced(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                if "TracerPid:\t0\n" in f.read():
+                    return True
+        except FileNotFoundError:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def start_time(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[19]
+
+
+def exit_status_from(text: str):
+    m = re.search(r"exited with status (-?\d+)", text)
+    return int(m.group(1)) if m else None
+
+
+# -- async preemption ------------------------------------------------------------------------
+# Some dlv versions set runtime.debug.asyncpreemptoff=1 while attached and restore the value
+# they read on Detach; a SIGKILLed dlv restores nothing. (dlv 1.20.2 and 1.27.2 were measured
+# not to change it on attach.) The first session on a pid records the value and its address;
+# a later session that finds 1 where the record says 0 writes 0 back before attaching.
+VAR = "runtime.debug.asyncpreemptoff"
+
+
+def _load_preempt(p, pid: int):
+    try:
+        rec = json.load(open(p.preempt))
+        return rec if rec.get("start_time") == start_time(pid) else None  # else: pid reused
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def fix_async_preempt(p, pid: int, log):
+    """Before attaching: undo a value left stuck at 1 by a killed dlv (root: /proc/PID/mem)."""
+    rec = _load_preempt(p, pid)
+    if not rec or rec.get("original") != 0:
+        return
+    try:
+        with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
+            mem.seek(rec["addr"])
+            if int.from_bytes(mem.read(4), "little") == 1:
+                mem.seek(rec["addr"])
+                mem.write((0).to_bytes(4, "little"))
+                log(f"{VAR} was stuck at 1 (an earlier dlv was killed): restored 0")
+    except OSError as e:
+        log(f"cannot check {VAR}: {e}")
+
+
+def record_async_preempt(client, p, pid: int, log):
+    """After the first attach on this process: remember the value and where it lives."""
+    if _load_preempt(p, pid):
+        return
+    try:
+        var = client.eval(VAR)
+        with open(p.preempt, "w") as f:
+            json.dump({"start_time": start_time(pid), "addr": int(var["addr"]),
+                       "original": int(var["value"])}, f)
+    except Exception as e:
+        log(f"cannot record {VAR}: {e}")

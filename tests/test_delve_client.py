@@ -1,0 +1,197 @@
+"""DelveClient, memory chunking and the PC-inside-range rule.
+
+Pure logic against fakes (a scripted JSON-RPC server, fake thread lists); the client against
+the real dlv in test_real_dlv_halt_write_continue.
+"""
+import json
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from blade_go.errors import BladeError, Code
+from blade_go.session import launcher
+from blade_go.session.delve_client import DelveClient, DelveTimeout
+from blade_go.session.memory import write_plan
+from blade_go.session.patching import unsafe_pcs
+
+
+class FakeDlv:
+    """A TCP server answering JSON-RPC lines with a handler(method, params) -> result|None."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.methods = []
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(1)
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        conn, _ = self.srv.accept()
+        self.conn = conn
+        for line in conn.makefile("rb"):
+            req = json.loads(line)
+            method = req["method"].split(".", 1)[1]
+            self.methods.append(method)
+            self.handler(self, req["id"], method, req["params"][0])
+
+    def reply(self, rid, result=None, error=None):
+        self.conn.sendall(json.dumps({"id": rid, "result": result, "error": error}).encode() + b"\n")
+
+
+def test_responses_matched_by_id_and_continue_answered_by_halt():
+    held = {}
+
+    def handler(fake, rid, method, params):
+        if method == "Command" and params["name"] == "continue":
+            held["continue"] = rid  # answered only when the target stops
+        elif method == "Command" and params["name"] == "halt":
+            fake.reply(held.pop("continue"), {"State": {"Running": False, "exited": False}})
+            fake.reply(rid, {"State": {"Running": False}})
+        elif method == "GetVersion":
+            fake.reply(rid, {"DelveVersion": "Version: 9.9.9"})
+        elif method == "State":
+            fake.reply(rid, {"State": {"Running": False, "nb": params["NonBlocking"]}})
+
+    fake = FakeDlv(handler)
+    c = DelveClient("127.0.0.1", fake.port, timeout=2)
+    assert c.get_version()["DelveVersion"] == "Version: 9.9.9"
+    fut = c.continue_async()
+    assert c.running and c.continue_async() is fut  # no second continue while one is pending
+    assert c.get_version()["DelveVersion"].startswith("Version")  # other calls still answered
+    assert c.halt() == {"Running": False, "exited": False}
+    assert not c.running
+    # Halting a stopped target must not send Command{halt}: dlv would queue a SIGTRAP that kills
+    # the Go target after detach.
+    before = fake.methods.count("Command")
+    assert c.halt()["nb"] is True
+    assert fake.methods.count("Command") == before
+
+
+def test_every_call_times_out_when_dlv_stays_silent():
+    fake = FakeDlv(lambda *a: None)  # malformed params make the real dlv do exactly this
+    c = DelveClient("127.0.0.1", fake.port, timeout=0.3)
+    t0 = time.monotonic()
+    with pytest.raises(DelveTimeout):
+        c.list_threads()
+    assert time.monotonic() - t0 < 2
+
+
+def test_dlv_error_and_disconnect_surface():
+    def handler(fake, rid, method, params):
+        if method == "ClearBreakpoint":
+            fake.reply(rid, error="no breakpoint with id -7")
+        else:
+            fake.conn.shutdown(socket.SHUT_RDWR)
+
+    fake = FakeDlv(handler)
+    c = DelveClient("127.0.0.1", fake.port, timeout=2)
+    with pytest.raises(Exception, match="no breakpoint with id -7"):
+        c.clear_breakpoint(-7)
+    with pytest.raises(Exception, match="closed"):
+        c.list_threads()
+    assert not c.connected
+
+
+def test_write_plan_covers_exactly_with_aligned_words():
+    for addr in range(0x1000, 0x1010):
+        for size in (1, 5, 7, 8, 9, 16, 23, 40):
+            plan = write_plan(addr, size)
+            covered = [a + i for a, w in plan for i in range(w)]
+            assert covered == list(range(addr, addr + size))
+            assert all(a % 8 == 0 for a, w in plan if w == 8)
+            assert all(w in (1, 8) for _, w in plan)
+    assert write_plan(0x1003, 21) == [(0x1003 + i, 1) for i in range(5)] + [(0x1008, 8), (0x1010, 8)]
+
+
+def _th(tid, pc, name="main.f"):
+    return {"id": tid, "pc": pc, "function": {"name": name}}
+
+
+def _g(gid, pc, upc=None, name="main.f"):
+    return {"id": gid, "currentLoc": {"pc": pc, "function": {"name": name}},
+            "userCurrentLoc": {"pc": upc if upc is not None else pc, "function": {"name": "main.f"}}}
+
+
+def test_pc_rule_route_allows_start_refuses_strictly_inside():
+    route = [(0x1000, 0x1005)]
+    assert unsafe_pcs([_th(1, 0x1000)], [], route, include_start=False) == []
+    assert unsafe_pcs([_th(1, 0x1005)], [], route, include_start=False) == []
+    for pc in (0x1001, 0x1004):
+        assert unsafe_pcs([_th(1, pc)], [], route, include_start=False)
+        assert unsafe_pcs([], [_g(7, 0x2000, upc=pc, name="runtime.gopark")], route, False)
+    # cave removal: the first byte counts too
+    assert unsafe_pcs([_th(1, 0x1000)], [], route, include_start=True)
+
+
+def test_pc_rule_signal_code_and_stacks():
+    r = [(0x1000, 0x1005)]
+    why = unsafe_pcs([_th(3, 0x9999, "runtime.sigtramp")], [], r, False)
+    assert why and "signal handling" in why[0]
+    assert unsafe_pcs([_th(3, 0x9999, "runtime.asyncPreempt")], [], r, False)
+    assert unsafe_pcs([_th(3, 0x9999, "runtime.doSigPreempt")], [], r, False)
+    # a goroutine parked by async preemption is judged by its frames, not refused outright
+    parked = _g(9, 0x8888, upc=0x7777, name="runtime.asyncPreempt2")
+    assert unsafe_pcs([], [parked], r, False, stacks={9: [0x8888, 0x7777]}) == []
+    assert unsafe_pcs([], [parked], r, False, stacks={9: [0x8888, 0x1003]})
+    assert unsafe_pcs([_th(1, 0x5000), _th(2, 0x6000)], [_g(1, 0x5000)], r, False) == []
+
+
+def test_find_dlv_order_and_missing(monkeypatch, tmp_path):
+    fake = tmp_path / "dlv"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("BLADE_GO_DLV", str(fake))
+    assert launcher.find_dlv(launcher.EM_X86_64) == str(fake)
+    monkeypatch.setenv("BLADE_GO_DLV", str(tmp_path / "nope"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(launcher, "TOOLS", str(tmp_path / "none"))
+    with pytest.raises(BladeError) as e:
+        launcher.find_dlv(launcher.EM_X86_64)
+    assert e.value.code == Code.COMMAND_NOT_FOUND and "go install" in str(e.value)
+    monkeypatch.setenv("BLADE_GO_DLV_386", str(fake))
+    assert launcher.find_dlv(launcher.EM_386) == str(fake)
+
+
+def test_not_a_go_program_and_missing_process(tmp_path):
+    with pytest.raises(BladeError) as e:
+        launcher.check_traceable(2 ** 22 + 17)
+    assert e.value.code == Code.PROCESS_NOT_EXIST
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        with pytest.raises(BladeError) as e:
+            launcher.launch_dlv(sleeper.pid, str(tmp_path / "dlv.log"), timeout=30)
+        assert e.value.code == Code.PARAMETER_INVALID and "is not a Go program" in str(e.value)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_real_dlv_halt_write_continue(build, target_factory, dlv, monkeypatch, tmp_path):
+    monkeypatch.setenv("BLADE_GO_DLV", dlv)
+    t = target_factory(build("session_heartbeat"), ready_line="ready pid=")
+    proc = launcher.launch_dlv(t.pid, str(tmp_path / "dlv.log"))
+    try:
+        c = DelveClient("127.0.0.1", proc.port)
+        var = c.eval("runtime.debug.asyncpreemptoff")
+        assert var["type"] == "int32"
+        c.continue_async()
+        time.sleep(0.1)
+        assert c.halt()["Running"] is False
+        addr = int(var["addr"])
+        old = c.read_memory(addr, 4)
+        assert len(c.read_memory(0x400000, 2500)) == 2500  # several ExamineMemory pages
+        assert c.read_memory(0x400000, 4) == b"\x7fELF"
+        assert [th for th in c.list_threads()] and c.list_goroutines()
+        c.detach()
+        proc.proc.wait(10)
+        assert old == b"\0\0\0\0"
+        m = t.mark()
+        time.sleep(0.3)
+        assert t.lines_since(m) and t.alive()
+    finally:
+        proc.kill()
