@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# blade-go demo: a running Go service's database query starts failing, then recovers.
+# Installs what it needs (Python deps, dlv), builds examples/userservice, and shows its output
+# before, during and after a `return` experiment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BLADE_GO_DEMO_QUICK=${BLADE_GO_DEMO_QUICK:-}
+if [ -z "$BLADE_GO_DEMO_QUICK" ]; then
+  bash .ci/install.sh --minimal >/dev/null
+fi
+source build/toolchains.env
+export PATH="$TOOLS_DIR/bin:$PATH"
+work=$(mktemp -d)
+trap 'kill "$svc" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+(cd examples/userservice && GOTOOLCHAIN=local go build -o "$work/userservice" .)
+"$work/userservice" >"$work/out.log" 2>&1 &
+svc=$!
+section() { printf '\n== %s\n' "$1"; }
+show_new() { sleep "$1"; tail -n +$(( ${shown:-0} + 1 )) "$work/out.log"; shown=$(wc -l <"$work/out.log"); }
+
+section "before: the service answers normally"
+show_new 3
+
+section "create: blade-go create go return --pid $svc --func 'main.(*Store).GetUser' --value 'nil,error:db is down'"
+out=$(blade-go create go return --pid "$svc" --func 'main.(*Store).GetUser' --value 'nil,error:db is down')
+echo "$out"
+uid=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["result"])' "$out")
+
+section "during: every query fails with the injected error"
+show_new 3
+
+section "status"
+blade-go status "$uid"
+
+section "destroy: blade-go destroy $uid"
+blade-go destroy "$uid"
+
+section "after: the service is back to normal, its code byte for byte as shipped"
+show_new 3

@@ -1,0 +1,3 @@
+module example.com/userservice
+
+go 1.19

