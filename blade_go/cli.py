@@ -1,0 +1,306 @@
+"""The `blade-go` command line, generated at run time from the spec registry.
+
+Every command writes exactly one chaosblade Response (JSON) on stdout and exits 0 or 1; the only
+exceptions are help (-h/--help) and `spec`, which print text. Usage errors become JSON too:
+unknown flag/command -> CommandIllegal 49000, missing value -> ParameterLess 45000.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import traceback
+
+import click
+
+from . import __version__
+from .errors import BladeError, Code
+from .response import emit, fail, ok
+
+log = logging.getLogger("blade_go")
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+_TRUE = ("", "true", "1", "yes", "on")
+
+
+class Respond(Exception):
+    """Carries a command's Response out of click to main()."""
+
+    def __init__(self, resp: dict):
+        self.resp = resp
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """While a command runs, anything printed (by us, libraries or child processes inheriting
+    fd 1) goes to stderr, so stdout only ever carries the one JSON Response."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:
+        saved = None
+    if saved is not None:
+        os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _respond(fn, *args, **kwargs):
+    with _stdout_to_stderr():
+        result = fn(*args, **kwargs)
+    raise Respond(ok(result))
+
+
+def _registry():
+    from .registry import default_registry
+    return default_registry()
+
+
+# ---- create: create -> <target> -> <action>, all from the registry ----------------------
+
+_METAVAR = {"int": "INT", "seconds": "SECONDS", "pid": "PID", "url": "URL", "string": "TEXT"}
+
+
+class ActionCommand(click.Command):
+    def __init__(self, target: str, spec):
+        self.spec = spec
+        params = []
+        for f in spec.flags:
+            help_text = f.desc + ("" if f.type in ("string", "bool") else f"; {f.expected()}")
+            if f.required:
+                help_text += " [required]"
+            if f.default is not None:
+                help_text += f" [default: {f.default}]"
+            params.append(click.Option([f"--{f.name}", f.name.replace("-", "_")],
+                                       is_flag=f.no_args, default=None, help=help_text,
+                                       metavar=None if f.no_args else _METAVAR[f.type]))
+        super().__init__(spec.name, params=params, callback=self._create,
+                         help=spec.long_desc, short_help=spec.short_desc,
+                         context_settings=CONTEXT)
+        self.target = target
+
+    def parse_args(self, ctx, args):
+        # chaosblade passes noArgs flags as --name=true|false; click flags take no value
+        names = {f.name for f in self.spec.flags if f.no_args}
+        out = []
+        for a in args:
+            name, eq, value = a[2:].partition("=")
+            if a.startswith("--") and eq and name in names:
+                low = value.strip().lower()
+                if low not in _TRUE + ("false", "0", "no", "off"):
+                    raise BladeError(Code.PARAMETER_ILLEGAL, f"illegal value {value!r} for "
+                                     f"--{name}: expected a boolean (true or false)")
+                if low in _TRUE:
+                    out.append(f"--{name}")
+                continue
+            out.append(a)
+        return super().parse_args(ctx, out)
+
+    def format_epilog(self, ctx, formatter):
+        formatter.write_paragraph()
+        formatter.write_heading("Examples")
+        with formatter.indentation():
+            for line in self.spec.example.splitlines():
+                formatter.write((" " * formatter.current_indent + line).rstrip() + "\n")
+
+    def _create(self, **kwargs):
+        from . import experiment
+        by_param = {f.name.replace("-", "_"): f.name for f in self.spec.flags}
+        flags = {by_param[k]: v for k, v in kwargs.items() if v not in (None, False)}
+        _respond(experiment.create, self.target, self.spec.name, flags)
+
+
+class TargetGroup(click.Group):
+    def __init__(self, spec):
+        self.spec = spec
+        super().__init__(spec.name, help=spec.long_desc, short_help=spec.short_desc,
+                         invoke_without_command=True, no_args_is_help=False,
+                         context_settings=CONTEXT, callback=self._no_action)
+
+    def list_commands(self, ctx):
+        return list(self.spec.actions)
+
+    def get_command(self, ctx, name):
+        if name.startswith("-"):
+            return None
+        return ActionCommand(self.spec.name, self.spec.action(name))
+
+    def _no_action(self):
+        if click.get_current_context().invoked_subcommand is None:
+            raise BladeError(Code.PARAMETER_LESS, "less parameter: action (one of "
+                             + ", ".join(self.spec.actions) + ")")
+
+
+class CreateGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(_registry().targets)
+
+    def get_command(self, ctx, name):
+        if name.startswith("-"):
+            return None
+        return TargetGroup(_registry().target(name))
+
+
+@click.group(context_settings=CONTEXT, help="Inject faults into running Go processes "
+             "(a ChaosBlade executor). Every command prints one JSON Response.")
+def cli():
+    pass
+
+
+@cli.group(cls=CreateGroup, invoke_without_command=True, no_args_is_help=False,
+           context_settings=CONTEXT, help="Create an experiment: create <target> <action> "
+           "[flags]; prints the experiment uid.")
+def create():
+    if click.get_current_context().invoked_subcommand is None:
+        raise BladeError(Code.PARAMETER_LESS, "less parameter: target (one of "
+                         + ", ".join(_registry().targets) + ")")
+
+
+@cli.command(context_settings={**CONTEXT, "ignore_unknown_options": True,
+                               "allow_extra_args": True},
+             help="Destroy an experiment and restore the process: destroy <uid>. chaosblade's "
+             "form `destroy go <action> --uid=<uid> [flags]` is accepted too.")
+@click.argument("words", nargs=-1, type=click.UNPROCESSED)
+@click.option("--uid", default=None, help="Experiment uid (instead of the positional uid)")
+@click.option("--debug", is_flag=True, help="Diagnostics to stderr and the log file")
+def destroy(words, uid, debug):
+    from . import experiment
+    positional = [w for w in words if not w.startswith("-")]
+    if uid is None:
+        if positional and positional[0] in _registry().targets:
+            raise BladeError(Code.PARAMETER_LESS, "less parameter: uid (--uid=<uid>)")
+        if not positional:
+            raise BladeError(Code.PARAMETER_LESS, "less parameter: uid (destroy <uid>)")
+        uid = positional[0]
+    _respond(experiment.destroy, uid, debug=debug)
+
+
+@cli.command(context_settings=CONTEXT, help="Show one experiment (status <uid>, with live facts)"
+             " or list them (status --type create [--status S] [--limit N]).")
+@click.argument("uid", required=False)
+@click.option("--type", "type_", default=None, help="Experiment type to list: create")
+@click.option("--status", default=None, help="Only experiments in this status "
+              "(Created, Success, Error, Destroyed)")
+@click.option("--limit", default=None, help="At most this many experiments, newest first")
+@click.option("--debug", is_flag=True, help="Diagnostics to stderr and the log file")
+def status(uid, type_, status, limit, debug):
+    from . import experiment
+    if uid:
+        _respond(experiment.status, uid, debug=debug)
+    if type_ is None:
+        raise BladeError(Code.PARAMETER_LESS, "less parameter: uid or --type create")
+    _respond(experiment.list_status, type_, status, limit)
+
+
+@cli.command(context_settings=CONTEXT, help="Print blade-go's version.")
+def version():
+    from .plugin_yaml import SPEC_VERSION
+    raise Respond(ok({"version": __version__, "specVersion": SPEC_VERSION}))
+
+
+@cli.command(context_settings=CONTEXT, help="Print the chaosblade plugin YAML "
+             "(chaosblade-exec-go.yaml) generated from the specs.")
+def spec():
+    from .plugin_yaml import render_plugin_yaml
+    click.echo(render_plugin_yaml(_registry()), nl=False)
+
+
+@cli.command(context_settings=CONTEXT, help="Report what blade-go can see in a Go executable "
+             "(functions, signatures, result locations, caves), without touching the process.")
+@click.option("--pid", default=None, help="A running process")
+@click.option("--binary", default=None, help="An executable file")
+@click.option("--func", "func", default=None, help="Only this function")
+@click.option("--debug", is_flag=True, help="Diagnostics to stderr and the log file")
+def inspect(pid, binary, func, debug):
+    if (pid is None) == (binary is None):
+        raise BladeError(Code.PARAMETER_LESS, "less parameter: exactly one of --pid, --binary")
+    if pid is not None:
+        if not pid.isdigit() or int(pid) <= 0:
+            raise BladeError(Code.PARAMETER_ILLEGAL, f"illegal value {pid!r} for --pid: "
+                             "expected a process id (positive integer)")
+        pid = int(pid)
+    try:
+        from .inspector.report import inspect_report
+    except Exception as e:
+        raise BladeError(Code.HANDLER_EXEC_NOT_FOUND,
+                         f"the inspector report is not available: {type(e).__name__}: {e}")
+    _respond(inspect_report, pid=pid, binary=binary, func=func)
+
+
+# ---- entry point ------------------------------------------------------------------------
+
+def _wants_debug(argv) -> bool:
+    return any(a == "--debug" or (a.startswith("--debug=") and a[8:].lower() in _TRUE)
+               for a in argv)
+
+
+def _setup_logging(debug: bool) -> str | None:
+    if not debug:
+        return None
+    log.setLevel(logging.DEBUG)
+    fmt = logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    handlers = [logging.StreamHandler(sys.stderr)]
+    path = None
+    try:
+        from .state import log_path
+        path = str(log_path())
+        handlers.append(logging.FileHandler(path))
+    except (BladeError, OSError) as e:
+        print(f"blade-go: no log file: {e}", file=sys.stderr)
+    for h in handlers:
+        h.setFormatter(fmt)
+        log.addHandler(h)
+    return path
+
+
+def _usage_code(e: click.UsageError) -> int:
+    if isinstance(e, click.exceptions.NoSuchOption):
+        return Code.COMMAND_ILLEGAL
+    if isinstance(e, click.exceptions.MissingParameter):
+        return Code.PARAMETER_LESS
+    if isinstance(e, click.exceptions.BadOptionUsage):  # e.g. "--func requires an argument"
+        return Code.PARAMETER_LESS
+    if isinstance(e, click.BadParameter):
+        return Code.PARAMETER_ILLEGAL
+    return Code.COMMAND_ILLEGAL
+
+
+def run(argv) -> int:
+    """Run one command; returns the exit status. Response (or help/spec text) goes to stdout."""
+    argv = list(argv)
+    debug = _wants_debug(argv)
+    log_file = _setup_logging(debug)
+    log.debug("argv: %r", argv)
+    try:
+        code = cli.main(args=argv, prog_name="blade-go", standalone_mode=False)
+        return code if isinstance(code, int) else 0  # help, spec
+    except Respond as r:
+        return emit(r.resp)
+    except BladeError as e:
+        log.debug("failed: %s", e, exc_info=True)
+        return emit(fail(e.code, e.message))
+    except click.exceptions.NoArgsIsHelpError as e:  # bare `blade-go`
+        click.echo(e.ctx.get_help())
+        return 0
+    except click.UsageError as e:
+        return emit(fail(_usage_code(e), e.format_message()))
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        return emit(fail(Code.UNEXPECTED_STATUS, "interrupted"))
+    except Exception as e:  # a bug: reported as JSON, details only with --debug
+        detail = traceback.format_exc()
+        log.debug("internal error:\n%s", detail)
+        where = f"; details in {log_file}" if log_file else "; rerun with --debug for details"
+        return emit(fail(Code.UNEXPECTED_STATUS,
+                         f"internal error: {type(e).__name__}: {e}{where}"))
+
+
+def main(argv=None):
+    sys.exit(run(sys.argv[1:] if argv is None else argv))
