@@ -159,10 +159,22 @@ summary() {
     "dlv-debian" "$TOOLS_DIR/delve-$DEBIAN_DELVE_VERSION/usr/bin/dlv" "dlv $(dlv_version_of "$TOOLS_DIR/delve-$DEBIAN_DELVE_VERSION/usr/bin/dlv")"
 }
 
+# 7. A 32-bit C toolchain: tests run planned 386 stubs on the CPU through a gcc -m32 harness.
+step_multilib() {
+  if echo 'int main(void){return 0;}' | gcc -m32 -x c -o /dev/null - 2>/dev/null; then
+    log "gcc -m32: present"
+  else
+    log "gcc -m32: installing gcc-multilib"
+    apt_update_once
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-multilib >/dev/null
+  fi
+}
+
 step_python
 step_dlv
 step_debian_go
 step_debian_dlv
 step_dlv386
 step_gobin
+step_multilib
 summary

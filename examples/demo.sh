@@ -4,10 +4,8 @@
 # before, during and after a `return` experiment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BLADE_GO_DEMO_QUICK=${BLADE_GO_DEMO_QUICK:-}
-if [ -z "$BLADE_GO_DEMO_QUICK" ]; then
-  bash .ci/install.sh --minimal >/dev/null
-fi
+# Idempotent: a few seconds once everything is installed.
+bash .ci/install.sh >/dev/null
 source build/toolchains.env
 export PATH="$TOOLS_DIR/bin:$PATH"
 work=$(mktemp -d)

@@ -138,7 +138,8 @@ def harness64(tmp_path_factory):
 def harness32(tmp_path_factory):
     exe, why = build(tmp_path_factory.mktemp("h32"), "h32", tramp_386(), ["-m32"])
     if not exe:
-        pytest.skip(f"gcc -m32 unavailable (install gcc-multilib): {why.strip()[:200]}")
+        from tests.support.toolchains import missing
+        missing(f"gcc -m32 unavailable (install gcc-multilib): {why.strip()[:200]}")
     return exe
 
 

@@ -40,7 +40,7 @@ class ReturnExecutor(Executor):
         # the same cave bytes, and the originals are on disk before anything is written.
         with ctx.store.transaction() as state:
             _refuse_conflicts(state, ctx, fn)
-            allocator = CaveAllocator(binary.caves(), taken=_taken_ranges(state, ctx.pid, bias))
+            allocator = CaveAllocator(binary.caves(int3=False), taken=_taken_ranges(state, ctx.pid, bias))
             plan = plan_return(
                 results, values, arch=binary.goarch, ptrsize=binary.ptrsize,
                 resolve=BinaryResolver(binary),
