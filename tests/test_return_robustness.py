@@ -74,7 +74,7 @@ def test_sigkill_of_supervisor_and_dlv_leaves_target_alive(blade, e2e_binary, ta
     for pid in filter(None, (supervisor, tracer)):
         os.kill(pid, signal.SIGKILL)
     time.sleep(1)
-    assert t.alive()
+    assert t.alive(), f"{t.describe()} stderr: {t.err_lines[:6]}"
     c1, i1 = stats(t, t.mark())
     c2, i2 = stats(t, t.mark())
     assert c2 > c1 and i2 > i1, "target must keep running, still injected"
@@ -85,6 +85,36 @@ def test_sigkill_of_supervisor_and_dlv_leaves_target_alive(blade, e2e_binary, ta
     time.sleep(0.5)
     assert _tracer(t.pid) is None
     assert text_differences(t.pid) == []
+
+
+def test_supervisor_killed_alone_leaves_dlv_that_destroy_ends(blade, e2e_binary, target_factory):
+    """The orphaned dlv keeps the target running (no detach of its own, see launcher.py); the
+    next command's fresh supervisor ends it with a clean detach before attaching."""
+    t = target_factory(e2e_binary, args=["stress"])
+    uid = blade.create_return(t.pid, "main.Query", INJECTED)
+    dlv = _tracer(t.pid)
+    os.kill(_supervisor_of(t.pid), signal.SIGKILL)
+    time.sleep(0.5)
+    assert _tracer(t.pid) == dlv, "dlv must not detach on its own"
+    c1, i1 = stats(t, t.mark())
+    c2, i2 = stats(t, t.mark())
+    assert c2 > c1 and i2 > i1
+    blade.ok("destroy", uid)
+    assert not os.path.exists(f"/proc/{dlv}") or _state(dlv) == "Z"
+    c3, i3 = stats(t, t.mark())
+    c4, i4 = stats(t, t.mark())
+    assert c4 > c3 and i4 == i3
+    assert not [ln for ln in t.lines if ln.startswith("BAD")]
+    time.sleep(0.5)
+    assert _tracer(t.pid) is None
+    assert text_differences(t.pid) == []
+
+
+def _state(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
 
 
 def test_panicking_target_dies_as_without_blade_go(blade, e2e_binary, target_factory):

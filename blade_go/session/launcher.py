@@ -3,7 +3,6 @@
 Failures are turned into chaosblade errors that say why (not root, ptrace_scope, another tracer,
 no such process, not a Go program) instead of dlv's raw output.
 """
-import ctypes
 import os
 import re
 import shutil
@@ -124,13 +123,35 @@ def explain_failure(pid: int, output: str) -> BladeError:
     return BladeError(Code.OS_CMD_EXEC_FAILED, f"dlv failed to attach to {pid}: {tail}")
 
 
-def _die_with_parent():
-    # dlv gets SIGTERM (detach cleanly) if the supervisor dies, instead of keeping the target.
+def _own_process_group():
+    # No PR_SET_PDEATHSIG on purpose: dlv must never start a detach on its own when the
+    # supervisor dies. dlv halts the target with a signal while detaching; a SIGKILL landing
+    # in that window (a controller killed as a whole) leaves the signal pending and the Go
+    # target dies of it. An orphaned dlv just keeps the target running; the next supervisor
+    # for this pid ends it with a clean SIGTERM detach and waits for it (reap_orphan_dlv).
     os.setpgrp()
+
+
+def reap_orphan_dlv(pid: int, pid_file: str, wait: float = 20.0) -> int | None:
+    """End the dlv a dead supervisor left attached to pid; returns its pid, or None."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+        dlv_pid = int(open(pid_file).read().strip())
+        cmd = open(f"/proc/{dlv_pid}/cmdline", "rb").read().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    if not (cmd and b"dlv" in os.path.basename(cmd[0]) and b"attach" in cmd
+            and str(pid).encode() in cmd):
+        return None  # the pid was reused by something else
+    os.kill(dlv_pid, signal.SIGTERM)  # dlv detaches cleanly on SIGTERM
+    deadline = time.monotonic() + wait
+    while os.path.exists(f"/proc/{dlv_pid}") and _status_field(dlv_pid, "State") not in (None,) \
+            and not (_status_field(dlv_pid, "State") or "").startswith("Z"):
+        if time.monotonic() > deadline:
+            raise BladeError(Code.UNEXPECTED_STATUS,
+                             f"an earlier dlv (pid {dlv_pid}) attached to {pid} does not detach; "
+                             "not touching the target while it may be mid-detach")
+        time.sleep(0.05)
+    return dlv_pid
 
 
 @dataclass
@@ -165,7 +186,7 @@ def launch_dlv(pid: int, log_path: str, timeout: float = 30.0) -> DlvProcess:
     log = open(log_path, "ab+")
     start = log.seek(0, os.SEEK_END)
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=_own_process_group)
     deadline = time.monotonic() + timeout
     try:
         while True:

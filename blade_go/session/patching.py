@@ -180,7 +180,14 @@ class Patcher:
             n += len(p.original)
         return n
 
-    def revert(self, patches: list[Patch], guard=None, settle: float = 0.05) -> dict:
+    # Values a stub returned point into its cave (string bytes, error structs). A goroutine
+    # preempted between the call and its use of the value reads the cave after the route is
+    # gone, so caves are removed only after the target ran freely for a while: a runnable
+    # goroutine waits a few 10 ms scheduler slices to run again; 0.5 s covers that with margin
+    # under GC pressure (measured: 50 ms was not enough with 8 busy goroutines on 2 cores).
+    SETTLE = 0.5
+
+    def revert(self, patches: list[Patch], guard=None, settle: float | None = None) -> dict:
         routes = [p for p in patches if p.role == ROUTE]
         caves = [p for p in patches if p.role != ROUTE]
         restored = 0
@@ -192,7 +199,7 @@ class Patcher:
             finally:
                 self.resume()
             # Let threads already inside a stub run out of it before its bytes go away.
-            time.sleep(settle)
+            time.sleep(self.SETTLE if settle is None else settle)
         if caves:
             try:
                 self.halt_when_safe(caves, include_start=True, guard=guard)

@@ -1,4 +1,4 @@
-"""Where a target's session files live: $home/sessions/<pid>.{sock,lock,log,dlv.log,err,preempt.json}."""
+"""Where a target's session files live: $home/sessions/<pid>.{sock,lock,log,dlv.log,dlv.pid,err,preempt.json}."""
 import os
 
 
@@ -13,3 +13,4 @@ class SessionPaths:
         self.dlv_log = base + ".dlv.log"
         self.err = base + ".err"  # why the last supervisor could not attach (JSON)
         self.preempt = base + ".preempt.json"
+        self.dlv_pid = base + ".dlv.pid"  # the attached dlv, so a later supervisor can end it

@@ -20,11 +20,26 @@ from ..errors import BladeError, Code
 from ..patch import Patch
 from . import paths, protocol, records
 from .delve_client import DelveClient, DelveError
-from .launcher import DlvProcess, explain_failure, launch_dlv
+from .launcher import DlvProcess, explain_failure, launch_dlv, reap_orphan_dlv
 from .patching import Patcher
 
 POLL = 0.1
 IDLE_EXIT = 120.0  # no experiment ever arrived: detach instead of staying attached forever
+
+
+def _resume_if_stopped(pid: int):
+    """A tracer killed while it held the target halted can leave it in a stop with nobody to
+    resume it; an untraced target found stopped while our experiments live gets SIGCONT."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        tracer = next(int(ln.split()[1]) for ln in open(f"/proc/{pid}/status")
+                      if ln.startswith("TracerPid:"))
+    except (OSError, ValueError, StopIteration):
+        return
+    if state in ("T", "t") and tracer == 0:
+        log(f"target {pid} was left stopped; resuming it")
+        os.kill(pid, signal.SIGCONT)
 
 
 def log(msg: str):
@@ -48,6 +63,10 @@ class Supervisor:
 
     # -- dlv lifecycle --------------------------------------------------------------------
     def attach(self):
+        orphan = reap_orphan_dlv(self.pid, self.p.dlv_pid)
+        if orphan:
+            log(f"ended dlv {orphan} left attached by an earlier supervisor")
+        _resume_if_stopped(self.pid)
         records.fix_async_preempt(self.p, self.pid, log)
         log_start = os.path.getsize(self.p.dlv_log) if os.path.exists(self.p.dlv_log) else 0
         self.dlv = launch_dlv(self.pid, self.p.dlv_log)
@@ -70,6 +89,8 @@ class Supervisor:
         except Exception:
             self.dlv.kill()  # a killed dlv leaves no breakpoints: we set none, and cleared dlv's
             raise
+        with open(self.p.dlv_pid, "w") as f:
+            f.write(str(self.dlv.pid))
         self.client.continue_async()
         log(f"attached dlv pid {self.dlv.pid} ({self.version}) on port {self.dlv.port}")
 
