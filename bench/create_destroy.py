@@ -1,17 +1,18 @@
-"""create / destroy latency on a small binary and on the largest one at hand.
+"""create / destroy latency on a small binary and on a large one, side by side in one run.
 
-Small: the bench target. Large: a copy of the bench target linked with a big dependency tree
-is not available offline, so the large case is dlv's own executable started as a target? No:
-it must be a Go program we can inject into, so the large case builds the bench target with
-`-gcflags=all=-l` off and... see LARGE below: by default the largest Go binary we build here.
-Usage: python bench/create_destroy.py [--rounds 5] [--large PATH --large-func NAME --large-value V --large-args ...]
+Small: the bench target (bench/target). Large: a generated program of many packages with DWARF
+(tests/fixtures/dwarf_bigprog/gen.py; --packages x 200 functions, ~1 MB per package) that stays
+alive after start. Each create attaches a fresh dlv (the previous destroy detached it), so the
+create figure includes dlv's attach, which grows with the binary; destroy includes the 0.5 s
+settle before caves are removed (see blade_go/session/patching.py) and the detach.
+Usage: python bench/create_destroy.py [--rounds 5] [--packages 60]
 """
 import argparse
 import os
 import tempfile
 import time
 
-from common import Blade, bench_binary, median, start_target, table, versions
+from common import ROOT, Blade, bench_binary, median, start_target, table, versions
 
 
 def measure(binary, args, func, value, rounds, ready="READY"):
@@ -35,25 +36,38 @@ def measure(binary, args, func, value, rounds, ready="READY"):
     return os.path.getsize(binary), first_create, median(creates), median(destroys)
 
 
+def large_binary(packages):
+    """Build (once, cached) the generated program, changed to stay alive after printing READY."""
+    import importlib.util
+    from tests.support.fixtures import build_fixture, cache_dir
+    src = cache_dir() / f"bench-bigprog-{packages}"
+    if not (src / "main.go").exists():
+        spec = importlib.util.spec_from_file_location(
+            "gen", ROOT / "tests" / "fixtures" / "dwarf_bigprog" / "gen.py")
+        gen = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(gen)
+        gen.generate(str(src), packages, 200)
+        main_go = src / "main.go"
+        main_go.write_text(main_go.read_text().replace(
+            "fmt.Println(n)", 'fmt.Println("READY", n)\n\tselect {}'))
+    return build_fixture(src)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--large", help="a large Go executable to start as the target")
-    ap.add_argument("--large-func")
-    ap.add_argument("--large-value")
-    ap.add_argument("--large-args", nargs="*", default=[])
-    ap.add_argument("--large-ready", default=None)
+    ap.add_argument("--packages", type=int, default=60, help="size of the large program (0: skip)")
     a = ap.parse_args()
     rows = []
     size, first, c, d = measure(bench_binary(), ["2", "calls"], "main.Lookup", '"x",nil',
                                 a.rounds)
     rows.append(("bench target", f"{size / 1e6:.1f} MB", f"{first * 1e3:.0f}",
                  f"{c * 1e3:.0f}", f"{d * 1e3:.0f}"))
-    if a.large:
-        size, first, c, d = measure(a.large, a.large_args, a.large_func, a.large_value,
-                                    a.rounds, ready=a.large_ready)
-        rows.append((os.path.basename(a.large), f"{size / 1e6:.1f} MB", f"{first * 1e3:.0f}",
-                     f"{c * 1e3:.0f}", f"{d * 1e3:.0f}"))
+    if a.packages:
+        big = large_binary(a.packages)
+        size, first, c, d = measure(big, [], "bigprog/p0000.F1", '1,"x",error:down', a.rounds)
+        rows.append((f"generated, {a.packages} packages", f"{size / 1e6:.1f} MB",
+                     f"{first * 1e3:.0f}", f"{c * 1e3:.0f}", f"{d * 1e3:.0f}"))
     print(versions())
     print(table(("binary", "size", "create ms (each attaches dlv)", "create ms (median)",
                  "destroy ms (median, detaches)"), rows))
