@@ -48,8 +48,9 @@ def large_binary(packages):
         spec.loader.exec_module(gen)
         gen.generate(str(src), packages, 200)
         main_go = src / "main.go"
-        main_go.write_text(main_go.read_text().replace(
-            "fmt.Println(n)", 'fmt.Println("READY", n)\n\tselect {}'))
+        text = main_go.read_text().replace('"fmt"', '"fmt"\n\t"time"', 1)
+        main_go.write_text(text.replace(
+            "fmt.Println(n)", 'fmt.Println("READY", n)\n\tfor {\n\t\ttime.Sleep(time.Hour)\n\t}'))
     return build_fixture(src)
 
 

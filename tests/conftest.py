@@ -51,3 +51,16 @@ def dlv():
 def dlv386():
     """Path of the 32-bit dlv for GOARCH=386 targets."""
     return _toolchains.require_dlv386()
+
+
+@pytest.fixture(scope="session")
+def e2e_binary():
+    """tests/fixtures/e2e_target built with the default Go (the end-to-end target)."""
+    return _fixtures.build_fixture("e2e_target")
+
+
+@pytest.fixture
+def blade(tmp_path):
+    """The blade-go CLI with a state directory of this test's own."""
+    from tests.support.blade import Blade
+    return Blade(tmp_path / "home")

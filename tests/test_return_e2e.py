@@ -11,7 +11,6 @@ import sys
 
 import pytest
 
-from tests.support.blade import Blade
 from tests.support.targets import text_differences
 
 # (case id, --func, call name in the target, --value, what the target prints while injected)
@@ -39,17 +38,6 @@ CASES = [
     ("closure", "main.makeAdder.func1", "Adder", "-7", "-7"),
     ("escaped-string", "main.Query", "Query", r'"tab\there \u00e9",nil', r'"tab\there é",<nil>'),
 ]
-
-
-@pytest.fixture(scope="module")
-def e2e_binary():
-    from tests.support.fixtures import build_fixture
-    return build_fixture("e2e_target")
-
-
-@pytest.fixture
-def blade(tmp_path):
-    return Blade(tmp_path / "home")
 
 
 @pytest.fixture

@@ -6,21 +6,9 @@ import time
 
 import pytest
 
-from tests.support.blade import Blade
 from tests.support.targets import text_differences
 
 INJECTED = '"chaos",error:injected db error'
-
-
-@pytest.fixture(scope="module")
-def e2e_binary():
-    from tests.support.fixtures import build_fixture
-    return build_fixture("e2e_target")
-
-
-@pytest.fixture
-def blade(tmp_path):
-    return Blade(tmp_path / "home")
 
 
 def stats(target, since):

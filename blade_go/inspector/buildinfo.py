@@ -24,7 +24,8 @@ class BuildInfo:
     modinfo: str         # the raw text `go version -m` prints
 
 
-def _uvarint(data: bytes, pos: int):
+def uvarint(data: bytes, pos: int):
+    """Go's unsigned varint (encoding/binary): the value and the position after it."""
     value = shift = 0
     while True:
         b = data[pos]
@@ -93,10 +94,10 @@ def read_buildinfo(image: ElfImage) -> Optional[BuildInfo]:
     ptrsize, flags = head[start + 14], head[start + 15]
     if flags & FLAG_INLINE_STRINGS:
         pos = start + 32
-        n, pos = _uvarint(head, pos)
+        n, pos = uvarint(head, pos)
         version = head[pos:pos + n].decode("utf-8", "replace")
         pos += n
-        n, pos = _uvarint(head, pos)
+        n, pos = uvarint(head, pos)
         modinfo = head[pos:pos + n].decode("utf-8", "replace")
     else:
         base = sec.addr + start

@@ -15,6 +15,7 @@ import struct
 from typing import Dict, List, Tuple
 
 from ..errors import BladeError, Code
+from .buildinfo import uvarint
 from .elf import ElfImage
 
 SECTION_NAMES = (".gopclntab", ".data.rel.ro.gopclntab")
@@ -24,17 +25,6 @@ GO118, GO120, GO116, GO12 = 0xFFFFFFF0, 0xFFFFFFF1, 0xFFFFFFFA, 0xFFFFFFFB
 def _cstring(data: bytes, off: int) -> str:
     end = data.index(b"\0", off)
     return data[off:end].decode("utf-8", "replace")
-
-
-def _uvarint(data: bytes, pos: int):
-    value = shift = 0
-    while True:
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, pos
-        shift += 7
 
 
 class PclnTable:
@@ -109,11 +99,11 @@ class PclnTable:
         if off:
             quantum, pc, first = d[6], entry, True
             while True:
-                vdelta, off = _uvarint(d, off)
+                vdelta, off = uvarint(d, off)
                 if vdelta == 0 and not first:
                     return pc
                 first = False
-                pcdelta, off = _uvarint(d, off)
+                pcdelta, off = uvarint(d, off)
                 pc += pcdelta * quantum
         code = self.image.read(entry, next_entry - entry)
         return entry + len(code.rstrip(b"\xcc"))
