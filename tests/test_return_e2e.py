@@ -8,9 +8,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
+from tests.support.blade import Blade
 from tests.support.targets import text_differences
 
 # (case id, --func, call name in the target, --value, what the target prints while injected)
@@ -152,6 +154,47 @@ def test_another_tracer_is_named(blade, target, dlv):
     finally:
         other.stop()
     assert str(other.proc.pid) in resp["error"] and "dlv" in resp["error"], resp
+    assert call(target, "Query") == '"row-1",<nil>'
+
+
+def test_bytes_changed_by_another_tool_are_not_overwritten(blade, target):
+    """The session compares the live bytes with the executable's before writing: a function
+    someone else already patched is refused, and the session detaches at once."""
+    from blade_go.inspector import open_binary
+    binary = open_binary(pid=target.pid)
+    fn = binary.find_function("main.Complex")  # never called unless asked: safe to alter
+    addr = fn.entry + binary.load_bias
+    with open(f"/proc/{target.pid}/mem", "r+b") as mem:
+        mem.seek(addr)
+        original = mem.read(1)
+        mem.seek(addr)
+        mem.write(bytes([original[0] ^ 0xFF]))
+    try:
+        resp = blade.fail("create", "go", "return", "--pid", target.pid, "--func",
+                          "main.Complex", "--value", "zero")
+        assert "differ from the executable" in resp["error"], resp
+        for _ in range(100):
+            if _dlv_attached_to(target.pid) is None:
+                break
+            time.sleep(0.05)
+        assert _dlv_attached_to(target.pid) is None, "session must detach after a refusal"
+    finally:
+        with open(f"/proc/{target.pid}/mem", "r+b") as mem:
+            mem.seek(addr)
+            mem.write(original)
+    assert text_differences(target.pid) == []
+    assert call(target, "Complex") == "(1+2i)"
+
+
+def test_missing_dlv_says_how_to_install(tmp_path, target):
+    blade = Blade(tmp_path / "home", env={"BLADE_GO_DLV": str(tmp_path / "no-dlv")})
+    resp = blade.fail("create", "go", "return", "--pid", target.pid, "--func", "main.Query",
+                      "--value", '"a",nil')
+    assert resp["code"] == 52000 and "go install github.com/go-delve/delve" in resp["error"]
+    rec = blade.ok("status", "--type", "create")[0]
+    assert rec["status"] == "Error" and "dlv" in rec["error"]
+    assert _dlv_attached_to(target.pid) is None
+    assert text_differences(target.pid) == []
     assert call(target, "Query") == '"row-1",<nil>'
 
 

@@ -55,8 +55,14 @@ class ReturnExecutor(Executor):
             state["experiments"][ctx.uid]["record"] = record
 
         session = ensure_session(ctx.pid, str(ctx.store.home))
-        # The function's code range: no branch in it may land inside the route bytes.
-        session.apply(ctx.uid, patches, guard={"function": [fn.entry + bias, fn.end + bias]})
+        try:
+            # The function's code range: no branch in it may land inside the route bytes.
+            session.apply(ctx.uid, patches, guard={"function": [fn.entry + bias, fn.end + bias]})
+        except BladeError:
+            # Nothing was left written (the session undoes partial writes); let the session
+            # detach now if no other experiment holds it, instead of idling attached.
+            _release_quietly(session, ctx.uid)
+            raise
         if ctx.timeout:
             session.watch(ctx.uid, ctx.timeout)
         result = {"function": fn.name, "entry": hex(fn.entry + bias),
@@ -92,6 +98,13 @@ class ReturnExecutor(Executor):
             if live is not None:
                 facts["patch_in_place"] = live == route[0].replacement
         return facts
+
+
+def _release_quietly(session, uid):
+    try:
+        session.release(uid)
+    except BladeError:
+        pass  # the supervisor also detaches by itself when idle
 
 
 def _record(fn, patches, binary):

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 from ..errors import BladeError, Code
 
-INSTALL_HINT = ("dlv not found: install with `go install github.com/go-delve/delve/cmd/dlv@v1.27.2` "
-                "or set BLADE_GO_DLV")
 TOOLS = "/opt/blade-go-tools"
 EM_386, EM_X86_64, EM_AARCH64 = 3, 62, 183
 LISTENING = re.compile(r"API server listening at:\s*\S+:(\d+)")
@@ -51,17 +49,37 @@ def check_go_program(pid: int):
         raise BladeError(Code.PARAMETER_INVALID, f"process {pid} ({exe}) is not a Go program")
 
 
+def _pinned(key: str, default: str) -> str:
+    """A version from build/toolchains.env (the one place versions are pinned), when this is a
+    source checkout; installed packages fall back to `default`."""
+    env = os.path.join(os.path.dirname(__file__), "..", "..", "build", "toolchains.env")
+    try:
+        for line in open(env):
+            if line.startswith(key + "="):
+                return line.split("=", 1)[1].strip()
+    except OSError:
+        pass
+    return default
+
+
 def find_dlv(machine: int = EM_X86_64) -> str:
     """dlv for the target's architecture: a 386 target needs a 386 dlv."""
+    version = _pinned("DLV_VERSION", "latest")
     if machine == EM_386:
-        candidates = [os.environ.get("BLADE_GO_DLV_386"), f"{TOOLS}/bin386/dlv",
-                      f"{TOOLS}/delve-386/usr/bin/dlv"]
+        var, found = "BLADE_GO_DLV_386", [f"{TOOLS}/bin386/dlv", f"{TOOLS}/delve-386/usr/bin/dlv"]
         hint = ("dlv for 386 targets not found: set BLADE_GO_DLV_386 or build one with "
-                "`GOARCH=386 CGO_ENABLED=0 go install github.com/go-delve/delve/cmd/dlv@v1.27.2`")
+                f"`GOARCH=386 CGO_ENABLED=0 go install github.com/go-delve/delve/cmd/dlv@{version}`")
     else:
-        candidates = [os.environ.get("BLADE_GO_DLV"), shutil.which("dlv"), f"{TOOLS}/bin/dlv"]
-        hint = INSTALL_HINT
-    for path in candidates:
+        var, found = "BLADE_GO_DLV", [shutil.which("dlv"), f"{TOOLS}/bin/dlv"]
+        hint = (f"dlv not found: install it with `go install github.com/go-delve/delve/cmd/dlv@"
+                f"{version}` (or `bash .ci/install.sh`), or set BLADE_GO_DLV to its path")
+    chosen = os.environ.get(var)
+    if chosen:  # an explicit choice is never silently replaced by another dlv
+        if os.path.isfile(chosen) and os.access(chosen, os.X_OK):
+            return chosen
+        raise BladeError(Code.COMMAND_NOT_FOUND, f"{var}={chosen} is not an executable file; "
+                                                 + hint)
+    for path in found:
         if path and os.path.isfile(path) and os.access(path, os.X_OK):
             return path
     raise BladeError(Code.COMMAND_NOT_FOUND, hint)
