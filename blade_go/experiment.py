@@ -99,7 +99,9 @@ def create(target: str, action: str, flags: dict, registry=None, store=None) -> 
         raise
     rec = store.update(uid, lambda r: r.update(
         status=st.SUCCESS, error="", record={**(r.get("record") or {}), **owned}))
-    warnings = []
+    # A handler's warnings (e.g. inlined call sites a patch cannot reach) reach the user in
+    # the create result, as a failing endpoint does.
+    warnings = list(owned.get("warnings") or [])
     if values.get("endpoint"):
         warning = post_endpoint(values["endpoint"], rec)
         if warning:

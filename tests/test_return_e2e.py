@@ -80,6 +80,37 @@ def test_destroy_restores_every_byte(blade, target):
     assert "already destroyed" in str(again).lower()
 
 
+def test_inlined_call_sites_are_reported_not_changed(blade, target):
+    """Direct calls of Small were inlined: they keep the original behaviour, calls through the
+    function value run the out-of-line copy and get the injected value; the create result
+    says which sites are not covered."""
+    assert call(target, "Small") == "5,5"
+    result = blade.create_return(target.pid, "main.Small", "-9")
+    assert isinstance(result, dict) and result["uid"], result
+    assert any("main.call" in w and "inlined" in w for w in result["warnings"]), result
+    assert call(target, "Small") == "5,-9"
+    blade.ok("destroy", result["uid"])
+    assert call(target, "Small") == "5,5"
+
+
+def test_concurrent_creates_on_one_process(blade, target):
+    """Parallel CLI processes share one session and never share cave bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+    cases = CASES[:6]
+    with ThreadPoolExecutor(len(cases)) as pool:
+        uids = list(pool.map(lambda c: blade.create_return(target.pid, c[1], c[3]), cases))
+    for c in cases:
+        assert call(target, c[2]) == c[4]
+    with ThreadPoolExecutor(len(cases)) as pool:
+        list(pool.map(lambda u: blade.ok("destroy", u), uids))
+    assert text_differences(target.pid) == []
+    for _ in range(50):  # the supervisor detaches on its next poll once no experiment is live
+        if _dlv_attached_to(target.pid) is None:
+            break
+        time.sleep(0.1)
+    assert _dlv_attached_to(target.pid) is None
+
+
 def test_second_experiment_on_same_function_is_refused(blade, target):
     uid = blade.create_return(target.pid, "main.Query", '"a",nil')
     resp = blade.fail("create", "go", "return", "--pid", target.pid, "--func", "main.Query",

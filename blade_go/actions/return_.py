@@ -68,10 +68,13 @@ class ReturnExecutor(Executor):
         result = {"function": fn.name, "entry": hex(fn.entry + bias),
                   "stub": hex(plan.stub_addr), "stub_size": plan.stub_size,
                   "data_size": plan.data_size}
+        owned = dict(record, result=result)
         if inlined:
-            result["not_covered_inlined_sites"] = [
-                f"{s.caller} at {s.file}:{s.line}" for s in inlined]
-        return dict(record, result=result)
+            sites = [f"{s.caller} at {s.file}:{s.line}" for s in inlined]
+            result["not_covered_inlined_sites"] = sites
+            owned["warnings"] = [f"{len(sites)} call site(s) where the compiler inlined "
+                                 f"{fn.name} keep the original behaviour: " + "; ".join(sites[:10])]
+        return owned
 
     def destroy(self, ctx, record):
         from ..session import ensure_session

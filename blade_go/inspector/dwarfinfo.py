@@ -277,6 +277,11 @@ class DwarfInfo:
         for child in fn.iter_children():
             if child.tag != "DW_TAG_formal_parameter":
                 continue
+            # The out-of-line copy of a function that is also inlined elsewhere describes its
+            # parameters by reference to the abstract (inlinable) entry, which holds name,
+            # type and direction.
+            if "DW_AT_abstract_origin" in child.attributes:
+                child = child.get_DIE_from_attribute("DW_AT_abstract_origin")
             flag = child.attributes.get("DW_AT_variable_parameter")
             is_result = bool(flag is not None and flag.value)
             name = die_name(child) or (f"~r{len(results)}" if is_result else f"~p{len(params)}")

@@ -246,8 +246,12 @@ class Supervisor:
         self.stop.set()
 
     def idle(self) -> bool:
-        return (not self.uids and time.monotonic() - self.started > IDLE_EXIT
-                and not records.live_uids(self.home, self.pid) - self.released)
+        """No live experiment: either all that came were released (parallel destroys may each
+        have seen the others still live), or none ever arrived within IDLE_EXIT."""
+        live = (self.uids | records.live_uids(self.home, self.pid)) - self.released
+        if live:
+            return False
+        return bool(self.released) or time.monotonic() - self.started > IDLE_EXIT
 
     # -- serving --------------------------------------------------------------------------
     def monitor(self):
