@@ -37,6 +37,18 @@ def test_100_cycles_under_load_with_gogc_1(blade, e2e_binary, target_factory):
     assert text_differences(t.pid) == []
 
 
+def test_back_to_back_sessions(blade, e2e_binary, target_factory):
+    """With no other experiment on the process, each destroy detaches dlv before it returns,
+    so a create right after it starts a clean new session (no 'another tracer' race)."""
+    t = target_factory(e2e_binary, args=["stress"])
+    for i in range(10):
+        uid = blade.create_return(t.pid, "main.Query", INJECTED)
+        blade.ok("destroy", uid)
+        assert _tracer(t.pid) is None, f"cycle {i}: dlv still attached after destroy returned"
+    assert t.alive() and not [ln for ln in t.lines if ln.startswith("BAD")]
+    assert text_differences(t.pid) == []
+
+
 def test_timeout_destroys_without_cli(blade, e2e_binary, target_factory):
     t = target_factory(e2e_binary, args=["stress"])
     uid = blade.create_return(t.pid, "main.Query", INJECTED, "--timeout", "2")

@@ -139,7 +139,7 @@ def test_apply_revert_header_cave_and_detach(heartbeat, target_factory, home):
     get_record(home, "u1")
     from fake_state import StateStore
     StateStore(home).update("u1", lambda r: dict(r, status="Destroyed"))
-    assert h.release("u1")["detaching"]
+    assert h.release("u1")["detached"]
     assert wait_until(lambda: not os.path.exists(SessionPaths(home, t.pid).sock))
     assert wait_until(lambda: not process_alive(dlv_pid))
     assert wait_until(lambda: "TracerPid:\t0" in open(f"/proc/{t.pid}/status").read())
@@ -316,12 +316,12 @@ def test_release_keeps_session_while_other_experiments_live(heartbeat, target_fa
     add_record(home, "b", t.pid, [])
     h.apply("a", [])
     h.apply("b", [])
-    assert h.release("a") == {"released": "a", "detaching": False}
+    assert h.release("a") == {"released": "a", "detached": False}
     time.sleep(0.3)
     assert h.facts()["uids"] == ["b"]
     from fake_state import StateStore
     StateStore(home).update("b", lambda r: dict(r, status="Destroyed"))
-    assert h.release("b")["detaching"]
+    assert h.release("b")["detached"]
     assert wait_until(lambda: "TracerPid:\t0" in open(f"/proc/{t.pid}/status").read())
 
 

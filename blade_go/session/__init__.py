@@ -73,7 +73,24 @@ def ensure_session(pid: int, home: str) -> SessionHandle:
         return _start_supervisor(pid, home, p)
 
 
+def _wait_previous_supervisor(p: SessionPaths, timeout: float = 30.0):
+    """Wait until the last supervisor of this pid has fully ended (its life lock is free)."""
+    deadline = time.monotonic() + timeout
+    with open(p.life, "a") as life:
+        while True:
+            try:
+                fcntl.flock(life, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return  # closing the file releases it for the supervisor we start next
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BladeError(Code.UNEXPECTED_STATUS, "the previous session supervisor "
+                                     f"of this process has not ended after {timeout:.0f}s; "
+                                     f"see {p.log}") from None
+                time.sleep(0.05)
+
+
 def _start_supervisor(pid: int, home: str, p: SessionPaths) -> SessionHandle:
+    _wait_previous_supervisor(p)
     for stale in (p.sock, p.err):
         try:
             os.unlink(stale)

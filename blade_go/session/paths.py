@@ -13,4 +13,5 @@ class SessionPaths:
         self.dlv_log = base + ".dlv.log"
         self.err = base + ".err"  # why the last supervisor could not attach (JSON)
         self.preempt = base + ".preempt.json"
+        self.life = base + ".life"  # flock-ed by the supervisor for its whole life
         self.dlv_pid = base + ".dlv.pid"  # the attached dlv, so a later supervisor can end it

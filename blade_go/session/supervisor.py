@@ -8,6 +8,7 @@ serves apply/revert/watch/facts/release on $home/sessions/<pid>.sock. Every exit
 kills its dlv and never leaves the target halted.
 """
 import argparse
+import fcntl
 import json
 import os
 import signal
@@ -185,8 +186,20 @@ class Supervisor:
             t.cancel()
         live = (self.uids | records.live_uids(self.home, self.pid)) - self.released
         if not live:
+            # Detach before answering: when destroy returns, dlv is gone, and a create right
+            # after it starts a fresh session instead of meeting this one half closed.
+            self._unpublish()
+            with self.op_lock:
+                self.detach()
             self.stop.set()
-        return {"released": uid, "detaching": not live}
+        return {"released": uid, "detached": not live}
+
+    def _unpublish(self):
+        """Remove the socket path so no new client finds a session that is closing."""
+        try:
+            os.unlink(self.p.sock)
+        except FileNotFoundError:
+            pass
 
     # -- monitoring -----------------------------------------------------------------------
     def check_target(self):
@@ -312,6 +325,10 @@ def main(argv=None):
     ap.add_argument("--home", required=True)
     args = ap.parse_args(argv)
     sup = Supervisor(args.pid, args.home)
+    # Held until this process ends, however it ends: the next supervisor for this pid waits
+    # for it, so two never overlap (a new dlv would meet the old one still detaching).
+    life = open(sup.p.life, "a")
+    fcntl.flock(life, fcntl.LOCK_EX)
     signal.signal(signal.SIGTERM, lambda *_: sup.stop.set())
     signal.signal(signal.SIGINT, lambda *_: sup.stop.set())
     try:
