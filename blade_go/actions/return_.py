@@ -16,6 +16,7 @@ destroy hands the same patches back to the session, which restores routes first 
 """
 from ..errors import BladeError, Code
 from ..patch import CAVE, ROUTE, Patch
+from ..state import CREATED, SUCCESS
 from . import Executor
 
 JMP_REL32_LEN = 5
@@ -146,13 +147,15 @@ def _route_original(binary, fn):
     return original
 
 
-def _live(record):
-    return record.get("status") in ("Created", "Success")
+def _live_on(exp, pid):
+    """A live experiment on this very process (a reused pid names another process)."""
+    return (exp.get("status") in (CREATED, SUCCESS) and exp.get("pid") == pid
+            and (exp.get("record") or {}).get("target_start_time") == _start_time(pid))
 
 
 def _refuse_conflicts(state, ctx, fn):
     for uid, exp in state.get("experiments", {}).items():
-        if uid == ctx.uid or not _live(exp) or exp.get("pid") != ctx.pid:
+        if uid == ctx.uid or not _live_on(exp, ctx.pid):
             continue
         if (exp.get("record") or {}).get("function") == fn.name:
             raise BladeError(Code.PARAMETER_INVALID,
@@ -164,7 +167,7 @@ def _taken_ranges(state, pid, bias):
     """Cave bytes other live experiments on this process hold (file addresses)."""
     taken = []
     for exp in state.get("experiments", {}).values():
-        if not _live(exp) or exp.get("pid") != pid:
+        if not _live_on(exp, pid):
             continue
         for p in (exp.get("record") or {}).get("patches", []):
             if p.get("role") == CAVE:
