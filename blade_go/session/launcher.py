@@ -102,7 +102,12 @@ def check_traceable(pid: int):
         raise BladeError(Code.PROCESS_NOT_EXIST, f"process {pid} does not exist")
     tracer = int(_status_field(pid, "TracerPid") or 0)
     if tracer:
-        name = (_status_field(tracer, "Name") if os.path.exists(f"/proc/{tracer}") else None) or "?"
+        # TracerPid names the tracing *thread*; users know the process (its thread group).
+        try:
+            tracer = int(_status_field(tracer, "Tgid") or tracer)
+            name = _status_field(tracer, "Name") or "?"
+        except BladeError:  # the tracer ended meanwhile
+            name = "?"
         raise BladeError(Code.FORBIDDEN, f"permission denied: process {pid} is already traced by "
                                          f"another tracer (pid {tracer}, {name}); only one tracer "
                                          f"may attach")

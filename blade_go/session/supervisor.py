@@ -54,6 +54,7 @@ class Supervisor:
         self.op_lock = threading.RLock()  # one dlv conversation at a time
         self.uids: set[str] = set()
         self.released: set[str] = set()  # forgotten even if their record still says Success
+        self.closing = False  # detached on release: stop after answering
         self.timers: dict[str, threading.Timer] = {}
         self.stop = threading.Event()
         self.dlv: DlvProcess | None = None
@@ -191,7 +192,7 @@ class Supervisor:
             self._unpublish()
             with self.op_lock:
                 self.detach()
-            self.stop.set()
+            self.closing = True  # _serve_conn stops the supervisor once this reply is sent
         return {"released": uid, "detached": not live}
 
     def _unpublish(self):
@@ -317,6 +318,8 @@ class Supervisor:
                 protocol.send_message(conn, resp)
             except OSError:
                 pass
+        if self.closing:
+            self.stop.set()
 
 
 def main(argv=None):
