@@ -16,6 +16,7 @@ import pytest
 from blade_go.abi.abi0 import ABI0_386, ABI0_AMD64
 from blade_go.abi.regabi_amd64 import REGABI_AMD64
 from blade_go.inspector.gotypes import Field, GoType, Kind, Param, Signature, basic
+from tests.support.gotypes import BOOL, C128, ERR, F32, F64, I32, I8, INT, STR, U16
 from blade_go.stubs import parse_values, plan_return
 
 CODE, DATA = 0x10000000, 0x20000000
@@ -242,16 +243,6 @@ def stack_ranges(locs):
             if p.where == "stack"]
 
 
-INT = basic("int", Kind.INT, 8)
-I8 = basic("int8", Kind.INT, 1)
-U16 = basic("uint16", Kind.UINT, 2)
-I32 = basic("int32", Kind.INT, 4)
-BOOL = basic("bool", Kind.BOOL, 1)
-F64 = basic("float64", Kind.FLOAT64, 8)
-F32 = basic("main.Celsius", Kind.FLOAT32, 4)
-C128 = basic("complex128", Kind.COMPLEX128, 16, 8)
-STR = basic("string", Kind.STRING, 16, 8)
-ERR = GoType("error", Kind.IFACE, 16, 8)
 
 
 def test_integers_in_registers(harness64):

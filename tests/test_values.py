@@ -5,22 +5,11 @@ import pytest
 
 from blade_go.abi.regabi_amd64 import REGABI_AMD64
 from blade_go.errors import BladeError, Code
-from blade_go.inspector.gotypes import Field, GoType, Kind, Param, Signature, basic
+from blade_go.inspector.gotypes import Field, GoType, Kind, Param, Signature
+from tests.support.gotypes import BOOL, C128, C64, ERR, F32, F64, I32, I8, INT, STR, U64, U8
 from blade_go.stubs import parse_values
 from blade_go.stubs import values as V
 
-INT = basic("int", Kind.INT, 8)
-I8 = basic("int8", Kind.INT, 1)
-U8 = basic("uint8", Kind.UINT, 1)
-U64 = basic("uint64", Kind.UINT, 8)
-I32 = basic("int32", Kind.INT, 4)
-F32 = basic("main.Celsius", Kind.FLOAT32, 4)
-F64 = basic("float64", Kind.FLOAT64, 8)
-C128 = basic("complex128", Kind.COMPLEX128, 16, 8)
-C64 = basic("complex64", Kind.COMPLEX64, 8, 4)
-BOOL = basic("bool", Kind.BOOL, 1)
-STR = basic("string", Kind.STRING, 16, 8)
-ERR = GoType("error", Kind.IFACE, 16, 8)
 READER = GoType("io.Reader", Kind.IFACE, 16, 8)
 PTR = GoType("*main.User", Kind.POINTER, 8, 8)
 SLICE = GoType("[]uint8", Kind.SLICE, 24, 8)
