@@ -16,6 +16,7 @@ destroy hands the same patches back to the session, which restores routes first 
 """
 from ..errors import BladeError, Code
 from ..patch import CAVE, ROUTE, Patch
+from ..procfs import start_time
 from ..state import CREATED, SUCCESS
 from . import Executor
 
@@ -52,7 +53,7 @@ class ReturnExecutor(Executor):
                 read_original=lambda addr, n: binary.read(addr - bias, n))
             patches = list(plan.patches)
             record = _record(fn, patches, binary)
-            record["target_start_time"] = _start_time(ctx.pid)
+            record["target_start_time"] = start_time(ctx.pid)
             state["experiments"][ctx.uid]["record"] = record
 
         session = ensure_session(ctx.pid, str(ctx.store.home))
@@ -82,7 +83,7 @@ class ReturnExecutor(Executor):
         patches = [Patch.from_json(p) for p in record.get("patches", [])]
         if not patches:
             return {"restored": 0}
-        if _start_time(ctx.pid) != record.get("target_start_time"):
+        if start_time(ctx.pid) != record.get("target_start_time"):
             # The process ended (or its pid now names another process): nothing of ours is
             # left in any live memory, and writing into a stranger would be harm.
             return {"restored": 0, "note": f"target process {ctx.pid} is gone; nothing to restore"}
@@ -95,7 +96,7 @@ class ReturnExecutor(Executor):
         from ..session import connect_session
         session = connect_session(ctx.pid, str(ctx.store.home))
         facts = session.facts() if session else {"session": "absent"}
-        facts["target_alive"] = _start_time(ctx.pid) == record.get("target_start_time")
+        facts["target_alive"] = start_time(ctx.pid) == record.get("target_start_time")
         route = [Patch.from_json(p) for p in record.get("patches", []) if p.get("role") == ROUTE]
         if route and facts["target_alive"]:
             live = _peek(ctx.pid, route[0].addr, len(route[0].replacement))
@@ -147,15 +148,16 @@ def _route_original(binary, fn):
     return original
 
 
-def _live_on(exp, pid):
+def _live_on(exp, pid, started):
     """A live experiment on this very process (a reused pid names another process)."""
     return (exp.get("status") in (CREATED, SUCCESS) and exp.get("pid") == pid
-            and (exp.get("record") or {}).get("target_start_time") == _start_time(pid))
+            and (exp.get("record") or {}).get("target_start_time") == started)
 
 
 def _refuse_conflicts(state, ctx, fn):
+    started = start_time(ctx.pid)
     for uid, exp in state.get("experiments", {}).items():
-        if uid == ctx.uid or not _live_on(exp, ctx.pid):
+        if uid == ctx.uid or not _live_on(exp, ctx.pid, started):
             continue
         if (exp.get("record") or {}).get("function") == fn.name:
             raise BladeError(Code.PARAMETER_INVALID,
@@ -165,24 +167,15 @@ def _refuse_conflicts(state, ctx, fn):
 
 def _taken_ranges(state, pid, bias):
     """Cave bytes other live experiments on this process hold (file addresses)."""
-    taken = []
+    taken, started = [], start_time(pid)
     for exp in state.get("experiments", {}).values():
-        if not _live_on(exp, pid):
+        if not _live_on(exp, pid, started):
             continue
         for p in (exp.get("record") or {}).get("patches", []):
             if p.get("role") == CAVE:
                 lo = int(p["addr"]) - bias
                 taken.append((lo, lo + len(p["replacement"]) // 2))
     return taken
-
-
-def _start_time(pid):
-    """The process start time (clock ticks since boot): with the pid, it names one process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _peek(pid, addr, n):

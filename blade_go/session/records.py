@@ -12,7 +12,10 @@ import os
 import re
 import time
 
-LIVE = ("Success", "Created")
+from .. import procfs
+from ..state import CREATED, DESTROYED, SUCCESS
+
+LIVE = (SUCCESS, CREATED)
 
 
 def _store(home: str):
@@ -55,9 +58,8 @@ def live_uids(home: str, pid: int, exclude: str | None = None) -> set[str]:
 def mark_destroyed(home: str, uid: str, reason: str):
     def fn(rec):
         if rec.get("status") in LIVE:
-            rec["status"] = "Destroyed"
+            rec["status"] = DESTROYED
             rec["reason"] = reason
-            rec["update_time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         return rec
     try:
         _store(home).update(uid, fn)
@@ -75,12 +77,7 @@ def note_error(home: str, uid: str, message: str):
         pass
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, IndexError):
-        return False
+process_alive = procfs.alive
 
 
 def wait_untraced(pid: int, timeout: float) -> bool:
@@ -96,9 +93,7 @@ def wait_untraced(pid: int, timeout: float) -> bool:
     return False
 
 
-def start_time(pid: int) -> str:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[19]
+start_time = procfs.start_time
 
 
 def exit_status_from(text: str):

@@ -19,6 +19,7 @@ import time
 
 from ..errors import BladeError, Code
 from ..patch import Patch
+from .. import procfs
 from . import paths, protocol, records
 from .delve_client import DelveClient, DelveError
 from .launcher import DlvProcess, explain_failure, launch_dlv, reap_orphan_dlv
@@ -31,9 +32,8 @@ IDLE_EXIT = 120.0  # no experiment ever arrived: detach instead of staying attac
 def _resume_if_stopped(pid: int):
     """A tracer killed while it held the target halted can leave it in a stop with nobody to
     resume it; an untraced target found stopped while our experiments live gets SIGCONT."""
+    state = procfs.state(pid)
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
         tracer = next(int(ln.split()[1]) for ln in open(f"/proc/{pid}/status")
                       if ln.startswith("TracerPid:"))
     except (OSError, ValueError, StopIteration):
