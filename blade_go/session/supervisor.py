@@ -180,6 +180,10 @@ class Supervisor:
         self.release(uid)
 
     def release(self, uid: str) -> dict:
+        with self.op_lock:  # the monitor's idle check must not stop us mid-release
+            return self._release(uid)
+
+    def _release(self, uid: str) -> dict:
         self.uids.discard(uid)
         self.released.add(uid)
         t = self.timers.pop(uid, None)
@@ -259,9 +263,19 @@ class Supervisor:
                 time.sleep(0.5)
         self.stop.set()
 
+    def _idle_now(self) -> bool:
+        if not self.op_lock.acquire(blocking=False):
+            return False  # a request is running: not idle
+        try:
+            return self.idle()
+        finally:
+            self.op_lock.release()
+
     def idle(self) -> bool:
         """No live experiment: either all that came were released (parallel destroys may each
         have seen the others still live), or none ever arrived within IDLE_EXIT."""
+        if self.closing:  # a release detached already; its connection stops us after replying
+            return False
         live = (self.uids | records.live_uids(self.home, self.pid)) - self.released
         if live:
             return False
@@ -272,7 +286,7 @@ class Supervisor:
         while not self.stop.is_set():
             try:
                 self.check_target()
-                if self.idle():
+                if self._idle_now():
                     log("no experiment arrived: leaving")
                     self.stop.set()
             except Exception as e:  # keep watching; a broken session is handled next round
