@@ -225,3 +225,19 @@ def test_function_info_is_the_inspect_report(userservice):
     assert info["function"]["name"] == FUNC
     assert [r["type"]["name"] for r in info["function"]["signature"]["results"]] == \
         ["*main.User", "error"]
+
+
+def test_committed_journal_comes_from_this_experiment():
+    """examples/chaostoolkit/journal.json must be a run of the committed experiment.json (rerun
+    examples/chaostoolkit/run.sh after changing the experiment)."""
+    journal = json.loads((EXPERIMENT.parent / "journal.json").read_text())
+    ran = journal["experiment"]
+    ran.pop("dry", None)  # added by `chaos run`
+    ran["configuration"]["blade_go_uid"]["provider"].pop("secrets", None)  # ditto
+    assert ran == json.loads(EXPERIMENT.read_text())
+    assert journal["status"] == "completed" and journal["deviated"] is False
+    assert journal["steady_states"]["before"]["steady_state_met"] is True
+    outputs = {r["activity"]["name"]: r["output"] for r in journal["run"] + journal["rollbacks"]}
+    assert outputs["get-user-1-during-fault"]["status"] == 500
+    assert outputs["destroy-db-is-down"]["restored"]["verified"] is True
+    assert outputs["get-user-1-after-rollback"]["status"] == 200
