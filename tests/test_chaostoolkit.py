@@ -132,6 +132,7 @@ def test_experiment_injects_observes_and_rolls_back(tmp_path, userservice):
     status = run["blade-go-experiment-status"]["output"]
     assert status["status"] == "Success" and status["result"]["function"] == FUNC
     assert status["live"]["patch_in_place"] is True and status["pid"] == target.pid
+    assert status["timeout"] == 300  # blade-go's own safety net, should chaos die
     rollbacks = by_name(journal["rollbacks"])
     assert all(r["status"] == "succeeded" for r in journal["rollbacks"]), journal["rollbacks"]
     destroyed = rollbacks["destroy-db-is-down"]["output"]
@@ -241,3 +242,27 @@ def test_committed_journal_comes_from_this_experiment():
     assert outputs["get-user-1-during-fault"]["status"] == 500
     assert outputs["destroy-db-is-down"]["restored"]["verified"] is True
     assert outputs["get-user-1-after-rollback"]["status"] == 200
+
+
+def test_actions_by_process_and_destroy_all(tmp_path, monkeypatch, userservice):
+    """The Python activities directly: targeting by command-line substring, timeout stored,
+    destroy_all restoring what is in effect on that process, and then finding nothing."""
+    monkeypatch.setenv("BLADE_GO_HOME", str(tmp_path / "home"))
+    from blade_go.chaostoolkit import actions, probes
+    target, url = userservice
+    where = url.split("//", 1)[1]  # 127.0.0.1:PORT, only in this target's command line
+    uid = actions.inject_return(FUNC, "nil,error:db is down", process=f"-http {where}",
+                                timeout=600)
+    assert get(f"{url}/users/1") == (500, "db is down\n")
+    rec = probes.experiment_status(uid)
+    assert rec["pid"] == target.pid and rec["timeout"] == 600 and rec["status"] == "Success"
+    assert [r["uid"] for r in probes.active_experiments(process=where)] == [uid]
+    assert probes.active_experiment_count(pid=target.pid + 1_000_000) == 0
+
+    results = actions.destroy_all(process=where)
+    assert [(r["uid"], r["status"], r["restored"]["verified"]) for r in results] == \
+        [(uid, "Destroyed", True)]
+    assert get(f"{url}/users/1")[0] == 200
+    assert actions.destroy_all(process=where) == []
+    assert actions.destroy(uid)["status"] == "Destroyed"  # already destroyed: says so
+    assert_nothing_left(target, tmp_path / "home")

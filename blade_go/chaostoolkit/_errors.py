@@ -1,4 +1,4 @@
-"""blade-go's refusals as Chaos Toolkit failures (kept apart so actions/probes export only activities)."""
+"""blade-go refusals as Chaos Toolkit failures (kept out of the activity modules)."""
 from chaoslib.exceptions import ActivityFailed
 
 from ..errors import BladeError
