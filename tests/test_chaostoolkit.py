@@ -279,3 +279,40 @@ def test_actions_by_process_and_destroy_all(tmp_path, monkeypatch, userservice):
     assert actions.destroy_all(process=where) == []
     assert actions.destroy(uid)["status"] == "Destroyed"  # already destroyed: says so
     assert_nothing_left(target, tmp_path / "home")
+
+
+def test_inject_functions_map_onto_the_spec_flags(tmp_path, monkeypatch):
+    """Each inject_* is `create go <action>` with the spec's flag names (pure mapping: the
+    experiment layer is replaced by a recorder); an action the spec lacks fails as blade-go's
+    own unknown-action error."""
+    monkeypatch.setenv("BLADE_GO_HOME", str(tmp_path / "home"))
+    from chaoslib.exceptions import ActivityFailed
+
+    from blade_go.chaostoolkit import actions
+    from blade_go.registry import default_registry
+    calls = []
+
+    def record(target, action, flags):
+        calls.append((target, action, flags))
+        return {"uid": "u1", "warnings": ["inlined into main.main"]} if action == "return" \
+            else "u2"
+    monkeypatch.setattr(actions.experiment, "create", record)
+    assert actions.inject_return("main.F", "1,nil", pid=42, timeout=60, uid="u1") == "u1"
+    assert actions.inject_delay("main.F", 200, offset=5, process="svc") == "u2"
+    assert actions.inject_panic("main.F", "error:boom", process_cmd="svc") == "u2"
+    assert actions.inject_args("main.F", "n=1,#1=zero", pid=42) == "u2"
+    assert calls == [
+        ("go", "return", {"func": "main.F", "value": "1,nil", "pid": "42", "timeout": "60",
+                          "uid": "u1"}),
+        ("go", "delay", {"func": "main.F", "time": "200", "offset": "5", "process": "svc"}),
+        ("go", "panic", {"func": "main.F", "value": "error:boom", "process-cmd": "svc"}),
+        ("go", "args", {"func": "main.F", "set": "n=1,#1=zero", "pid": "42"})]
+    monkeypatch.undo()
+    monkeypatch.setenv("BLADE_GO_HOME", str(tmp_path / "home"))
+
+    spec_actions = default_registry().target("go").actions
+    for name in ("delay", "panic", "args"):
+        assert (f"inject_{name}" in actions.__all__) == (name in spec_actions)
+        if name not in spec_actions:
+            with pytest.raises(ActivityFailed, match=rf"unknown action '{name}'.*code 49000"):
+                getattr(actions, f"inject_{name}")("main.F", "1", pid=os.getpid())
