@@ -51,6 +51,13 @@ step_python() {
     log "python deps: installing"
     python3 -m pip install -q pyyaml requests pyelftools click pytest
   fi
+  # The Chaos Toolkit extra (setup.cfg [chaostoolkit]); its tests run the real `chaos` CLI.
+  if python3 -c 'import chaoslib, chaostoolkit' 2>/dev/null; then
+    log "chaostoolkit: present"
+  else
+    log "chaostoolkit: installing"
+    python3 -m pip install -q chaostoolkit chaostoolkit-lib
+  fi
   if [ -f "$REPO/setup.cfg" ] || [ -f "$REPO/pyproject.toml" ]; then
     # Editable install must point at *this* checkout (CI uses a fresh clone elsewhere).
     local where
