@@ -100,6 +100,9 @@ class ActionCommand(click.Command):
         formatter.write_heading("Examples")
         with formatter.indentation():
             for line in self.spec.example.splitlines():
+                # the spec's examples are written for blade; here the command is blade-go's
+                if line.startswith("blade create "):
+                    line = "blade-go create " + line[len("blade create "):]
                 formatter.write((" " * formatter.current_indent + line).rstrip() + "\n")
 
     def _create(self, **kwargs):
