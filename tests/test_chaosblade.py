@@ -96,7 +96,7 @@ def test_debug_on_create_and_destroy(blade, target):
     log = (blade.state_home / "blade-go.log").read_text()
     # blade-go's debug output went to its log, none into what blade parsed
     argv_lines = [line for line in log.splitlines() if f"'--uid={uid}'" in line and "argv:" in line]
-    assert [line.split("argv: ['")[1][:6] for line in argv_lines] == ["create", "destroy"]
+    assert [line.split("argv: ['")[1].split("'")[0] for line in argv_lines] == ["create", "destroy"]
     assert all("'--debug=true'" in line and "under blade: True" in line for line in argv_lines)
 
 
