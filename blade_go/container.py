@@ -137,10 +137,10 @@ def scope_for_container(prefix: str) -> Scope:
     """The container's processes (by cgroup), numbered as its pid namespace numbers them."""
     cid, pids = find_container(prefix)
     members = set(pids)
-    # the container's pid namespace is its init's: the member with the fewest NSpid levels,
-    # then the lowest inner pid (1 when the container has its own pid namespace)
-    def depth(h):
+    # the container's pid namespace is its init's (inner pid 1; the outermost such, should the
+    # container nest namespaces); a hostPID container has none: its shallowest member then
+    def rank(h):
         p = ns_pids(h) or []
-        return (len(p), p[-1] if p else 0)
-    anchor = min(pids, key=depth)
+        return (not (p and p[-1] == 1), len(p), h)
+    anchor = min(pids, key=rank)
     return _scope_of_namespace(anchor, f"container {cid[:12]}", keep=lambda h: h in members)
