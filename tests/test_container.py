@@ -84,23 +84,24 @@ def _make_cgroup(layout, cid):
     if base is None:
         pytest.skip(f"no cgroup {layout} hierarchy mounted here")
     d = base / path
+    made = [p for p in (d.parent, d) if not p.exists()]
     try:
         d.mkdir(parents=True)
     except OSError as e:
         pytest.skip(f"cannot create a cgroup here ({e}); the layouts are covered by the "
                     "parsing tests above")
-    return d
+    return d, made
 
 
-def _rm_cgroup(d):
-    for p in (d, d.parent):
+def _rm_cgroup(made):
+    for p in reversed(made):  # only what this test created, deepest first
         deadline = time.time() + 10
-        while p.exists() and not p.name.endswith(("cgroup", "pids", "unified")):
+        while p.exists():
             try:
                 p.rmdir()
-            except OSError:  # still populated for a moment after the kill, or not ours
-                if time.time() > deadline or p != d:
-                    break
+            except OSError:  # still populated for a moment after the kill
+                if time.time() > deadline:
+                    raise
                 time.sleep(0.1)
 
 
@@ -152,7 +153,7 @@ def container(request, e2e_binary):
     if not shutil.which("unshare"):
         pytest.skip("unshare not installed")
     cid = secrets.token_hex(32)
-    cgroup = _make_cgroup(request.param, cid)
+    cgroup, made = _make_cgroup(request.param, cid)
     host_sleep = subprocess.Popen(["sleep", "300"])  # a host process whose pid the Go
     inner_go = host_sleep.pid                          # target will have inside
     inner_only = _free_host_pid(host_sleep.pid + 5000)  # a pid no host process has
@@ -175,7 +176,7 @@ def container(request, e2e_binary):
         runner.stop()
         host_sleep.kill()
         host_sleep.wait()
-        _rm_cgroup(cgroup)
+        _rm_cgroup(made)
     assert ns_pids(host_sleep.pid) is None
 
 

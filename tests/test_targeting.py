@@ -116,7 +116,7 @@ def test_dlv_and_blade_go_are_never_candidates(spawn, tag, tmp_path):
     script = tmp_path / "blade-go"
     script.write_text(f"#!/bin/sh\nsleep 300\n")
     script.chmod(0o755)
-    running = subprocess.Popen([str(script)])
+    running = subprocess.Popen([str(script)], start_new_session=True)
     try:
         deadline = time.time() + 5
         while (process_info(running.pid) or process_info(os.getpid())).comm != "blade-go":
@@ -128,7 +128,7 @@ def test_dlv_and_blade_go_are_never_candidates(spawn, tag, tmp_path):
             resolve_target(pid=running.pid)
         assert "blade-go itself" in e.value.message
     finally:
-        running.kill()
+        os.killpg(running.pid, 9)  # the script and its sleep
         running.wait()
     assert is_blade_go_argv("python3", [sys.executable, "-m", "blade_go", "create"])
     assert is_blade_go_argv("python3", [sys.executable, "-u", "-m", "blade_go.session.supervisor"])
