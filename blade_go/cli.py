@@ -261,9 +261,12 @@ def chaosblade():
 @click.option("--home", required=True, help="The chaosblade release directory (holds blade)")
 @click.option("--version", "version_", default=None,
               help="blade's version (default: from the release's yaml/ or `blade version`)")
-def chaosblade_install(home, version_):
+@click.option("--via", default="os", show_default=True,
+              help="os: through bin/chaos_os (blade runs blade-go per command); cplus: as "
+              "blade's HTTP cplus agent (`blade prepare cplus --port P` starts blade-go server)")
+def chaosblade_install(home, version_, via):
     from .chaosblade.install import install
-    _respond(install, home, version_)
+    _respond(install, home, version_, via)
 
 
 @chaosblade.command("uninstall", context_settings=CONTEXT, help="Restore bin/chaos_os and the "
@@ -280,8 +283,10 @@ def chaosblade_uninstall(home):
 @click.option("--port", required=True, type=int, help="TCP port")
 @click.option("--ip", default="127.0.0.1", show_default=True,
               help="Address to listen on (loopback unless you mean otherwise)")
+@click.option("--name", default=None, help="A label kept in the command line (blade finds its "
+              "cplus agent by the name chaosblade-exec-cplus)")
 @click.option("--debug", is_flag=True, help="Diagnostics to stderr and the log file")
-def server(port, ip, debug):
+def server(port, ip, name, debug):
     from .server import serve
     serve(ip, port)
 

@@ -125,3 +125,23 @@ def test_dispatcher_hands_other_targets_to_the_real_chaos_os(release, tmp_path):
     out = subprocess.run([str(release / "bin/chaos_os"), "destroy", "file", "add", "--uid=x1",
                           f"--filepath={target}"], capture_output=True, text=True, timeout=60)
     assert json.loads(out.stdout)["success"] is True and not target.exists(), out
+
+
+def test_os_and_cplus_ways_are_exclusive_and_both_undo(release):
+    before = cb.snapshot(release, skip_runtime=False)
+    assert cb.blade_go("chaosblade", "install", "--home", release)["success"]
+    resp = cb.blade_go("chaosblade", "install", "--home", release, "--via", "cplus")
+    assert not resp["success"] and "uninstall it first" in resp["error"]
+    assert cb.blade_go("chaosblade", "uninstall", "--home", release)["success"]
+    resp = cb.blade_go("chaosblade", "install", "--home", release, "--via", "cplus")
+    assert resp["success"], resp
+    assert (release / "lib/cplus/chaosblade-exec-cplus").is_file()
+    assert (release / f"yaml/chaosblade-cplus-spec-{cb.version()}.yaml").is_file()
+    resp = cb.blade_go("chaosblade", "install", "--home", release)
+    assert not resp["success"] and "cplus agent" in resp["error"]
+    assert cb.blade_go("chaosblade", "install", "--home", release, "--via", "cplus")["success"]
+    assert cb.blade_go("chaosblade", "uninstall", "--home", release)["success"]
+    assert cb.snapshot(release, skip_runtime=False) == before
+    assert not (release / "lib/cplus").exists()
+    resp = cb.blade_go("chaosblade", "install", "--home", release, "--via", "ssh")
+    assert not resp["success"] and resp["code"] == 46000

@@ -157,8 +157,18 @@ def _dispatcher_text() -> str:
                              pythonpath=shlex.quote(pkg_parent), orig=ORIG)
 
 
-def install(home, version=None) -> dict:
+def install(home, version=None, via="os") -> dict:
+    if via == "cplus":
+        from . import cplus
+        return cplus.install(home, version)
+    if via != "os":
+        raise BladeError(Code.PARAMETER_ILLEGAL, f"illegal value {via!r} for --via: expected "
+                         "os or cplus")
     rel = Release(home)
+    from . import cplus
+    if cplus.installed(rel):
+        raise BladeError(Code.PARAMETER_INVALID, "blade-go is installed as the cplus agent in "
+                         f"{rel.home}: uninstall it first (blade cannot have two go targets)")
     version = rel.version(version)
     spec = rel.spec(version)
     if not spec.is_file():
@@ -224,6 +234,10 @@ def uninstall(home) -> dict:
     rel = Release(home)
     manifest = rel.read_manifest()
     changed = []
+    from . import cplus
+    if cplus.installed(rel):
+        changed += cplus.uninstall(rel)
+        manifest = manifest or {"via": "cplus"}
     if is_dispatcher(rel.chaos_os):
         if not rel.real.exists():
             raise BladeError(Code.CHAOSBLADE_FILE_NOT_FOUND, f"cannot uninstall: the real "
