@@ -158,3 +158,17 @@ def test_a_chaos_os_experiment_still_works(blade, tmp_path):
     assert blade.record(uid)["Status"] == "Success"
     blade.ok("destroy", uid)
     assert not f.exists()
+
+
+def test_a_value_of_exactly_false_never_leaves_blade(blade, target):
+    """blade 1.8 drops every flag whose value is the string "false" before calling the
+    executor (cli/cmd/exp.go createExpModel); blade-go says what is missing, and `zero` is the
+    way to write a lone false through blade."""
+    resp = blade.response("create", "go", "return", "--pid", target.pid, "--func", "main.Flag",
+                          "--value", "false")
+    assert resp["success"] is False and resp["code"] == 45000 and "--value" in resp["error"]
+    assert call(target, "Flag") == "true"
+    uid = create(blade, target, "main.Flag", "zero")
+    assert call(target, "Flag") == "false"
+    blade.ok("destroy", uid)
+    assert call(target, "Flag") == "true" and text_differences(target.pid) == []
