@@ -188,11 +188,13 @@ def destroy(words, uid, debug):
             _respond(cb.destroy_by_matchers, target, action, rest)
         registry.target(target).action(action)  # an unknown action is refused, not ignored
     elif uid is None:
-        positional = [w for w in words if not w.startswith("-")]
-        if len(positional) != 1 or len(words) != 1:
+        if not words or words[0].startswith("-"):
             raise BladeError(Code.PARAMETER_LESS, "less parameter: uid (destroy <uid>, or "
                              "destroy go <action> --uid=<uid>)")
-        uid = positional[0]
+        if len(words) > 1:
+            raise BladeError(Code.COMMAND_ILLEGAL, "unexpected argument(s) after the uid: "
+                             + " ".join(words[1:]))
+        uid = words[0]
     _respond(experiment.destroy, uid, debug=debug)
 
 

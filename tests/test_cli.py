@@ -229,6 +229,7 @@ def test_under_blade_exit_zero_json_only_log_file(home, target):
     (["frobnicate"], Code.COMMAND_ILLEGAL, ["frobnicate"]),
     (["destroy"], Code.PARAMETER_LESS, ["uid"]),
     (["destroy", "nope"], Code.DATA_NOT_FOUND, ["nope"]),
+    (["destroy", "nope", "extra"], Code.COMMAND_ILLEGAL, ["extra"]),
     (["status", "nope"], Code.DATA_NOT_FOUND, ["nope"]),
     (["status"], Code.PARAMETER_LESS, ["--type"]),
     (["status", "--type", "prepare"], Code.PARAMETER_ILLEGAL, ["--type"]),

@@ -78,12 +78,12 @@ def install(home, version=None) -> dict:
     osmode._write_atomic(spec, text.encode(), 0o644)
     pkg_parent = str(Path(__file__).resolve().parents[2])
     body = LAUNCHER.format(mark=osmode.MARK, pythonpath=shlex.quote(pkg_parent),
-                           python=shlex.quote(os.path.realpath(sys.executable)))
+                           python=shlex.quote(os.path.abspath(sys.executable)))
     osmode._write_atomic(launcher, body.encode(), 0o755)
     if str(launcher) not in created:
         created.append(str(launcher))
     info = {"version": version, "spec": str(spec), "created": created,
-            "python": os.path.realpath(sys.executable), "pythonpath": pkg_parent}
+            "python": os.path.abspath(sys.executable), "pythonpath": pkg_parent}
     osmode._write_atomic(manifest, (json.dumps(info, indent=1) + "\n").encode(), 0o644)
     return {**info, "home": str(rel.home), "message": f"run `blade prepare cplus --port P`, "
             f"then `blade create go ...` (without --port) reaches blade-go over HTTP"}

@@ -152,8 +152,10 @@ def merge_spec(original: str, items_text: str) -> str:
 
 
 def _dispatcher_text() -> str:
+    # sys.executable as is, not its realpath: a virtualenv's python is a symlink whose location
+    # is what makes it the venv's
     pkg_parent = str(Path(__file__).resolve().parents[2])
-    return DISPATCHER.format(mark=MARK, python=shlex.quote(os.path.realpath(sys.executable)),
+    return DISPATCHER.format(mark=MARK, python=shlex.quote(os.path.abspath(sys.executable)),
                              pythonpath=shlex.quote(pkg_parent), orig=ORIG)
 
 
@@ -206,7 +208,7 @@ def install(home, version=None, via="os") -> dict:
         changed.append(str(rel.chaos_os))
     info = {"version": version, "spec": str(spec), "spec_sha256": hashlib.sha256(
         merged).hexdigest(), "dispatcher": str(rel.chaos_os), "real_chaos_os": str(rel.real),
-        "python": os.path.realpath(sys.executable),
+        "python": os.path.abspath(sys.executable),
         "pythonpath": str(Path(__file__).resolve().parents[2])}
     if {k: v for k, v in manifest.items()} != info:
         _write_atomic(rel.manifest, (json.dumps(info, indent=1) + "\n").encode(), 0o644)
