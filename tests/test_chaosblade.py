@@ -172,3 +172,20 @@ def test_a_value_of_exactly_false_never_leaves_blade(blade, target):
     assert call(target, "Flag") == "false"
     blade.ok("destroy", uid)
     assert call(target, "Flag") == "true" and text_differences(target.pid) == []
+
+
+def test_blades_own_flags_are_not_redeclared(blade):
+    """-a/--async, -e/--endpoint, --uid, -d/--debug stay blade's (global) flags for `go`; the
+    os spec's own redeclaration of async shadows -a (`blade create file add -a` answers
+    "unknown shorthand flag: 'a'")."""
+    code, out, err = blade.run("create", "go", "return", "-h")
+    assert code == 0
+    local, _, inherited = out.partition("Global Flags:")
+    local = local.split("Flags:", 1)[1]
+    for name in ("--async", "--endpoint", "--uid", "--debug", "--nohup"):
+        assert name not in local and name in inherited, name
+    assert "-a, --async" in inherited and "-e, --endpoint" in inherited
+    assert "--timeout" in local  # added by blade itself to every action
+    assert "blade create go return --pid 4242" in out and "blade-go" not in out
+    code, out, err = blade.run("create", "file", "add", "-a")
+    assert "unknown shorthand flag: 'a'" in out + err
