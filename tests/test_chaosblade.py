@@ -114,7 +114,9 @@ def test_destroy_by_matchers(blade, target):
     uq = create(blade, target, "main.Query", '"m",nil')
     uc = create(blade, target, "main.Store.Count", "9")
     # blade passes --uid=unknown and the flags given; blade-go destroys the matching experiment
-    resp = blade.response("destroy", "go", "return", "--func", "main.Query")
+    # (with blade's own destroy flags too, which it passes on: --force-remove=true, --debug=true)
+    resp = blade.response("destroy", "go", "return", "--func", "main.Query", "--force-remove",
+                          "-d")
     assert resp["success"] is True, resp
     assert call(target, "Query") == q
     assert call(target, "Count") == "9"  # a different --func: untouched

@@ -24,8 +24,10 @@ SPACE = "@@##"
 UNKNOWN_UID = "unknown"  # chaosblade-spec-go spec.UnknownUid
 TRUE = ("", "true", "1", "yes", "on")
 FALSE = ("false", "0", "no", "off")
-# per-invocation flags: never part of what an experiment is, so never matched on destroy
-PER_INVOCATION = ("uid", "debug", "timeout", "async", "endpoint", "nohup")
+# per-invocation flags: never part of what an experiment is, so never matched on destroy;
+# the last five are `blade destroy`'s own, which it passes on when given
+PER_INVOCATION = ("uid", "debug", "timeout", "async", "endpoint", "nohup",
+                  "target", "force-remove", "kubeconfig", "kubectl-proxy", "token")
 
 log = logging.getLogger("blade_go")
 
@@ -90,7 +92,8 @@ def refuse_repeats(args, valued):
 
 def parse_matchers(args, spec) -> dict:
     """{flag: raw value} from `--k=v` / `--k v` / `--k` words of a destroy by matchers."""
-    valued = {f.name for f in spec.flags if not f.no_args} | {"uid", "timeout", "endpoint"}
+    valued = {f.name for f in spec.flags if not f.no_args} | {
+        "uid", "timeout", "endpoint", "target", "kubeconfig", "kubectl-proxy", "token"}
     refuse_repeats(args, valued)
     out, i = {}, 0
     while i < len(args):
