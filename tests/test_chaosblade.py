@@ -114,9 +114,7 @@ def test_destroy_by_matchers(blade, target):
     uq = create(blade, target, "main.Query", '"m",nil')
     uc = create(blade, target, "main.Store.Count", "9")
     # blade passes --uid=unknown and the flags given; blade-go destroys the matching experiment
-    # (with blade's own destroy flags too, which it passes on: --force-remove=true, --debug=true)
-    resp = blade.response("destroy", "go", "return", "--func", "main.Query", "--force-remove",
-                          "-d")
+    resp = blade.response("destroy", "go", "return", "--func", "main.Query")
     assert resp["success"] is True, resp
     assert call(target, "Query") == q
     assert call(target, "Count") == "9"  # a different --func: untouched
@@ -124,8 +122,17 @@ def test_destroy_by_matchers(blade, target):
     statuses = {r["uid"]: r["status"] for r in own["result"]}
     assert statuses == {uq: "Destroyed", uc: "Success"}
     assert blade.record(uq)["Status"] == "Destroyed"
-    blade.ok("destroy", uc)
+    # blade passes its own destroy flags on too (--force-remove=true, --debug=true): not matchers
+    resp = blade.response("destroy", "go", "return", "--func", "main.Store.Count",
+                          "--force-remove", "-d")
+    assert resp["success"] is True, resp
     assert call(target, "Count") == c and text_differences(target.pid) == []
+    own = cb.blade_go("status", uc, env={"BLADE_GO_HOME": str(blade.state_home)})
+    assert own["result"]["status"] == "Destroyed"
+    # (blade then looks for its records carrying every flag given, force-remove included, so
+    # its own record of uc stays Success; destroying it by uid settles it)
+    blade.ok("destroy", uc)
+    assert blade.record(uc)["Status"] == "Destroyed"
 
 
 def test_refused_create_message_reaches_the_user(blade, target):
