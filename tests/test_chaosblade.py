@@ -80,6 +80,16 @@ def test_create_status_destroy(blade, target):
     assert own["result"]["flags"]["value"] == '"chaos",error:db is down'
 
 
+def test_imposed_uid(blade, target):
+    # blade sends --uid=U twice then (its own, and the user's among the flags)
+    uid = blade.ok("create", "go", "return", "--pid", target.pid, "--func", "main.Store.Count",
+                   "--value", "3", "--uid", "imposed-uid-1")
+    assert uid == "imposed-uid-1" and call(target, "Count") == "3"
+    assert blade.record(uid)["Status"] == "Success"
+    blade.ok("destroy", uid)
+    assert blade.record(uid)["Status"] == "Destroyed" and text_differences(target.pid) == []
+
+
 def test_debug_on_create_and_destroy(blade, target):
     original = call(target, "Count")
     code, out, err = blade.run("create", "go", "return", "--pid", target.pid, "--func",

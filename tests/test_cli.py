@@ -152,6 +152,13 @@ def test_repeated_flags_are_refused(capsys, target):
         assert f"{name} given 2 times" in resp["error"]
     code, resp, _ = cli(capsys, "destroy", "go", "return", "--func=a", "--func=b")
     assert code == 1 and resp["code"] == Code.PARAMETER_ILLEGAL
+    # blade passes an imposed uid twice (its --uid=U, then the user's flags): same value, fine
+    code, resp, _ = cli(capsys, "create", "go", "return", "--uid=u2", f"--pid={target.pid}",
+                        "--value=1", "--func=main.a", "--uid=u2")
+    assert code == 0 and resp["result"] == "u2"
+    code, resp, _ = cli(capsys, "create", "go", "return", "--uid=u3", f"--pid={target.pid}",
+                        "--value=1", "--func=main.a", "--uid=u4")
+    assert code == 1 and "--uid given 2 times" in resp["error"]
     # a value that looks like a flag name is a value, not a repetition
     code, resp, _ = cli(capsys, "create", "go", "return", f"--pid={target.pid}", "--func",
                         "--value", "--value=1")

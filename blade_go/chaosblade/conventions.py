@@ -65,29 +65,39 @@ def normalize_bools(args, names) -> list:
     return out
 
 
-def option_names(args, valued) -> list:
-    """Flag names in args, in order; `--name value` consumes the next word for valued flags."""
-    names, i = [], 0
+def options(args, valued) -> list:
+    """(name, value) of the flags in args, in order; `--name value` consumes the next word for
+    valued flags; a bare noArgs flag has the value None."""
+    out, i = [], 0
     while i < len(args):
         a = args[i]
         if a == "--":
             break
         if a.startswith("--") and len(a) > 2:
-            name, eq, _ = a[2:].partition("=")
-            names.append(name)
+            name, eq, value = a[2:].partition("=")
             if not eq and name in valued:
+                value = args[i + 1] if i + 1 < len(args) else None
                 i += 1
+            out.append((name, value if eq or name in valued else None))
         i += 1
-    return names
+    return out
+
+
+# blade's os executor puts --uid=U first and then every flag the user gave, --uid included:
+# an imposed uid arrives twice, with one value
+SAME_TWICE_OK = ("uid",)
 
 
 def refuse_repeats(args, valued):
     """A flag given twice is an error: silently taking the last would hide a mistake."""
-    names = option_names(args, valued)
-    twice = sorted({n for n in names if names.count(n) > 1})
+    seen = {}
+    for name, value in options(args, valued):
+        seen.setdefault(name, []).append(value)
+    twice = sorted(n for n, vs in seen.items() if len(vs) > 1
+                   and not (n in SAME_TWICE_OK and len(set(vs)) == 1))
     if twice:
         raise BladeError(Code.PARAMETER_ILLEGAL, "illegal parameters: " + ", ".join(
-            f"--{n} given {names.count(n)} times" for n in twice) + "; give each flag once")
+            f"--{n} given {len(seen[n])} times" for n in twice) + "; give each flag once")
 
 
 def parse_matchers(args, spec) -> dict:
