@@ -8,8 +8,8 @@ from typing import List, Optional, Union
 
 from ..errors import BladeError, Code
 from .buildinfo import read_buildinfo, version_tuple
-from .caves import Cave, header_caves, int3_caves, text_end_caves
-from .elf import ElfImage, load_bias, open_process_exe
+from .caves import Cave, clip_to, header_caves, int3_caves, text_end_caves
+from .elf import ElfImage, executable_ranges, load_bias, open_process_exe
 from .gotypes import GoType, Signature
 from .pclntab import SECTION_NAMES as PCLN_SECTIONS, PclnTable
 from .symbols import SymbolTable, closest_names, lookup_data, resolve_function
@@ -236,6 +236,8 @@ class GoBinary:
             if int3 and self.has_symtab:  # needs exact function sizes
                 spans = (s for spans in self.symtab.funcs.values() for s in spans)
                 found += int3_caves(self.image, spans)
+            if self.pid is not None:  # only what this process really maps executable
+                found = clip_to(found, executable_ranges(self.pid, self.image, self.load_bias))
             self._caves[int3] = found
         return list(self._caves[int3])
 
