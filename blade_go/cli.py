@@ -248,9 +248,9 @@ def _setup_logging(debug: bool) -> str | None:
     handlers = [logging.StreamHandler(sys.stderr)]
     path = None
     try:
-        from .state import log_path
+        from .state import log_path, open_private
         path = str(log_path())
-        handlers.append(logging.FileHandler(path))
+        handlers.append(logging.StreamHandler(open_private(path, "a")))  # no symlink followed
     except (BladeError, OSError) as e:
         print(f"blade-go: no log file: {e}", file=sys.stderr)
     for h in handlers:
