@@ -189,6 +189,36 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
+REQUIRED = {"status": str}  # without it, destroy cannot know whether bytes are still patched
+DEFAULTS = {"target": "", "action": "", "error": "", "create_time": "", "update_time": "", "flags": {}, "record": {},
+            "timeout": None, "pid": None, "exe": None, "cmdline": ""}
+
+
+def _with_defaults(uid: str, rec: dict) -> dict:
+    """A copy of rec with every optional field present (a hand-edited or older record may lack
+    some; readers must not fail with KeyError on them)."""
+    out = {"uid": uid, **rec}
+    for k, v in DEFAULTS.items():
+        if out.get(k) is None or not isinstance(out[k], type(v) if v is not None else object):
+            out[k] = v.copy() if isinstance(v, dict) else v
+    return out
+
+
+def checked_record(uid: str, rec) -> dict:
+    """The record with defaults filled in, or a clear 67001 naming what is missing."""
+    if not isinstance(rec, dict):
+        raise BladeError(Code.DATABASE_ERROR, f"the record of experiment {uid} in the state file "
+                         "is not an object; fix or remove it by hand")
+    bad = [k for k, t in REQUIRED.items() if not isinstance(rec.get(k), t)]
+    if rec.get("status") not in STATUSES and "status" not in bad:
+        bad.append("status")
+    if bad:
+        raise BladeError(Code.DATABASE_ERROR, f"the record of experiment {uid} in the state file "
+                         "lacks or has invalid field(s) " + ", ".join(bad)
+                         + "; fix or remove it by hand")
+    return _with_defaults(uid, rec)
+
+
 class StateStore:
     def __init__(self, home_dir=None):
         self.home = Path(home_dir) if home_dir else home()
@@ -285,7 +315,7 @@ class StateStore:
         rec = self.snapshot()["experiments"].get(uid)
         if rec is None:
             raise BladeError(Code.DATA_NOT_FOUND, f"data not found: no experiment with uid {uid}")
-        return rec
+        return checked_record(uid, rec)
 
     def update(self, uid: str, fn) -> dict:
         """Transactional read-modify-write of one record: fn(record) mutates it or returns a new
@@ -311,7 +341,8 @@ class StateStore:
     def list(self, status: str | None = None, limit: int | None = None,
              target: str | None = None, action: str | None = None) -> list:
         """Records newest first, optionally filtered by status/target/action and truncated."""
-        recs = list(self.snapshot()["experiments"].values())
+        recs = [_with_defaults(k, r) for k, r in self.snapshot()["experiments"].items()
+                if isinstance(r, dict)]
         recs = [r for r in recs if (status is None or r.get("status") == status)
                 and (target is None or r.get("target") == target)
                 and (action is None or r.get("action") == action)]

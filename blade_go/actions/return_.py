@@ -15,9 +15,10 @@ How one experiment reaches the target's bytes:
 destroy hands the same patches back to the session, which restores routes first and caves last.
 """
 from ..errors import BladeError, Code
-from ..patch import CAVE, ROUTE, Patch
+from ..patch import CAVE, ROUTE
 from ..procfs import start_time
 from ..state import CREATED, SUCCESS
+from ..trust import parse_patches, trusted_patches
 from . import Executor
 
 JMP_REL32_LEN = 5
@@ -80,7 +81,7 @@ class ReturnExecutor(Executor):
 
     def destroy(self, ctx, record):
         from ..session import ensure_session
-        patches = [Patch.from_json(p) for p in record.get("patches", [])]
+        patches = trusted_patches(ctx.pid, record, ctx.uid)  # checked against the executable
         if not patches:
             return {"restored": 0}
         if start_time(ctx.pid) != record.get("target_start_time"):
@@ -97,7 +98,7 @@ class ReturnExecutor(Executor):
         session = connect_session(ctx.pid, str(ctx.store.home))
         facts = session.facts() if session else {"session": "absent"}
         facts["target_alive"] = start_time(ctx.pid) == record.get("target_start_time")
-        route = [Patch.from_json(p) for p in record.get("patches", []) if p.get("role") == ROUTE]
+        route = [p for p in parse_patches(record, ctx.uid) if p.role == ROUTE]
         if route and facts["target_alive"]:
             live = _peek(ctx.pid, route[0].addr, len(route[0].replacement))
             if live is not None:

@@ -258,6 +258,7 @@ def open_binary(path: Optional[str] = None, pid: Optional[int] = None) -> GoBina
     if pid is not None:
         fileobj, real_path = open_process_exe(int(pid))
     else:
+        path = str(path)
         try:
             fileobj, real_path = open(path, "rb"), path
         except FileNotFoundError:

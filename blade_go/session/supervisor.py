@@ -20,6 +20,7 @@ import time
 from ..errors import BladeError, Code
 from ..patch import Patch
 from ..state import open_private
+from ..trust import trusted_patches
 from .. import procfs
 from . import paths, protocol, records
 from .delve_client import DelveClient, DelveError
@@ -171,8 +172,8 @@ class Supervisor:
             rec = records.get(self.home, uid)
             if rec and rec.get("status") in records.LIVE:
                 with self.op_lock:
-                    Patcher(self.client, log).revert(
-                        [Patch.from_json(d) for d in records.patches_of(rec)])
+                    Patcher(self.client, log).revert(  # checked against the executable
+                        trusted_patches(self.pid, rec.get("record") or rec, uid))
                 records.mark_destroyed(self.home, uid, "destroyed by timeout")
                 log(f"{uid}: destroyed by timeout")
         except Exception as e:
