@@ -14,6 +14,7 @@ How one experiment reaches the target's bytes:
    reads back and resumes.
 destroy hands the same patches back to the session, which restores routes first and caves last.
 """
+from ..denylist import check_injectable
 from ..errors import BladeError, Code
 from ..patch import CAVE, ROUTE
 from ..procfs import start_time
@@ -33,6 +34,7 @@ class ReturnExecutor(Executor):
 
         binary = open_binary(pid=ctx.pid)
         fn = _find_out_of_line(binary, ctx.flags["func"])
+        check_injectable(binary, fn, ctx.flags["func"])  # runtime internals, generic shapes
         inlined = binary.inlined_sites(fn.name)
         results = binary.result_locations(fn)
         values = parse_values(ctx.flags["value"], results, binary, func=fn.name)

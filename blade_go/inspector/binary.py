@@ -124,11 +124,26 @@ class GoBinary:
         try:
             sym, entry, end = resolve_function(name, self._function_table(), where)
         except BladeError as e:
-            self._explain_inlined(name, e)
-            raise
+            hit = self._generic_instance(name, e)
+            if hit is None:
+                self._explain_inlined(name, e)
+                raise
+            sym, entry, end = hit
         if not self.has_symtab:  # pclntab spans run to the next function: drop the padding
             end = self.pclntab.code_end(entry, end)
         return Function(sym, entry, end)
+
+    def _generic_instance(self, name: str, err: BladeError):
+        """A named instance spelled with a full package path or a named type (`Max[Celsius]`)
+        that the shape symbols cannot match by spelling: found through its dictionary."""
+        if "[" not in name or " not found in " not in err.message or not self.has_symtab:
+            return None
+        from .generics import Generics
+        hit = Generics(self).resolve_instance(name.strip())
+        if hit is None:
+            return None
+        spans = sorted(self._function_table()[hit[1]], key=lambda s: s[0] - s[1])
+        return (hit[1], *spans[0])
 
     def _explain_inlined(self, name: str, err: BladeError):
         """Turn "not found" into "inlined everywhere" when DWARF shows inlined copies."""

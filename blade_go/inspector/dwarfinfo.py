@@ -118,6 +118,12 @@ class DwarfInfo:
                              + " (inlined everywhere, or built without debug info?)")
         return self._signature(die)
 
+    def compile_unit_of(self, name: str, low_pc: Optional[int] = None) -> Optional[str]:
+        """Name of the compile unit (the Go package whose source holds it) of function `name`:
+        tells runtime code exported under another package's name by go:linkname."""
+        die = self._concrete_die(name, low_pc)
+        return die_name(die.cu.get_top_DIE()) if die is not None else None
+
     def has_concrete(self, name: str) -> bool:
         return bool([d for d in self._named("DW_TAG_subprogram", name)
                      if "DW_AT_low_pc" in d.attributes])

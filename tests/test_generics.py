@@ -1,0 +1,90 @@
+"""Generic instances (issue 7.8b): a named instance never silently picks the shared shape
+function or a wrapper nobody calls; both spellings of a type argument give the same answer."""
+import pytest
+
+from blade_go.denylist import check_injectable
+from blade_go.errors import BladeError, Code
+from blade_go.inspector import open_binary
+from blade_go.inspector.generics import Generics
+from tests.support.fixtures import build_fixture
+from tests.support.targets import text_differences
+
+HOOK_SHAPE = "main.(*Hook[go.shape.*uint8]).Trigger"
+HOOK_A = "main.(*Hook[*example.com/gen/core.A]).Trigger"
+HOOK_B = "main.(*Hook[*example.com/gen/core.B]).Trigger"
+
+
+@pytest.fixture(scope="module")
+def gbin():
+    return build_fixture("generics_target")
+
+
+def _refusal(b, name):
+    with pytest.raises(BladeError) as e:
+        check_injectable(b, b.find_function(name), name)
+    assert e.value.code == Code.PARAMETER_INVALID
+    return e.value.message
+
+
+def test_dictionaries_tell_the_instances_of_each_shape(gbin):
+    with open_binary(gbin) as b:
+        g = Generics(b)
+        assert g.instances(HOOK_SHAPE) == [HOOK_A, HOOK_B]
+        assert g.instances("main.Max[go.shape.int]") == ["main.Max[int]", "main.Max[main.Celsius]"]
+        assert g.instances("main.Max[go.shape.string]") == ["main.Max[string]"]
+
+
+@pytest.mark.parametrize("spellings,shape,wrapper", [
+    (["main.(*Hook[*core.A]).Trigger", HOOK_A], HOOK_SHAPE, True),
+    (["main.(*Hook[*core.B]).Trigger", HOOK_B], HOOK_SHAPE, False),
+    (["main.Max[int]"], "main.Max[go.shape.int]", False),
+    (["main.Max[Celsius]", "main.Max[main.Celsius]"], "main.Max[go.shape.int]", False),
+])
+def test_a_shared_shape_or_a_wrapper_is_refused_whatever_the_spelling(gbin, spellings, shape,
+                                                                      wrapper):
+    with open_binary(gbin) as b:
+        for name in spellings:
+            msg = _refusal(b, name)
+            assert f"--func '{shape}'" in msg and "dictionary" in msg, msg
+            if shape == HOOK_SHAPE:
+                assert HOOK_A in msg and HOOK_B in msg  # the shape's instances are listed
+            if wrapper and "example.com" in name:
+                assert "only a wrapper" in msg  # the full spelling finds the wrapper symbol
+            elif not wrapper:
+                assert "shared by 2 instance(s)" in msg
+
+
+def test_the_shape_itself_and_a_shape_with_one_instance_are_accepted(gbin):
+    with open_binary(gbin) as b:
+        check_injectable(b, b.find_function(HOOK_SHAPE), HOOK_SHAPE)
+        fn = b.find_function("main.Max[string]")
+        assert fn.name == "main.Max[go.shape.string]"
+        check_injectable(b, fn, "main.Max[string]")
+
+
+def call(target, name):
+    mark = target.mark()
+    target.send_line(f"call {name}")
+    return target.wait_for_line(rf"^{name} => ", since=mark, timeout=10).split(" => ", 1)[1]
+
+
+def test_a_named_instance_faults_only_itself_or_is_refused(blade, gbin, target_factory):
+    target = target_factory(gbin)
+    before = {n: call(target, n) for n in ("HookA", "HookB", "HookIface", "MaxInt",
+                                           "MaxCelsius", "MaxString")}
+    for name in ("main.(*Hook[*core.A]).Trigger", HOOK_A, "main.Max[int]", "main.Max[Celsius]"):
+        resp = blade.fail("create", "go", "return", "--pid", target.pid, "--func", name,
+                          "--value", "9")
+        assert resp["code"] == Code.PARAMETER_INVALID and "cannot be faulted alone" in resp["error"]
+    assert {n: call(target, n) for n in before} == before  # nothing was touched
+    uid = blade.create_return(target.pid, "main.Max[string]", "chaos")
+    after = {n: call(target, n) for n in before}
+    assert after == dict(before, MaxString="chaos")  # that instance only
+    blade.ok("destroy", uid)
+    # the shape function named on purpose faults every instance of the shape
+    uid = blade.create_return(target.pid, HOOK_SHAPE, "-1")
+    assert (call(target, "HookA"), call(target, "HookB"), call(target, "HookIface")) == \
+        ("-1", "-1", "-1")
+    blade.ok("destroy", uid)
+    assert {n: call(target, n) for n in before} == before
+    assert text_differences(target.pid) == []
