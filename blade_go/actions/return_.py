@@ -29,6 +29,7 @@ INT3 = 0xCC
 class ReturnExecutor(Executor):
     def create(self, ctx):
         from ..inspector import CaveAllocator, open_binary
+        from ..inspector.references import inlined_report
         from ..session import ensure_session
         from ..stubs import BinaryResolver, parse_values, plan_return
 
@@ -74,11 +75,10 @@ class ReturnExecutor(Executor):
                   "stub": hex(plan.stub_addr), "stub_size": plan.stub_size,
                   "data_size": plan.data_size}
         owned = dict(record, result=result)
-        if inlined:
-            sites = [f"{s.caller} at {s.file}:{s.line}" for s in inlined]
-            result["not_covered_inlined_sites"] = sites
-            owned["warnings"] = [f"{len(sites)} call site(s) where the compiler inlined "
-                                 f"{fn.name} keep the original behaviour: " + "; ".join(sites[:10])]
+        if inlined:  # all compile units; says when no direct call of the copy is left
+            fields, warning = inlined_report(binary, fn, inlined)
+            result.update(fields)
+            owned["warnings"] = [warning]
         return owned
 
     def destroy(self, ctx, record):

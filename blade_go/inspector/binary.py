@@ -207,6 +207,7 @@ class GoBinary:
         if self._dwarf is None:
             from .dwarfinfo import DwarfInfo  # written alongside; imported only when needed
             self._dwarf = DwarfInfo(self.image.elf, ptrsize=self.ptrsize)
+            self._dwarf.functions = self._function_table()  # inlined sites' callers by address
         return self._dwarf
 
     def signature(self, fn: Union[Function, str]) -> Signature:
