@@ -221,7 +221,7 @@ def inspect(pid, binary, func, debug):
     if (pid is None) == (binary is None):
         raise BladeError(Code.PARAMETER_LESS, "less parameter: exactly one of --pid, --binary")
     if pid is not None:
-        if not pid.isdigit() or int(pid) <= 0:
+        if not (pid.isascii() and pid.isdigit()) or int(pid) <= 0:
             raise BladeError(Code.PARAMETER_ILLEGAL, f"illegal value {pid!r} for --pid: "
                              "expected a process id (positive integer)")
         pid = int(pid)
@@ -250,7 +250,8 @@ def _setup_logging(debug: bool) -> str | None:
     try:
         from .state import log_path, open_private
         path = str(log_path())
-        handlers.append(logging.StreamHandler(open_private(path, "a")))  # no symlink followed
+        handlers.append(logging.StreamHandler(  # no symlink followed; any bytes of argv logged
+            open_private(path, "a", errors="backslashreplace")))
     except (BladeError, OSError) as e:
         print(f"blade-go: no log file: {e}", file=sys.stderr)
     for h in handlers:
