@@ -16,6 +16,7 @@ import click
 
 from . import __version__
 from .errors import BladeError, Code
+from .redact import redact_argv
 from .response import emit, fail, ok
 
 log = logging.getLogger("blade_go")
@@ -277,7 +278,7 @@ def run(argv) -> int:
     argv = list(argv)
     debug = _wants_debug(argv)
     log_file = _setup_logging(debug)
-    log.debug("argv: %r", argv)
+    log.debug("argv: %r", redact_argv(argv))  # --endpoint secrets never reach the log
     try:
         code = cli.main(args=argv, prog_name="blade-go", standalone_mode=False)
         return code if isinstance(code, int) else 0  # help, spec

@@ -96,6 +96,9 @@ class FlagSpec:
                              f"{MAX_VALUE} characters")
         value = _CONVERTERS[self.type](self, text.strip())
         if value is None:
+            if self.type == "url":  # may carry credentials: never echoed in clear
+                from .redact import redact_url
+                text = redact_url(text)
             raise BladeError(Code.PARAMETER_ILLEGAL, f"illegal value {shown(text)} for "
                                                      f"--{self.name}: expected {self.expected()}")
         return value
