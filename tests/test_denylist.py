@@ -83,3 +83,10 @@ def test_create_refuses_runtime_mallocgc_and_leaves_the_target_alone(blade, e2e_
     target.send_line("call Query")
     target.wait_for_line(r"^Query => ", since=mark, timeout=10)
     assert target.alive()
+
+
+def test_inspect_says_why_create_would_refuse(e2e_binary):
+    from blade_go.inspector.report import inspect_report
+    r = inspect_report(binary=str(e2e_binary), func="runtime.mallocgc")
+    assert "allocation" in r["function"]["refused"]
+    assert inspect_report(binary=str(e2e_binary), func="main.Query")["function"]["refused"] is None
