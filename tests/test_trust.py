@@ -96,3 +96,31 @@ def test_destroy_refuses_a_forged_state_and_writes_nothing(blade, e2e_binary, ta
     blade.ok("destroy", uid)
     assert call(target, "Ints") == original
     assert text_differences(target.pid) == []
+
+
+@pytest.mark.parametrize("planted,refused", [("log", True), ("dlv.log", True), ("life", True),
+                                             ("lock", True), ("dlv.pid", False), ("err", False)])
+def test_planted_session_symlinks_are_never_written_through(blade, e2e_binary, target_factory,
+                                                            tmp_path, planted, refused):
+    """Files appended to are refused (43000) before dlv starts; whole files (the dlv pid, the
+    error record) are replaced by rename, which replaces the link itself."""
+    import os
+    target = target_factory(e2e_binary)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    sessions = os.path.join(blade.home, "sessions")
+    os.makedirs(sessions, mode=0o700)
+    os.chmod(blade.home, 0o700)
+    link = os.path.join(sessions, f"{target.pid}.{planted}")
+    os.symlink(victim, link)
+    code, resp = blade.run("create", "go", "return", "--pid", target.pid, "--func", "main.Flag",
+                           "--value", "false")
+    if refused:
+        assert resp["code"] == Code.FORBIDDEN and "symbolic link" in resp["error"], resp
+    else:
+        assert resp["success"], resp
+        blade.ok("destroy", resp["result"])
+        assert not os.path.islink(link) or planted == "err"  # err is written only on failure
+    assert victim.read_text() == "precious"
+    assert text_differences(target.pid) == []
+    assert call(target, "Flag") == "true"

@@ -14,7 +14,7 @@ import time
 
 from .. import procfs
 from ..state import CREATED, DESTROYED, SUCCESS
-from ..state import open_private
+from ..state import open_private, write_private
 
 LIVE = (SUCCESS, CREATED)
 
@@ -140,8 +140,8 @@ def record_async_preempt(client, p, pid: int, log):
         return
     try:
         var = client.eval(VAR)
-        with open_private(p.preempt, "w") as f:
-            json.dump({"start_time": start_time(pid), "addr": int(var["addr"]),
-                       "original": int(var["value"])}, f)
+        write_private(p.preempt, json.dumps({"start_time": start_time(pid),
+                                             "addr": int(var["addr"]),
+                                             "original": int(var["value"])}))
     except Exception as e:
         log(f"cannot record {VAR}: {e}")

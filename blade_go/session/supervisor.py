@@ -19,7 +19,7 @@ import time
 
 from ..errors import BladeError, Code
 from ..patch import Patch
-from ..state import open_private
+from ..state import open_private, write_private
 from ..trust import trusted_patches
 from .. import procfs
 from . import paths, protocol, records
@@ -93,8 +93,7 @@ class Supervisor:
         except Exception:
             self.dlv.kill()  # a killed dlv leaves no breakpoints: we set none, and cleared dlv's
             raise
-        with open_private(self.p.dlv_pid, "w") as f:
-            f.write(str(self.dlv.pid))
+        write_private(self.p.dlv_pid, str(self.dlv.pid))  # rename: a planted link cannot fail it
         self.client.continue_async()
         log(f"attached dlv pid {self.dlv.pid} ({self.version}) on port {self.dlv.port}")
 
@@ -354,8 +353,7 @@ def main(argv=None):
         sup.attach()
     except Exception as e:
         code = e.code if isinstance(e, BladeError) else Code.OS_CMD_EXEC_FAILED
-        with open_private(sup.p.err, "w") as f:
-            json.dump({"code": code, "error": str(e)}, f)
+        write_private(sup.p.err, json.dumps({"code": code, "error": str(e)}))
         log(f"attach failed: {e}")
         return 1
     try:
