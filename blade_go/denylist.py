@@ -162,12 +162,14 @@ def refusal(name: str, compile_unit: Optional[str] = None) -> Optional[str]:
     return None
 
 
-def check_injectable(binary, fn, requested: Optional[str] = None) -> None:
+def check_injectable(binary, fn, requested: Optional[str] = None):
     """BladeError(47000) when fn (an inspector Function, resolved from the user's `requested`
     name) must not be replaced: runtime internals (above) or a generic instance that runs as a
-    shared shape function (inspector/generics.py)."""
-    from .inspector.generics import generic_refusal
-    why = generic_refusal(binary, requested or fn.name, fn.name)
+    shared shape function and cannot be told apart (inspector/generics.py). Returns None, or an
+    InstanceGuard when only the named instance of a shared shape function is to be faulted
+    (fn is then the shape function: a wrapper is replaced by the shape it stands for)."""
+    from .inspector.generics import generic_verdict
+    why, guard = generic_verdict(binary, requested or fn.name, fn.name)
     if why:
         raise BladeError(Code.PARAMETER_INVALID, f"function {requested or fn.name} cannot be "
                                                  f"faulted alone: {why}")
@@ -181,3 +183,4 @@ def check_injectable(binary, fn, requested: Optional[str] = None) -> None:
     if why:
         raise BladeError(Code.PARAMETER_INVALID,
                          f"function {fn.name} cannot be replaced safely: {why}")
+    return guard

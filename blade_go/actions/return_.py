@@ -35,7 +35,11 @@ class ReturnExecutor(Executor):
 
         binary = open_binary(pid=ctx.pid)
         fn = _find_out_of_line(binary, ctx.flags["func"])
-        check_injectable(binary, fn, ctx.flags["func"])  # runtime internals, generic shapes
+        # runtime internals are refused; a named generic instance whose shape function other
+        # instances share gets a guard comparing its dictionary (stubs/instance_guard.py)
+        instance = check_injectable(binary, fn, ctx.flags["func"])
+        if instance is not None:
+            fn = binary.find_function(instance.shape)
         inlined = binary.inlined_sites(fn.name)
         results = binary.result_locations(fn)
         values = parse_values(ctx.flags["value"], results, binary, func=fn.name)
@@ -56,6 +60,14 @@ class ReturnExecutor(Executor):
                 # be patched; the session verifies the live bytes equal them before writing.
                 read_original=lambda addr, n: binary.read(addr - bias, n))
             patches = list(plan.patches)
+            if instance is not None:
+                from ..stubs.instance_guard import guarded_patches
+                patches = guarded_patches(
+                    patches, fn.entry + bias, binary.read(fn.entry, 32),
+                    instance.dictionary + bias,
+                    allocate=lambda n: allocator.allocate(n, near=fn.entry) + bias,
+                    read_original=lambda addr, n: binary.read(addr - bias, n),
+                    register=instance.register)
             record = _record(fn, patches, binary)
             record["target_start_time"] = start_time(ctx.pid)
             state["experiments"][ctx.uid]["record"] = record
@@ -74,6 +86,10 @@ class ReturnExecutor(Executor):
         result = {"function": fn.name, "entry": hex(fn.entry + bias),
                   "stub": hex(plan.stub_addr), "stub_size": plan.stub_size,
                   "data_size": plan.data_size}
+        if instance is not None:
+            result["instance"] = {"name": instance.instance, "dictionary":
+                                  hex(instance.dictionary + bias),
+                                  "other_instances_untouched": list(instance.others)}
         owned = dict(record, result=result)
         if inlined:  # all compile units; says when no direct call of the copy is left
             fields, warning = inlined_report(binary, fn, inlined)

@@ -9,9 +9,12 @@ instance's own symbol (`main.(*Hook[*example.com/gen/core.A]).Trigger`), when pr
 a wrapper for interface calls and method values: direct calls never run it.
 
 So a named instance maps to a shape function shared with the other instances of that shape,
-which the dictionaries list. Replacing the shape function would fault every one of them, and
-replacing the wrapper would miss the direct calls: until the stub compares the dictionary
-argument, both are refused with the reason and the shape's instances (`generic_refusal`).
+which the dictionaries list. Replacing the shape function alone would fault every one of them,
+and replacing the wrapper would miss the direct calls. Under the amd64 register ABI the
+dictionary arrives in RAX, so the shape function is routed through a guard that compares it
+(stubs/instance_guard.py) and only the named instance is faulted (`generic_verdict` returns an
+InstanceGuard); elsewhere (386, stack ABI) both are refused with the reason and the shape's
+instances.
 
 A type argument may be written short or with its full package path (`*core.A`,
 `*example.com/gen/core.A`); a named type of the function's own package may omit the package
@@ -19,6 +22,8 @@ A type argument may be written short or with its full package path (`*core.A`,
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from .symbols import _SHAPE_INDEX, _split_type_args
@@ -153,6 +158,16 @@ class Generics:
                 found.append(sym)
         return found[0] if len(found) == 1 else None
 
+    def dictionary_of(self, instance: str) -> Optional[int]:
+        """File address of an instance's dictionary symbol (`pkg..dict.Head[args]`)."""
+        pkg = package_of(instance)
+        base, args = _split_type_args(instance)
+        head = _generic_head(base, pkg)
+        if head is None:
+            return None
+        hit = self.binary.symtab.data.get(f"{pkg}{DICT}{head}[{','.join(args)}]")
+        return hit[0] if hit else None
+
     def shape_for_wrapper(self, symbol: str) -> Optional[str]:
         """The shape function an instance symbol (a wrapper) stands for, if any."""
         hit = self.resolve_instance(symbol)
@@ -176,11 +191,40 @@ def _same_type(user: str, inst: str, pkg: str) -> bool:
     return i.endswith("/" + u) or (("." not in u) and i == f"{pkg}.{u}")
 
 
-def generic_refusal(binary, requested: str, symbol: str) -> Optional[str]:
-    """Why the function `symbol` (resolved from the user's `requested` name) must not be
-    replaced as a generic instance, or None."""
+@dataclass(frozen=True)
+class InstanceGuard:
+    """Fault only `instance`: the shape function `shape` compares its dictionary argument."""
+    instance: str
+    shape: str
+    dictionary: int  # file address of the instance's dictionary symbol
+    others: Tuple[str, ...]  # the shape's other instances, left untouched
+    register: str = "rax"  # where the dictionary arrives
+
+
+def dictionary_register(shape: str) -> Optional[str]:
+    """Where a shape function receives its dictionary under the amd64 register ABI: the first
+    integer register for a function (RAX), the second after a pointer receiver (RBX: the
+    receiver comes first). None for value receivers (their words vary) and closures."""
+    pkg = package_of(shape)
+    base, _ = _split_type_args(shape)
+    rest = base[len(pkg) + 1:]
+    if re.fullmatch(r"[^.()\[\]]+\[\]", rest):
+        return "rax"
+    if re.fullmatch(r"\(\*[^.()\[\]]+\[\]\)\.[^.()\[\]]+", rest):
+        return "rbx"
+    return None
+
+
+def guard_supported(binary) -> bool:
+    """The dictionary travels in RAX only under the amd64 register ABI."""
+    return binary.goarch == "amd64" and getattr(binary, "abi_name", "") == "abi-internal-amd64"
+
+
+def generic_verdict(binary, requested: str, symbol: str):
+    """(refusal text, None), (None, InstanceGuard) or (None, None) for the function `symbol`
+    resolved from the user's `requested` name (module doc)."""
     if "[" not in symbol or "go.shape." in requested or not binary.has_symtab:
-        return None
+        return None, None
     g = Generics(binary)
     _, args = _split_type_args(symbol)
     if any(a.startswith("go.shape.") for a in args):
@@ -188,12 +232,17 @@ def generic_refusal(binary, requested: str, symbol: str) -> Optional[str]:
     else:
         shape, wrapper = g.shape_for_wrapper(symbol), symbol
         if shape is None:
-            return None  # compiled for this instance alone: it is the code that runs
+            return None, None  # compiled for this instance alone: it is the code that runs
     instances = g.instances(shape)
     hit = g.resolve_instance(requested)
     named = hit[0] if hit else requested
     if not wrapper and hit and instances == [named]:
-        return None  # the only instance of its shape: faulting the shape faults it alone
+        return None, None  # the only instance of its shape: faulting the shape faults it alone
+    dictionary = g.dictionary_of(named) if hit else None
+    register = dictionary_register(shape)
+    if hit and dictionary is not None and register and guard_supported(binary):
+        return None, InstanceGuard(named, shape, dictionary,
+                                   tuple(i for i in instances if i != named), register)
     listed = ", ".join(instances[:12]) + (f" (and {len(instances) - 12} more)"
                                           if len(instances) > 12 else "")
     if wrapper:
@@ -201,12 +250,21 @@ def generic_refusal(binary, requested: str, symbol: str) -> Optional[str]:
                f"shape function {shape}; direct calls of {named} run the shape function, so "
                "replacing the wrapper would miss them")
         if instances == [named]:
-            return why + f"; it is the only instance of its shape: use --func '{shape}'"
+            return why + f"; it is the only instance of its shape: use --func '{shape}'", None
     else:
         why = (f"{named} runs as the shape function {shape}, shared by "
                f"{len(instances)} instance(s): {listed}; replacing it would fault every one")
         listed = ""
+    reason = ("the stub compares the hidden dictionary argument only for functions and "
+              "pointer-receiver methods" if hit and dictionary is not None and not register else
+              "the stub can compare the hidden dictionary argument only under the amd64 register "
+              "ABI" if hit and dictionary is not None else
+              "its dictionary symbol was not found" if hit else
+              "no instance of that name was found among the dictionaries")
     return (why + (f" (the shape's instances: {listed})" if listed else "")
-            + ". blade-go cannot yet fault one instance alone (the stub would have to compare "
-            f"the hidden dictionary argument); to fault every instance of this shape knowingly, "
-            f"use --func '{shape}'")
+            + f". blade-go cannot fault one instance alone here ({reason}); to fault every "
+            f"instance of this shape knowingly, use --func '{shape}'"), None
+
+
+def generic_refusal(binary, requested: str, symbol: str) -> Optional[str]:
+    return generic_verdict(binary, requested, symbol)[0]
