@@ -113,3 +113,25 @@ def test_a_named_instance_faults_only_itself(blade, gbin, target_factory):
     blade.ok("destroy", uid)
     assert {n: call(target, n) for n in before} == before
     assert text_differences(target.pid) == []
+
+
+def test_guarded_instances_under_load(blade, gbin, target_factory):
+    """8 goroutines call every instance with GOGC=1 and forced GCs while two guarded
+    instances are injected and destroyed: each instance only ever returns its own result or,
+    for the named ones, the injected value."""
+    import time
+    target = target_factory(gbin, args=["stress"], env=dict(__import__("os").environ, GOGC="1"))
+    uids = [blade.create_return(target.pid, "main.Max[int]", "9"),
+            blade.create_return(target.pid, "main.(*Hook[*core.A]).Trigger", "77")]
+    time.sleep(3)
+    seen_int, seen_a, rounds = map(int, call(target, "Stats").split())
+    assert seen_int > 1000 and seen_a > 1000, (seen_int, seen_a, rounds)
+    for uid in uids:
+        blade.ok("destroy", uid)
+    time.sleep(1)
+    after = list(map(int, call(target, "Stats").split()))
+    time.sleep(1)
+    later = list(map(int, call(target, "Stats").split()))
+    assert later[:2] == after[:2] and later[2] > after[2]  # restored, and still running
+    assert target.alive() and not [ln for ln in target.lines if ln.startswith("BAD")]
+    assert text_differences(target.pid) == []
