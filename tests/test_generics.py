@@ -135,3 +135,10 @@ def test_guarded_instances_under_load(blade, gbin, target_factory):
     assert later[:2] == after[:2] and later[2] > after[2]  # restored, and still running
     assert target.alive() and not [ln for ln in target.lines if ln.startswith("BAD")]
     assert text_differences(target.pid) == []
+
+
+def test_without_a_symbol_table_a_shape_is_never_picked_silently():
+    with open_binary(build_fixture("generics_target", ldflags="-s")) as b:
+        assert not b.has_symtab
+        for name in ("main.Max[int]", "main.(*Hook[*core.A]).Trigger"):
+            assert "without a symbol table" in _refusal(b, name)

@@ -223,7 +223,13 @@ def guard_supported(binary) -> bool:
 def generic_verdict(binary, requested: str, symbol: str):
     """(refusal text, None), (None, InstanceGuard) or (None, None) for the function `symbol`
     resolved from the user's `requested` name (module doc)."""
-    if "[" not in symbol or "go.shape." in requested or not binary.has_symtab:
+    if "[" not in symbol or "go.shape." in requested:
+        return None, None
+    if not binary.has_symtab:  # no dictionary symbols: the instances cannot be told apart
+        if "go.shape." in symbol or "[...]" in symbol:
+            return (f"{requested} runs as a shape function ({symbol}) that other instances may "
+                    "share, and without a symbol table blade-go cannot list them or compare "
+                    f"the dictionary; use --func '{symbol}' to fault them all knowingly"), None
         return None, None
     g = Generics(binary)
     _, args = _split_type_args(symbol)
@@ -264,7 +270,3 @@ def generic_verdict(binary, requested: str, symbol: str):
     return (why + (f" (the shape's instances: {listed})" if listed else "")
             + f". blade-go cannot fault one instance alone here ({reason}); to fault every "
             f"instance of this shape knowingly, use --func '{shape}'"), None
-
-
-def generic_refusal(binary, requested: str, symbol: str) -> Optional[str]:
-    return generic_verdict(binary, requested, symbol)[0]
