@@ -18,6 +18,7 @@ import click
 from . import __version__
 from .chaosblade import conventions as cb
 from .errors import BladeError, Code
+from .redact import redact_argv
 from .response import emit, fail, ok
 
 log = logging.getLogger("blade_go")
@@ -238,7 +239,7 @@ def inspect(pid, binary, func, debug):
     if (pid is None) == (binary is None):
         raise BladeError(Code.PARAMETER_LESS, "less parameter: exactly one of --pid, --binary")
     if pid is not None:
-        if not pid.isdigit() or int(pid) <= 0:
+        if not (pid.isascii() and pid.isdigit()) or int(pid) <= 0:
             raise BladeError(Code.PARAMETER_ILLEGAL, f"illegal value {pid!r} for --pid: "
                              "expected a process id (positive integer)")
         pid = int(pid)
@@ -311,13 +312,14 @@ def _log_file():
 
 def _stderr_to(path):
     """Under blade, fd 2 (ours and every child's) is the log file: blade parses stderr."""
+    from .state import open_private  # no symlink followed in the state home
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    except OSError:
-        fd = os.open(os.devnull, os.O_WRONLY)
+        f = open_private(path, "ab")
+    except (BladeError, OSError):
+        f = open(os.devnull, "ab")
     sys.stderr.flush()
-    os.dup2(fd, 2)
-    os.close(fd)
+    with f:
+        os.dup2(f.fileno(), 2)
 
 
 def _setup_logging(debug: bool, blade: bool) -> str | None:
@@ -332,7 +334,12 @@ def _setup_logging(debug: bool, blade: bool) -> str | None:
     fmt = logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     handlers = [] if blade else [logging.StreamHandler(sys.stderr)] if debug else []
     if path:
-        handlers.append(logging.FileHandler(path))
+        try:
+            from .state import open_private  # no symlink followed; any bytes of argv logged
+            handlers.append(logging.StreamHandler(
+                open_private(path, "a", errors="backslashreplace")))
+        except (BladeError, OSError) as e:
+            print(f"blade-go: no log file: {e}", file=sys.stderr)
     for h in handlers:
         h.setFormatter(fmt)
         log.addHandler(h)
@@ -368,7 +375,7 @@ def run(argv) -> int:
 def _run(argv, blade) -> int:
     debug = _wants_debug(argv)
     log_file = _setup_logging(debug, blade)
-    log.debug("argv: %r (under blade: %s)", argv, blade)
+    log.debug("argv: %r (under blade: %s)", redact_argv(argv), blade)  # no --endpoint secrets
     try:
         argv = _prepare_argv(argv)
         code = cli.main(args=argv, prog_name="blade-go", standalone_mode=False)

@@ -13,6 +13,7 @@ import shlex
 from . import state as st
 from .actions import Context, executor_for
 from .errors import BladeError, Code
+from .redact import redact_url, scrub
 from .registry import default_registry
 from .targeting import resolve_process
 
@@ -55,14 +56,16 @@ def _summary(rec: dict) -> dict:
 
 
 def post_endpoint(url: str, rec: dict) -> str | None:
-    """POST the experiment to url; returns a warning text on failure, never raises."""
+    """POST the experiment to url; returns a warning text on failure, never raises. url is
+    the one given on the command line (secrets kept in memory only); warnings show it
+    redacted (blade_go/redact.py)."""
     try:
         import requests
         resp = requests.post(url, json=_summary(rec), timeout=ENDPOINT_TIMEOUT)
         if resp.status_code >= 300:
-            return f"endpoint {url} answered HTTP {resp.status_code}"
+            return f"endpoint {redact_url(url)} answered HTTP {resp.status_code}"
     except Exception as e:  # network, DNS, TLS: reported, never fatal
-        return f"endpoint {url} unreachable: {type(e).__name__}: {e}"
+        return scrub(f"endpoint {url} unreachable: {type(e).__name__}: {e}", url)
     return None
 
 
@@ -82,6 +85,8 @@ def create(target: str, action: str, flags: dict, registry=None, store=None) -> 
     executor = executor_for(spec.name)
     stored = {k: _jsonable(v) for k, v in values.items()
               if k not in _NOT_STORED and v not in (None, False)}
+    if stored.get("endpoint"):  # its secrets stay in memory, for this create's POST only
+        stored["endpoint"] = redact_url(stored["endpoint"])
     timeout = values.get("timeout") or None
     rec = store.create({
         "uid": uid, "target": target, "action": spec.name, "flags": stored,

@@ -41,6 +41,17 @@ def specs_dir() -> Path:
     return Path(sys.prefix) / "share" / "blade-go" / "specs"
 
 
+MAX_VALUE = 1 << 16  # no flag value blade-go can use is longer (a stub lives in a few KB)
+SHOWN = 200  # characters of a value echoed in a message
+
+
+def shown(text: str, limit: int = SHOWN) -> str:
+    """repr of text for messages, cut to `limit` characters with the full length said."""
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
 @dataclass(frozen=True)
 class FlagSpec:
     name: str
@@ -79,10 +90,17 @@ class FlagSpec:
     def convert(self, raw):
         """The typed value of a raw command-line value; BladeError(PARAMETER_ILLEGAL) if invalid."""
         text = raw if isinstance(raw, str) else str(raw)
+        if len(text) > MAX_VALUE:
+            raise BladeError(Code.PARAMETER_ILLEGAL,
+                             f"illegal value {shown(text)} for --{self.name}: longer than "
+                             f"{MAX_VALUE} characters")
         value = _CONVERTERS[self.type](self, text.strip())
         if value is None:
-            raise BladeError(Code.PARAMETER_ILLEGAL,
-                             f"illegal value {text!r} for --{self.name}: expected {self.expected()}")
+            if self.type == "url":  # may carry credentials: never echoed in clear
+                from .redact import redact_url
+                text = redact_url(text)
+            raise BladeError(Code.PARAMETER_ILLEGAL, f"illegal value {shown(text)} for "
+                                                     f"--{self.name}: expected {self.expected()}")
         return value
 
     def _in_bounds(self, n: int) -> bool:
@@ -96,7 +114,7 @@ def _to_string(flag, text):
 
 
 def _to_int(flag, text):
-    if not re.fullmatch(r"[+-]?\d+", text):
+    if not re.fullmatch(r"[+-]?[0-9]{1,30}", text):  # \d would accept any Unicode digit
         return None
     n = int(text)
     return n if flag._in_bounds(n) else None
@@ -108,7 +126,7 @@ def _to_bool(flag, text):
 
 
 def _to_seconds(flag, text):
-    m = re.fullmatch(r"(\d+)\s*([smh]?)", text.lower())
+    m = re.fullmatch(r"([0-9]{1,30})[ \t]*([smh]?)", text.lower())
     if not m:
         return None
     n = int(m.group(1)) * _UNITS.get(m.group(2) or "s")
@@ -117,7 +135,7 @@ def _to_seconds(flag, text):
 
 def _to_pids(flag, text):
     parts = [p.strip() for p in text.split(",")]
-    if not parts or not all(re.fullmatch(r"\d+", p) and int(p) > 0 for p in parts):
+    if not parts or not all(re.fullmatch(r"[0-9]{1,30}", p) and int(p) > 0 for p in parts):
         return None
     return tuple(dict.fromkeys(int(p) for p in parts))
 

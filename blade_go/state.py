@@ -4,14 +4,24 @@ Writes are read-modify-write transactions under an fcntl lock on a separate lock
 file is replaced atomically (temp file + rename), so parallel `blade-go` processes never lose an
 update and a crash never leaves half a file. Unreadable or corrupt state is an error, never reset:
 it may hold the original bytes needed to restore a process.
+
+Trust: the state decides which bytes root writes into a process, so the home is used only when
+it is a real directory owned by the invoking user and writable by nobody else (its ancestors
+owned by root or the user and not writable by others unless sticky, like OpenSSH's
+StrictModes); anything else is refused with 43000 Forbidden. Files in it are opened with
+O_NOFOLLOW and must be regular files of ours with a single link (`open_private`), and whole
+files are replaced by create-then-rename (`write_private`), so a planted symlink or hard link
+never redirects a write elsewhere. Session code opens its files through the same helpers.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -44,12 +54,126 @@ def home() -> Path:
     return Path.home() / ".blade-go"
 
 
+class UntrustedPath(BladeError, PermissionError):
+    """A state path blade-go refuses to use (43000). Also a PermissionError, so code that
+    treats an unreadable file as absent stays safe: it then neither reads nor writes it."""
+
+    def __init__(self, message: str):
+        BladeError.__init__(self, Code.FORBIDDEN, message)
+
+
+def _refuse(path, why: str):
+    raise UntrustedPath(f"forbidden: blade-go state path {path} {why}; blade-go keeps the "
+                        "bytes it writes into processes there and uses only a directory owned "
+                        f"by uid {os.geteuid()} and writable by nobody else")
+
+
+def check_trusted_dir(path: Path) -> Path:
+    """Refuse (UntrustedPath) a directory that someone other than us (or root) could change."""
+    uid = os.geteuid()
+    absolute = Path(os.path.abspath(path))
+    # a symlink on the way must not be re-pointable by someone else
+    for p in [*reversed(absolute.parents), absolute]:
+        try:
+            st = os.lstat(p)
+        except OSError as e:
+            _refuse(p, f"cannot be examined ({e.strerror})")
+        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (0, uid):
+            _refuse(p, f"is a symbolic link owned by uid {st.st_uid}")
+    real = Path(os.path.realpath(absolute))
+    st = os.stat(real)
+    if not stat.S_ISDIR(st.st_mode):
+        _refuse(real, "is not a directory")
+    if st.st_uid != uid:
+        _refuse(real, f"is owned by uid {st.st_uid}")
+    if st.st_mode & 0o022:
+        _refuse(real, f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})")
+    for parent in real.parents:
+        pst = os.stat(parent)
+        if pst.st_uid not in (0, uid):
+            _refuse(real, f"lies in {parent}, owned by uid {pst.st_uid}")
+        if pst.st_mode & 0o022 and not pst.st_mode & stat.S_ISVTX:
+            _refuse(real, f"lies in {parent}, writable by group or others without the sticky "
+                          "bit")
+    return path
+
+
 def _ensure_dir(path: Path) -> Path:
+    """The directory, created 0700 when missing, then checked (check_trusted_dir)."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        pass  # not a directory: refused below
     except OSError as e:
         raise BladeError(Code.DATABASE_ERROR, f"cannot create state directory {path}: {e}")
-    return path
+    return check_trusted_dir(path)
+
+
+_OPEN_FLAGS = {"r": os.O_RDONLY, "r+": os.O_RDWR, "w": os.O_WRONLY | os.O_CREAT,
+               "w+": os.O_RDWR | os.O_CREAT, "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+               "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND,
+               "x": os.O_WRONLY | os.O_CREAT | os.O_EXCL}
+
+
+def open_private_fd(path, mode: str = "r", perms: int = 0o600) -> int:
+    """os.open for a file in the state home: never follows a symlink, never blocks on a FIFO,
+    and refuses (UntrustedPath) anything but a regular file owned by us with one link.
+    "w" truncates only after those checks. FileNotFoundError passes through for "r"."""
+    key = mode.replace("b", "").replace("t", "")
+    if key not in _OPEN_FLAGS:
+        raise ValueError(f"unsupported mode {mode!r}")
+    flags = _OPEN_FLAGS[key] | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, perms)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EMLINK):
+            _refuse(path, "is a symbolic link")
+        if e.errno == errno.ENXIO:  # a FIFO without a reader
+            _refuse(path, "is not a regular file")
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            _refuse(path, "is not a regular file")
+        if st.st_uid != os.geteuid():
+            _refuse(path, f"is owned by uid {st.st_uid}")
+        if st.st_nlink != 1:
+            _refuse(path, f"has {st.st_nlink} hard links")
+        os.set_blocking(fd, True)
+        if key.startswith("w"):
+            os.ftruncate(fd, 0)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_private(path, mode: str = "r", perms: int = 0o600, **kw):
+    """open() for a file in the state home (see open_private_fd); same modes as open()."""
+    fd = open_private_fd(path, mode, perms)
+    try:
+        return os.fdopen(fd, mode, **kw)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def write_private(path, data, perms: int = 0o600) -> None:
+    """Replace a whole file in a trusted directory: temp file + fsync + rename. rename replaces
+    a symlink itself, never what it points to."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            os.fchmod(f.fileno(), perms)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def sessions_dir(base: Path | None = None) -> Path:
@@ -65,6 +189,36 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
+REQUIRED = {"status": str}  # without it, destroy cannot know whether bytes are still patched
+DEFAULTS = {"target": "", "action": "", "error": "", "create_time": "", "update_time": "", "flags": {}, "record": {},
+            "timeout": None, "pid": None, "exe": None, "cmdline": ""}
+
+
+def _with_defaults(uid: str, rec: dict) -> dict:
+    """A copy of rec with every optional field present (a hand-edited or older record may lack
+    some; readers must not fail with KeyError on them)."""
+    out = {"uid": uid, **rec}
+    for k, v in DEFAULTS.items():
+        if out.get(k) is None or not isinstance(out[k], type(v) if v is not None else object):
+            out[k] = v.copy() if isinstance(v, dict) else v
+    return out
+
+
+def checked_record(uid: str, rec) -> dict:
+    """The record with defaults filled in, or a clear 67001 naming what is missing."""
+    if not isinstance(rec, dict):
+        raise BladeError(Code.DATABASE_ERROR, f"the record of experiment {uid} in the state file "
+                         "is not an object; fix or remove it by hand")
+    bad = [k for k, t in REQUIRED.items() if not isinstance(rec.get(k), t)]
+    if rec.get("status") not in STATUSES and "status" not in bad:
+        bad.append("status")
+    if bad:
+        raise BladeError(Code.DATABASE_ERROR, f"the record of experiment {uid} in the state file "
+                         "lacks or has invalid field(s) " + ", ".join(bad)
+                         + "; fix or remove it by hand")
+    return _with_defaults(uid, rec)
+
+
 class StateStore:
     def __init__(self, home_dir=None):
         self.home = Path(home_dir) if home_dir else home()
@@ -74,13 +228,17 @@ class StateStore:
     # ---- low level ------------------------------------------------------------------------
     def _read(self) -> dict:
         try:
-            text = self.path.read_text()
+            with open_private(self.path, "rb") as f:
+                raw = f.read()
         except FileNotFoundError:
             return {"schema": SCHEMA, "experiments": {}}
+        except UntrustedPath:
+            raise
         except OSError as e:
             raise BladeError(Code.DATABASE_ERROR, f"cannot read state file {self.path}: {e}")
         try:
-            data = json.loads(text)
+            # bytes that are not UTF-8 are corruption like any other, never an internal error
+            data = json.loads(raw.decode("utf-8"))
         except ValueError as e:
             raise BladeError(Code.DATABASE_ERROR, f"state file {self.path} is corrupt ({e}); "
                              "it was left untouched: fix or move it away by hand")
@@ -91,18 +249,7 @@ class StateStore:
 
     def _write(self, data: dict) -> None:
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.home, prefix=".state.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w") as f:
-                    os.fchmod(f.fileno(), 0o600)
-                    json.dump(data, f, indent=1, sort_keys=True, default=str)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_private(self.path, json.dumps(data, indent=1, sort_keys=True, default=str))
         except (OSError, TypeError, ValueError) as e:
             raise BladeError(Code.DATABASE_ERROR, f"cannot write state file {self.path}: {e}")
 
@@ -110,7 +257,9 @@ class StateStore:
     def _locked(self, exclusive: bool):
         _ensure_dir(self.home)
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = open_private_fd(self.lock_path, "a+")
+        except UntrustedPath:
+            raise
         except OSError as e:
             raise BladeError(Code.DATABASE_ERROR, f"cannot open lock file {self.lock_path}: {e}")
         try:
@@ -166,7 +315,7 @@ class StateStore:
         rec = self.snapshot()["experiments"].get(uid)
         if rec is None:
             raise BladeError(Code.DATA_NOT_FOUND, f"data not found: no experiment with uid {uid}")
-        return rec
+        return checked_record(uid, rec)
 
     def update(self, uid: str, fn) -> dict:
         """Transactional read-modify-write of one record: fn(record) mutates it or returns a new
@@ -192,7 +341,8 @@ class StateStore:
     def list(self, status: str | None = None, limit: int | None = None,
              target: str | None = None, action: str | None = None) -> list:
         """Records newest first, optionally filtered by status/target/action and truncated."""
-        recs = list(self.snapshot()["experiments"].values())
+        recs = [_with_defaults(k, r) for k, r in self.snapshot()["experiments"].items()
+                if isinstance(r, dict)]
         recs = [r for r in recs if (status is None or r.get("status") == status)
                 and (target is None or r.get("target") == target)
                 and (action is None or r.get("action") == action)]

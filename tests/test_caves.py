@@ -141,3 +141,31 @@ def test_allocator_on_a_real_binary_fits_near_a_function():
         for a in addrs:
             assert any(c.start <= a and a + 200 <= c.end for c in caves)
         assert len({a // 200 for a in addrs}) == 4
+
+
+def test_no_room_advises_destroying_only_when_other_experiments_hold_caves():
+    caves = [Cave(0x1000, 0x1040, "header")]
+    with pytest.raises(BladeError) as e:
+        CaveAllocator(caves).allocate(0x80, near=0x1000)
+    assert "destroy" not in e.value.message and "64 cave bytes" in e.value.message
+    with pytest.raises(BladeError) as e:
+        CaveAllocator(caves, taken=[(0x1000, 0x1020)]).allocate(0x30, near=0x1000)
+    assert "destroy other experiments on this process first" in e.value.message
+
+
+def test_text_end_slack_past_p_memsz_is_readable_and_clipped_to_live_mappings():
+    """Every linker leaves the text-end cave past p_memsz: reading it must work (it failed
+    with 'not mapped' before), and clip_to keeps only what a process maps executable."""
+    from blade_go.inspector.caves import clip_to
+    from tests.support.fixtures import build_fixture
+    for path in (build(), build_fixture("cgo_target", extra_env={"CGO_ENABLED": "1"})):
+        with open_binary(path) as b:
+            te = next(c for c in b.caves(int3=False) if c.kind == "text-end")
+            seg = next(s for s in b.image.segments if s.executable)
+            assert te.start >= seg.vaddr + seg.memsz and te.end == seg.mapped_end
+            assert b.read(te.start, te.size) == b"\0" * te.size
+            with pytest.raises(BladeError):
+                b.read(te.end - 4, 8)  # not one byte past the mapped page
+            assert clip_to([te], [(te.start + 32, te.end)]) == [Cave(te.start + 32, te.end,
+                                                                    "text-end")]
+            assert clip_to([te], [(0, te.start + 8)]) == []

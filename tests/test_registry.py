@@ -165,3 +165,21 @@ def test_duplicate_target_and_empty_dir(tmp_path):
     with pytest.raises(SpecError) as e:
         load_registry(tmp_path)
     assert "b.yaml" in e.value.message and "two files" in e.value.message
+
+
+# ---- issue 7.9 ------------------------------------------------------------------------------
+def test_unicode_digits_are_not_numbers_and_long_values_are_not_echoed():
+    from blade_go.errors import BladeError as _BE
+    from blade_go.registry import FlagSpec as _F
+    for ftype, text in [("int", "١٢"), ("seconds", "٣٠"), ("seconds", "３m"), ("pid", "１"),
+                        ("pid", "1,٢")]:
+        with pytest.raises(_BE) as e:
+            _F("x", "d", type=ftype).convert(text)
+        assert e.value.code == 46000
+    assert _F("x", "d", type="pid").convert("12,3") == (12, 3)
+    with pytest.raises(_BE) as e:
+        _F("func", "d").convert("f" * 100_000)
+    assert len(e.value.message) < 500 and "100000 characters" in e.value.message
+    with pytest.raises(_BE) as e:
+        _F("n", "d", type="int").convert("9" * 5000)
+    assert len(e.value.message) < 500

@@ -128,3 +128,122 @@ def test_concurrent_writers_lose_no_update(store):
     assert data["experiments"]["shared"]["record"]["n"] == procs * n
     assert data["counter"] == procs * n
     assert len(data["experiments"]) == procs * n + 1
+
+
+# ---- trusted home (issue 7.7a) ------------------------------------------------------------
+def _forbidden(fn):
+    with pytest.raises(BladeError) as e:
+        fn()
+    assert e.value.code == Code.FORBIDDEN, e.value.message
+    return e.value.message
+
+
+def test_home_writable_by_others_is_refused(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    os.chmod(home, 0o777)
+    msg = _forbidden(lambda: st.StateStore(home).list())
+    assert "writable by group or others" in msg and str(home) in msg
+    os.chmod(home, 0o770)
+    _forbidden(lambda: st.sessions_dir(home))
+    _forbidden(lambda: st.log_path(home))
+    os.chmod(home, 0o755)  # readable by others is fine: nothing secret, nothing writable
+    assert st.StateStore(home).list() == []
+    assert not (home / "state.json").exists()
+
+
+def test_home_in_a_group_writable_parent_is_refused_unless_sticky(tmp_path):
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    os.chmod(parent, 0o777)
+    home = parent / "home"
+    home.mkdir(mode=0o700)
+    assert "lies in" in _forbidden(lambda: st.StateStore(home).list())
+    os.chmod(parent, 0o1777)  # like /tmp: nobody else can rename our directory away
+    assert st.StateStore(home).list() == []
+
+
+def test_home_that_is_not_a_directory_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    _forbidden(lambda: st.StateStore(tmp_path / "file").list())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_home_owned_by_another_user_is_refused(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    os.chown(home, 4242, 4242)
+    assert "owned by uid 4242" in _forbidden(lambda: st.StateStore(home).list())
+    link = tmp_path / "link"  # a symlink to our own dir, owned by someone else
+    home2 = tmp_path / "home2"
+    home2.mkdir(mode=0o700)
+    link.symlink_to(home2)
+    os.lchown(link, 4242, 4242)
+    assert "symbolic link owned by uid 4242" in _forbidden(lambda: st.StateStore(link).list())
+
+
+def test_planted_symlinks_are_never_followed(store, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    store.create({"uid": "u1", "target": "go", "action": "return"})
+    state = store.path
+    state.unlink()
+    state.symlink_to(victim)
+    assert "symbolic link" in _forbidden(lambda: store.list())
+    state.unlink()
+    store.lock_path.unlink()
+    store.lock_path.symlink_to(victim)
+    assert "symbolic link" in _forbidden(lambda: store.list())
+    store.lock_path.unlink()
+    # a whole-file write replaces a symlink by rename, never writes through it
+    sessions = st.sessions_dir(store.home)
+    target = sessions / "42.dlv.pid"
+    target.symlink_to(victim)
+    st.write_private(target, "123")
+    assert target.read_text() == "123" and not target.is_symlink()
+    for name in ("42.err", "42.log", "42.life"):
+        (sessions / name).symlink_to(victim)
+        for mode in ("r", "w", "a", "ab+"):
+            with pytest.raises(st.UntrustedPath):
+                st.open_private(sessions / name, mode)
+    log = st.log_path(store.home)
+    log.symlink_to(victim)
+    with pytest.raises(PermissionError):  # also a PermissionError for session code
+        st.open_private(log, "a")
+    assert victim.read_text() == "precious"
+
+
+def test_hard_links_and_fifos_are_refused(store, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    st.sessions_dir(store.home)
+    os.link(victim, store.home / "sessions" / "7.err")
+    assert "hard links" in _forbidden(lambda: st.open_private(store.home / "sessions" / "7.err",
+                                                              "w"))
+    assert victim.read_text() == "precious"  # "w" truncates only after the checks
+    os.mkfifo(store.path)  # would block a plain open() for reading forever
+    assert "not a regular file" in _forbidden(lambda: store.list())
+
+
+def test_cli_answers_forbidden_for_a_hostile_home(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o777)
+    os.chmod(home, 0o777)
+    env = dict(os.environ, BLADE_GO_HOME=str(home), PYTHONPATH=str(REPO))
+    p = subprocess.run([sys.executable, "-m", "blade_go", "status", "--type", "create"],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    resp = json.loads(p.stdout)
+    assert p.returncode == 1 and resp["code"] == Code.FORBIDDEN and str(home) in resp["error"]
+    # --debug must not open the log in a hostile home either
+    p = subprocess.run([sys.executable, "-m", "blade_go", "destroy", "nope", "--debug"],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert json.loads(p.stdout)["code"] == Code.FORBIDDEN
+    assert not (home / "blade-go.log").exists()
+
+
+def test_non_utf8_state_is_reported_as_corrupt_not_internal(store):
+    store.create({"uid": "u1", "target": "go", "action": "return"})
+    store.path.write_bytes(store.path.read_bytes().replace(b'"u1"', b'"u\xff1"', 1))
+    with pytest.raises(BladeError) as e:
+        store.list()
+    assert e.value.code == Code.DATABASE_ERROR and "corrupt" in e.value.message

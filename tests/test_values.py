@@ -169,3 +169,33 @@ def test_binary_lookup_checks_var_types_early():
 
 def test_unterminated_quote():
     assert "unterminated quote" in err([STR, STR], '"a,b')
+
+
+# ---- issue 7.9: non-ASCII digits and non-UTF-8 bytes ------------------------------------
+def test_only_ascii_digits_are_numbers():
+    from blade_go.errors import BladeError as _BE
+    from blade_go.inspector.gotypes import GoType as _T, Kind as _K
+    from blade_go.stubs.values import parse_element as _pe
+    i64, f64 = _T("int", _K.INT, 8, 8), _T("float64", _K.FLOAT64, 8, 8)
+    c128 = _T("complex128", _K.COMPLEX128, 16, 8)
+    for t, text in [(i64, "١٢"), (i64, "１２"), (i64, "0x１"), (f64, "１.５"), (f64, "٣e2"),
+                    (c128, "1+٢i")]:
+        with pytest.raises(_BE) as e:
+            _pe(0, t, text)
+        assert "only ASCII digits" in e.value.message
+    assert _pe(0, i64, "12").data == 12 and _pe(0, f64, "1.5").data == 1.5
+
+
+def test_non_utf8_bytes_are_kept_as_given():
+    from blade_go.errors import BladeError as _BE
+    from blade_go.inspector.gotypes import GoType as _T, Kind as _K
+    from blade_go.stubs.values import parse_values as _pv
+    s = _T("string", _K.STRING, 16, 8)
+    err = _T("error", _K.IFACE, 16, 8)
+    # what Python makes of argv bytes b'a\xffb' (PEP 383 surrogate escapes)
+    vals = _pv('a\udcffb,error:\udcfe', [("r0", s), ("r1", err)])
+    assert vals[0].data == b"a\xffb" and vals[1].data == b"\xfe"
+    assert _pv('"q\udcff\\n"', [("r0", s)])[0].data == b"q\xff\n"
+    with pytest.raises(_BE) as e:  # a lone surrogate no command line can produce
+        _pv("\ud800", [("r0", s)])
+    assert e.value.code == 46000

@@ -14,10 +14,12 @@ How one experiment reaches the target's bytes:
    reads back and resumes.
 destroy hands the same patches back to the session, which restores routes first and caves last.
 """
+from ..denylist import check_injectable
 from ..errors import BladeError, Code
-from ..patch import CAVE, ROUTE, Patch
+from ..patch import CAVE, ROUTE
 from ..procfs import start_time
 from ..state import CREATED, SUCCESS
+from ..trust import parse_patches, trusted_patches
 from . import Executor
 
 JMP_REL32_LEN = 5
@@ -27,11 +29,17 @@ INT3 = 0xCC
 class ReturnExecutor(Executor):
     def create(self, ctx):
         from ..inspector import CaveAllocator, open_binary
+        from ..inspector.references import inlined_report
         from ..session import ensure_session
         from ..stubs import BinaryResolver, parse_values, plan_return
 
         binary = open_binary(pid=ctx.pid)
         fn = _find_out_of_line(binary, ctx.flags["func"])
+        # runtime internals are refused; a named generic instance whose shape function other
+        # instances share gets a guard comparing its dictionary (stubs/instance_guard.py)
+        instance = check_injectable(binary, fn, ctx.flags["func"])
+        if instance is not None:
+            fn = binary.find_function(instance.shape)
         inlined = binary.inlined_sites(fn.name)
         results = binary.result_locations(fn)
         values = parse_values(ctx.flags["value"], results, binary, func=fn.name)
@@ -52,6 +60,14 @@ class ReturnExecutor(Executor):
                 # be patched; the session verifies the live bytes equal them before writing.
                 read_original=lambda addr, n: binary.read(addr - bias, n))
             patches = list(plan.patches)
+            if instance is not None:
+                from ..stubs.instance_guard import guarded_patches
+                patches = guarded_patches(
+                    patches, fn.entry + bias, binary.read(fn.entry, 32),
+                    instance.dictionary + bias,
+                    allocate=lambda n: allocator.allocate(n, near=fn.entry) + bias,
+                    read_original=lambda addr, n: binary.read(addr - bias, n),
+                    register=instance.register)
             record = _record(fn, patches, binary)
             record["target_start_time"] = start_time(ctx.pid)
             state["experiments"][ctx.uid]["record"] = record
@@ -70,17 +86,20 @@ class ReturnExecutor(Executor):
         result = {"function": fn.name, "entry": hex(fn.entry + bias),
                   "stub": hex(plan.stub_addr), "stub_size": plan.stub_size,
                   "data_size": plan.data_size}
+        if instance is not None:
+            result["instance"] = {"name": instance.instance, "dictionary":
+                                  hex(instance.dictionary + bias),
+                                  "other_instances_untouched": list(instance.others)}
         owned = dict(record, result=result)
-        if inlined:
-            sites = [f"{s.caller} at {s.file}:{s.line}" for s in inlined]
-            result["not_covered_inlined_sites"] = sites
-            owned["warnings"] = [f"{len(sites)} call site(s) where the compiler inlined "
-                                 f"{fn.name} keep the original behaviour: " + "; ".join(sites[:10])]
+        if inlined:  # all compile units; says when no direct call of the copy is left
+            fields, warning = inlined_report(binary, fn, inlined)
+            result.update(fields)
+            owned["warnings"] = [warning]
         return owned
 
     def destroy(self, ctx, record):
         from ..session import ensure_session
-        patches = [Patch.from_json(p) for p in record.get("patches", [])]
+        patches = trusted_patches(ctx.pid, record, ctx.uid)  # checked against the executable
         if not patches:
             return {"restored": 0}
         if start_time(ctx.pid) != record.get("target_start_time"):
@@ -97,7 +116,7 @@ class ReturnExecutor(Executor):
         session = connect_session(ctx.pid, str(ctx.store.home))
         facts = session.facts() if session else {"session": "absent"}
         facts["target_alive"] = start_time(ctx.pid) == record.get("target_start_time")
-        route = [Patch.from_json(p) for p in record.get("patches", []) if p.get("role") == ROUTE]
+        route = [p for p in parse_patches(record, ctx.uid) if p.role == ROUTE]
         if route and facts["target_alive"]:
             live = _peek(ctx.pid, route[0].addr, len(route[0].replacement))
             if live is not None:

@@ -8,8 +8,8 @@ from typing import List, Optional, Union
 
 from ..errors import BladeError, Code
 from .buildinfo import read_buildinfo, version_tuple
-from .caves import Cave, header_caves, int3_caves, text_end_caves
-from .elf import ElfImage, load_bias, open_process_exe
+from .caves import Cave, clip_to, header_caves, int3_caves, text_end_caves
+from .elf import ElfImage, executable_ranges, load_bias, open_process_exe
 from .gotypes import GoType, Signature
 from .pclntab import SECTION_NAMES as PCLN_SECTIONS, PclnTable
 from .symbols import SymbolTable, closest_names, lookup_data, resolve_function
@@ -124,11 +124,26 @@ class GoBinary:
         try:
             sym, entry, end = resolve_function(name, self._function_table(), where)
         except BladeError as e:
-            self._explain_inlined(name, e)
-            raise
+            hit = self._generic_instance(name, e)
+            if hit is None:
+                self._explain_inlined(name, e)
+                raise
+            sym, entry, end = hit
         if not self.has_symtab:  # pclntab spans run to the next function: drop the padding
             end = self.pclntab.code_end(entry, end)
         return Function(sym, entry, end)
+
+    def _generic_instance(self, name: str, err: BladeError):
+        """A named instance spelled with a full package path or a named type (`Max[Celsius]`)
+        that the shape symbols cannot match by spelling: found through its dictionary."""
+        if "[" not in name or " not found in " not in err.message or not self.has_symtab:
+            return None
+        from .generics import Generics
+        hit = Generics(self).resolve_instance(name.strip())
+        if hit is None:
+            return None
+        spans = sorted(self._function_table()[hit[1]], key=lambda s: s[0] - s[1])
+        return (hit[1], *spans[0])
 
     def _explain_inlined(self, name: str, err: BladeError):
         """Turn "not found" into "inlined everywhere" when DWARF shows inlined copies."""
@@ -192,6 +207,7 @@ class GoBinary:
         if self._dwarf is None:
             from .dwarfinfo import DwarfInfo  # written alongside; imported only when needed
             self._dwarf = DwarfInfo(self.image.elf, ptrsize=self.ptrsize)
+            self._dwarf.functions = self._function_table()  # inlined sites' callers by address
         return self._dwarf
 
     def signature(self, fn: Union[Function, str]) -> Signature:
@@ -236,6 +252,8 @@ class GoBinary:
             if int3 and self.has_symtab:  # needs exact function sizes
                 spans = (s for spans in self.symtab.funcs.values() for s in spans)
                 found += int3_caves(self.image, spans)
+            if self.pid is not None:  # only what this process really maps executable
+                found = clip_to(found, executable_ranges(self.pid, self.image, self.load_bias))
             self._caves[int3] = found
         return list(self._caves[int3])
 
@@ -256,6 +274,7 @@ def open_binary(path: Optional[str] = None, pid: Optional[int] = None) -> GoBina
     if pid is not None:
         fileobj, real_path = open_process_exe(int(pid))
     else:
+        path = str(path)
         try:
             fileobj, real_path = open(path, "rb"), path
         except FileNotFoundError:

@@ -4,7 +4,7 @@ Kinds (see docs in go-abi.md):
 - header:   zeros after the ELF and program headers in the first executable page, up to the
             first section with content;
 - text-end: zeros from the end of the last section of the executable segment to the end of
-            its page (the kernel maps that whole page executable, from the file);
+            its page (the kernel maps that whole page executable, past p_memsz);
 - int3-pad: runs of 0xCC between functions. The runtime attributes such a PC to the preceding
             function, so the allocator uses them only when asked (allow_int3=True).
 All addresses are file virtual addresses; callers add the load bias.
@@ -77,32 +77,38 @@ def header_caves(image: ElfImage) -> List[Cave]:
 
 
 def text_end_caves(image: ElfImage) -> List[Cave]:
+    """Zeros from the end of the last section of each executable segment to the end of what
+    the process maps of it (its last page, ElfImage.slack_end): past p_memsz for every Go and
+    C linker seen, so the bytes are read as the process maps them, not only from p_filesz."""
     out = []
-    file_size = image.file_size()
     sections = _alloc_sections(image)
     for seg in (s for s in image.segments if s.executable):
-        inside = [s for s in sections
-                  if seg.vaddr <= s.addr and s.addr + s.size <= seg.vaddr + seg.filesz]
+        mem_end = seg.vaddr + seg.memsz
+        inside = [s for s in sections if seg.vaddr <= s.addr and s.addr + s.size <= mem_end]
         if not inside:
             continue
-        end = max(s.addr + s.size for s in inside)
-        page_end = (end + PAGE - 1) & ~(PAGE - 1)
-        if page_end == end:
+        end = max(max(s.addr + s.size for s in inside), seg.vaddr + seg.filesz)
+        limit = image.slack_end(seg)
+        for s in sections:  # no other section may live in those bytes
+            if s not in inside and s.addr < limit and s.addr + s.size > end:
+                limit = min(limit, max(s.addr, end))
+        if limit - end < MIN_CAVE:
             continue
-        off = seg.offset + (end - seg.vaddr)
-        n = min(page_end - end, file_size - off)
-        # no other section (in memory or in the file) may use those bytes
-        for s in sections:
-            if s.addr < end + n and s.addr + s.size > end and s not in inside:
-                n = min(n, s.addr - end)
-            if s.offset < off + n and s.offset + s.size > off and s not in inside:
-                n = min(n, s.offset - off)
-        if n <= 0:
-            continue
-        data = image.read_file(off, n)
+        data = image.read(end, limit - end)
         zeros = len(data) - len(data.lstrip(b"\0"))  # from `end` on, stop at the first non-zero
         if zeros >= MIN_CAVE:
             out.append(Cave(end, end + zeros, TEXT_END))
+    return out
+
+
+def clip_to(caves: Iterable[Cave], ranges: Sequence[Tuple[int, int]]) -> List[Cave]:
+    """The parts of caves inside the given [lo, hi) ranges (what a process maps executable)."""
+    out = []
+    for c in caves:
+        for lo, hi in ranges:
+            a, b = max(c.start, lo), min(c.end, hi)
+            if b - a >= MIN_CAVE:
+                out.append(Cave(a, b, c.kind))
     return out
 
 
@@ -137,6 +143,7 @@ class CaveAllocator:
     def __init__(self, caves: Iterable[Cave], taken: Iterable[Tuple[int, int]] = ()):
         self.caves = sorted(caves, key=lambda c: (PREFERENCE.index(c.kind), c.start))
         self.taken = [(int(lo), int(hi)) for lo, hi in taken]
+        self.taken_by_others = bool(self.taken)  # before this allocator's own allocations
 
     def allocate(self, n: int, near: int, align: int = 16, allow_int3: bool = False) -> int:
         if n <= 0:
@@ -149,9 +156,15 @@ class CaveAllocator:
                 self.taken.append((addr, addr + n))
                 return addr
         kinds = "header, text-end" + (", int3-pad" if allow_int3 else "")
+        total = sum(c.size for c in self.caves if allow_int3 or c.kind != INT3_PAD)
+        # Advise destroying experiments only when some exist: otherwise the caves are simply
+        # too small for this stub.
+        advice = ("; destroy other experiments on this process first" if self.taken_by_others
+                  else f"; the binary has {total} cave bytes in all and no other experiment "
+                       "holds any: a smaller value (shorter strings) may fit")
         raise BladeError(Code.UNEXPECTED_STATUS,
                          f"no room for a {n}-byte stub within rel32 reach of {near:#x} in the "
-                         f"caves ({kinds}); destroy other experiments on this process first")
+                         f"caves ({kinds}){advice}")
 
     def _fit(self, cave: Cave, n: int, near: int, align: int) -> Optional[int]:
         addr = (cave.start + align - 1) // align * align

@@ -6,16 +6,14 @@ DIE of `main.F` is found by searching the decompressed .debug_info bytes for b"m
 parsing only the DIE just before each hit (validated against the abbrev table, then by name).
 A lookup therefore parses: CU headers (not DIEs) up to the hit, the function's DIE and its
 children, and the type DIEs its parameters reach (all in the linker's type CU). No CU is walked
-DIE by DIE except by `inlined_sites` (only the CUs holding an abstract copy of the function,
-i.e. those that inline it) and the fallback when the name search fails (the one CU whose
-address ranges cover the function). Go emits no .debug_aranges, so that fallback reads CU
+DIE by DIE except by the fallback when the name search fails (the one CU whose address ranges
+cover the function); inlined sites are found by reference search (inlined.py). Go emits no .debug_aranges, so that fallback reads CU
 top DIEs and their range lists.
 
 Only the sections needed are decompressed (SHF_COMPRESSED, or the old .zdebug_* layout):
 .debug_frame, .debug_loc(lists) and the rest are never read.
 """
 import zlib
-from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from elftools.dwarf.die import DIE
@@ -25,18 +23,12 @@ from io import BytesIO
 from ..errors import BladeError, Code
 from .dwarf_types import TYPE_TAGS, TypeReader, die_name
 from .gotypes import GoType, Kind, Param, Signature
+from .inlined import InlinedSite, InlinedSites  # noqa: F401  (InlinedSite: public here too)
 
 # Sections the lookups need; everything else stays compressed on disk.
 NEEDED = ("info", "abbrev", "str", "line", "ranges", "rnglists", "addr", "str_offsets",
           "line_str")
 DW_OP_addr = 0x03
-
-
-@dataclass(frozen=True)
-class InlinedSite:
-    caller: str   # the concrete function whose machine code holds the inlined copy
-    file: str     # call site (innermost caller's source when inlining nested)
-    line: int
 
 
 def _read_section(elffile, short: str) -> Optional[DebugSectionDescriptor]:
@@ -83,7 +75,7 @@ def _package_of(func: str) -> str:
     return func[:dot] if dot > 0 else func
 
 
-class DwarfInfo:
+class DwarfInfo(InlinedSites):
     def __init__(self, elffile, ptrsize: Optional[int] = None):
         self.elf = elffile
         self.ptrsize = ptrsize or elffile.elfclass // 8
@@ -94,6 +86,10 @@ class DwarfInfo:
         # linearly, and every DIE offset it parsed outside the type reader.
         self.walked_cus: Set[int] = set()
         self.parsed_dies: Set[int] = set()
+        self.functions: Optional[Dict[str, List[Tuple[int, int]]]] = None  # name -> spans
+        self._func_starts: Optional[List[int]] = None
+        self._func_rows: List[Tuple[int, int, str]] = []
+        self._files_by_cu: Dict[int, Dict[int, str]] = {}
 
     # -- setup ------------------------------------------------------------------------------
     @property
@@ -118,23 +114,15 @@ class DwarfInfo:
                              + " (inlined everywhere, or built without debug info?)")
         return self._signature(die)
 
+    def compile_unit_of(self, name: str, low_pc: Optional[int] = None) -> Optional[str]:
+        """Name of the compile unit (the Go package whose source holds it) of function `name`:
+        tells runtime code exported under another package's name by go:linkname."""
+        die = self._concrete_die(name, low_pc)
+        return die_name(die.cu.get_top_DIE()) if die is not None else None
+
     def has_concrete(self, name: str) -> bool:
         return bool([d for d in self._named("DW_TAG_subprogram", name)
                      if "DW_AT_low_pc" in d.attributes])
-
-    def inlined_sites(self, name: str) -> List[InlinedSite]:
-        """Every inlined copy of `name`. Walks each CU holding an abstract copy of it (Go
-        writes one per CU that inlines the function), so the cost grows with how many
-        packages inline it, not with the binary."""
-        abstract = [d for d in self._named("DW_TAG_subprogram", name)
-                    if "DW_AT_inline" in d.attributes]
-        by_cu: Dict[int, Set[int]] = {}
-        for d in abstract:
-            by_cu.setdefault(d.cu.cu_offset, set()).add(d.offset)
-        sites = []
-        for cu_off, origins in by_cu.items():
-            sites.extend(self._sites_in_cu(self.dwarf.get_CU_at(cu_off), origins))
-        return sorted(set(sites), key=lambda s: (s.caller, s.file, s.line))
 
     def variable(self, name: str) -> Optional[Tuple[int, GoType]]:
         for d in self._named("DW_TAG_variable", name):
@@ -300,33 +288,6 @@ class DwarfInfo:
         return Signature(tuple(params), tuple(results))
 
     # -- inlining ---------------------------------------------------------------------------
-    def _sites_in_cu(self, cu, origins: Set[int]) -> List[InlinedSite]:
-        self.walked_cus.add(cu.cu_offset)
-        files = self._file_names(cu)
-        sites, stack = [], []  # stack of open DIEs (those with children)
-        for die in cu.iter_DIEs():
-            if die.is_null():
-                if stack:
-                    stack.pop()
-                continue
-            if die.tag == "DW_TAG_inlined_subroutine":
-                origin = die.attributes.get("DW_AT_abstract_origin")
-                if origin is not None and self._ref_offset(die, origin) in origins:
-                    caller = next((die_name(d) for d in stack
-                                   if d.tag == "DW_TAG_subprogram"), "?")
-                    fidx = die.attributes.get("DW_AT_call_file")
-                    line = die.attributes.get("DW_AT_call_line")
-                    sites.append(InlinedSite(caller,
-                                             files.get(fidx.value, "?") if fidx else "?",
-                                             line.value if line else 0))
-            if die.has_children:
-                stack.append(die)
-        return sites
-
-    @staticmethod
-    def _ref_offset(die, attr) -> int:
-        return attr.value if attr.form == "DW_FORM_ref_addr" else attr.value + die.cu.cu_offset
-
     def _file_names(self, cu) -> Dict[int, str]:
         """DW_AT_call_file index -> path, from the CU's line program header (not its rows)."""
         lp = self.dwarf.line_program_for_CU(cu)

@@ -36,6 +36,16 @@ class Segment:
     def executable(self) -> bool:
         return bool(self.flags & P_FLAGS.PF_X)
 
+    @property
+    def page_start(self) -> int:
+        return self.vaddr & ~(PAGE - 1)
+
+    @property
+    def mapped_end(self) -> int:
+        """The kernel maps whole pages: the segment's last page is mapped (same permissions)
+        up to its end, past p_memsz."""
+        return (self.vaddr + self.memsz + PAGE - 1) & ~(PAGE - 1)
+
 
 @dataclass(frozen=True)
 class Section:
@@ -101,20 +111,39 @@ class ElfImage:
 
     # -- bytes at virtual addresses -------------------------------------------------------
     def segment_for(self, addr: int) -> Optional[Segment]:
+        """The PT_LOAD whose memory image holds addr: [p_vaddr, p_vaddr + p_memsz), or the
+        usable slack after it (see slack_end)."""
         for s in self.segments:
-            if s.vaddr <= addr < s.vaddr + s.memsz:
+            if s.vaddr <= addr < self.slack_end(s):
                 return s
         return None
 
+    def slack_end(self, seg: Segment) -> int:
+        """End of what a process maps of `seg`: its last page runs on past p_memsz up to the
+        page end, unless another PT_LOAD maps part of that page (then it ends at p_memsz).
+        Bytes past p_filesz there are zeros (bss or the kernel's fill), except when the segment
+        has no bss (p_filesz == p_memsz): then the page holds the file's next bytes, which no
+        code of this mapping uses (other segments map those file bytes on their own pages)."""
+        end = seg.vaddr + seg.memsz
+        for other in self.segments:
+            if other is not seg and other.page_start < seg.mapped_end and \
+                    other.vaddr + other.memsz > seg.vaddr:
+                return end
+        return seg.mapped_end
+
     def read(self, addr: int, n: int) -> bytes:
-        """File bytes at file virtual address `addr` (bss reads as zeros)."""
+        """Bytes a process maps at file virtual address `addr` (bss and slack per slack_end)."""
         seg = self.segment_for(addr)
-        if seg is None or addr + n > seg.vaddr + seg.memsz:
+        if seg is None or n < 0 or addr + n > self.slack_end(seg):
             raise BladeError(Code.PARAMETER_INVALID,
                              f"address {addr:#x}+{n} is not mapped by {self.path}")
         rel = addr - seg.vaddr
         in_file = max(0, min(n, seg.filesz - rel))
         data = self.read_file(seg.offset + rel, in_file) if in_file else b""
+        if len(data) < n and seg.filesz == seg.memsz:  # slack: the file's next bytes, if any
+            off = seg.offset + rel + len(data)
+            more = max(0, min(n - len(data), self.file_size() - off))
+            data += self.read_file(off, more) if more else b""
         return data + b"\0" * (n - len(data))
 
     def read_file(self, offset: int, n: int) -> bytes:
@@ -159,15 +188,8 @@ def open_process_exe(pid: int):
                          f"process {pid} has no executable (a kernel thread or a zombie?)")
 
 
-def load_bias(pid: int, image: ElfImage) -> int:
-    """How far the process mapped the executable from its link-time addresses.
-
-    The mapping of the executable at the first PT_LOAD's (page-aligned) file offset starts at
-    that segment's page-aligned vaddr plus the bias. Mappings are matched by inode, so this works
-    across mount namespaces and for deleted executables.
-    """
-    first = image.segments[0]
-    want_off = first.offset & ~(PAGE - 1)
+def _exe_mappings(pid: int, image: ElfImage):
+    """(start, end, perms, file offset) of every mapping of the process's executable file."""
     st = os.stat(f"/proc/{pid}/exe")
     try:
         with open(f"/proc/{pid}/maps") as f:
@@ -183,18 +205,38 @@ def load_bias(pid: int, image: ElfImage) -> int:
     by_inode, by_path = [], []
     for line in lines:
         parts = line.split(None, 5)
-        if len(parts) < 5 or int(parts[2], 16) != want_off:
+        if len(parts) < 5:
             continue
-        start = int(parts[0].split("-")[0], 16)
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        row = (lo, hi, parts[1], int(parts[2], 16))
         major, minor = (int(x, 16) for x in parts[3].split(":"))
         if int(parts[4]) == st.st_ino and (major, minor) == (os.major(st.st_dev),
                                                               os.minor(st.st_dev)):
-            by_inode.append(start)
+            by_inode.append(row)
         # overlay filesystems may show another device/inode in maps than stat does
         elif len(parts) == 6 and exe_path and parts[5].strip().removesuffix(" (deleted)") == \
                 exe_path.removesuffix(" (deleted)"):
-            by_path.append(start)
-    found = by_inode or by_path
+            by_path.append(row)
+    return by_inode or by_path
+
+
+def executable_ranges(pid: int, image: ElfImage, bias: int):
+    """[lo, hi) file virtual addresses the process really maps executable from its executable
+    file (what /proc/PID/maps says, not what the ELF headers promise)."""
+    return [(lo - bias, hi - bias) for lo, hi, perms, _ in _exe_mappings(pid, image)
+            if "x" in perms]
+
+
+def load_bias(pid: int, image: ElfImage) -> int:
+    """How far the process mapped the executable from its link-time addresses.
+
+    The mapping of the executable at the first PT_LOAD's (page-aligned) file offset starts at
+    that segment's page-aligned vaddr plus the bias. Mappings are matched by inode, so this works
+    across mount namespaces and for deleted executables.
+    """
+    first = image.segments[0]
+    want_off = first.offset & ~(PAGE - 1)
+    found = [lo for lo, _, _, off in _exe_mappings(pid, image) if off == want_off]
     if found:
         return min(found) - (first.vaddr & ~(PAGE - 1))
     raise BladeError(Code.UNEXPECTED_STATUS,

@@ -88,6 +88,9 @@ def inspect_report(pid: Optional[int] = None, binary: Optional[str] = None,
             if err:
                 entry["inlined_sites_error"] = err
             entry["has_out_of_line_copy"] = True  # find_function found it
+            from ..denylist import check_injectable
+            _, refused = _attempt(lambda: check_injectable(b, fn, func))
+            entry["refused"] = refused  # why create would refuse it (runtime, generic shape)
             report["function"] = entry
         report.update(_caves_json(b, fn.entry if fn else None))
         return report

@@ -124,9 +124,22 @@ def _generic_candidates(name: str, funcs) -> List[str]:
     return out
 
 
+MAX_NAME_SHOWN = 300  # characters of a name echoed in a message
+MAX_NAME_CLOSEST = 1024  # longer names get no "closest" search (difflib is quadratic)
+
+
+def shown_name(name: str) -> str:
+    if len(name) <= MAX_NAME_SHOWN:
+        return name
+    return f"{name[:MAX_NAME_SHOWN]}... ({len(name)} characters)"
+
+
 def resolve_function(name: str, funcs: Dict[str, List[Tuple[int, int]]], where: str):
     """(symbol name, entry, end) for a user-written function name, or BladeError."""
     name = name.strip()
+    if len(name) > MAX_NAME_CLOSEST and name not in funcs:
+        raise BladeError(Code.PARAMETER_INVALID,
+                         f"function {shown_name(name)} not found in {where}")
     spans = funcs.get(name)
     if spans is None and not name.endswith(ABI_SUFFIXES):
         matches = _generic_candidates(name, funcs)
@@ -139,7 +152,8 @@ def resolve_function(name: str, funcs: Dict[str, List[Tuple[int, int]]], where: 
             spans = funcs[name]
     if spans is None:
         raise BladeError(Code.PARAMETER_INVALID,
-                         f"function {name} not found in {where}" + _closest_text(name, funcs))
+                         f"function {shown_name(name)} not found in {where}"
+                         + _closest_text(name, funcs))
     if len(spans) > 1 and "[...]" in name:
         raise BladeError(Code.PARAMETER_INVALID,
                          f"function {name} is ambiguous in {where}: .gopclntab names every "

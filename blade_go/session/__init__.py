@@ -12,6 +12,7 @@ import sys
 import time
 
 from ..errors import BladeError, Code
+from ..state import open_private
 from .delve_client import DelveClient  # noqa: F401  (public)
 from .paths import SessionPaths
 from .protocol import request
@@ -65,7 +66,7 @@ def ensure_session(pid: int, home: str) -> SessionHandle:
     if h:
         return h
     p = SessionPaths(home, pid)
-    with open(p.lock, "a") as lock:
+    with open_private(p.lock, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         h = connect_session(pid, home)  # another creator may have finished meanwhile
         if h:
@@ -76,7 +77,7 @@ def ensure_session(pid: int, home: str) -> SessionHandle:
 def _wait_previous_supervisor(p: SessionPaths, timeout: float = 30.0):
     """Wait until the last supervisor of this pid has fully ended (its life lock is free)."""
     deadline = time.monotonic() + timeout
-    with open(p.life, "a") as life:
+    with open_private(p.life, "a") as life:
         while True:
             try:
                 fcntl.flock(life, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -98,7 +99,7 @@ def _start_supervisor(pid: int, home: str, p: SessionPaths) -> SessionHandle:
             pass
     env = dict(os.environ)
     env["PYTHONPATH"] = PACKAGE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    with open(p.log, "ab") as log:
+    with open_private(p.log, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "blade_go.session.supervisor", "--pid", str(pid), "--home", home],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", env=env,
@@ -110,7 +111,7 @@ def _start_supervisor(pid: int, home: str, p: SessionPaths) -> SessionHandle:
             return h
         if proc.poll() is not None:
             try:
-                err = json.load(open(p.err))
+                err = json.load(open_private(p.err))
             except (OSError, ValueError):
                 err = {"code": Code.OS_CMD_EXEC_FAILED,
                        "error": f"session supervisor exited with status {proc.returncode}; "

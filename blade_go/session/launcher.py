@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import BladeError, Code
+from ..state import open_private
 
 TOOLS = "/opt/blade-go-tools"
 EM_386, EM_X86_64, EM_AARCH64 = 3, 62, 183
@@ -158,7 +159,7 @@ def _own_process_group():
 def reap_orphan_dlv(pid: int, pid_file: str, wait: float = 20.0) -> int | None:
     """End the dlv a dead supervisor left attached to pid; returns its pid, or None."""
     try:
-        dlv_pid = int(open(pid_file).read().strip())
+        dlv_pid = int(open_private(pid_file).read().strip())
         cmd = open(f"/proc/{dlv_pid}/cmdline", "rb").read().split(b"\0")
     except (OSError, ValueError):
         return None
@@ -206,7 +207,7 @@ def launch_dlv(pid: int, log_path: str, timeout: float = 30.0) -> DlvProcess:
             "--check-go-version=false", "--listen=127.0.0.1:0"]
     # Output goes to a file, not a pipe: dlv keeps writing after startup and a full pipe would
     # block it while it holds the target stopped.
-    log = open(log_path, "ab+")
+    log = open_private(log_path, "ab+")
     start = log.seek(0, os.SEEK_END)
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                             preexec_fn=_own_process_group)

@@ -1,11 +1,12 @@
 """Where a target's session files live: $home/sessions/<pid>.{sock,lock,log,dlv.log,dlv.pid,err,preempt.json}."""
 import os
 
+from ..state import sessions_dir
+
 
 class SessionPaths:
     def __init__(self, home: str, pid: int):
-        self.dir = os.path.join(home, "sessions")
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self.dir = str(sessions_dir(home))  # created 0700, refused unless trusted
         base = os.path.join(self.dir, str(pid))
         self.sock = base + ".sock"
         self.lock = base + ".lock"

@@ -14,6 +14,7 @@ import time
 
 from .. import procfs
 from ..state import CREATED, DESTROYED, SUCCESS
+from ..state import open_private, write_private
 
 LIVE = (SUCCESS, CREATED)
 
@@ -111,7 +112,7 @@ VAR = "runtime.debug.asyncpreemptoff"
 
 def _load_preempt(p, pid: int):
     try:
-        rec = json.load(open(p.preempt))
+        rec = json.load(open_private(p.preempt))
         return rec if rec.get("start_time") == start_time(pid) else None  # else: pid reused
     except (OSError, ValueError, KeyError):
         return None
@@ -139,8 +140,8 @@ def record_async_preempt(client, p, pid: int, log):
         return
     try:
         var = client.eval(VAR)
-        with open(p.preempt, "w") as f:
-            json.dump({"start_time": start_time(pid), "addr": int(var["addr"]),
-                       "original": int(var["value"])}, f)
+        write_private(p.preempt, json.dumps({"start_time": start_time(pid),
+                                             "addr": int(var["addr"]),
+                                             "original": int(var["value"])}))
     except Exception as e:
         log(f"cannot record {VAR}: {e}")

@@ -19,6 +19,8 @@ import time
 
 from ..errors import BladeError, Code
 from ..patch import Patch
+from ..state import open_private, write_private
+from ..trust import trusted_patches
 from .. import procfs
 from . import paths, protocol, records
 from .delve_client import DelveClient, DelveError
@@ -83,7 +85,7 @@ class Supervisor:
                     self.dlv.proc.wait(timeout=3)
                 except Exception:
                     pass
-                with open(self.p.dlv_log, errors="replace") as f:
+                with open_private(self.p.dlv_log, errors="replace") as f:
                     f.seek(log_start)
                     raise explain_failure(self.pid, f.read()) from None
             self._clear_internal_breakpoints()
@@ -91,8 +93,7 @@ class Supervisor:
         except Exception:
             self.dlv.kill()  # a killed dlv leaves no breakpoints: we set none, and cleared dlv's
             raise
-        with open(self.p.dlv_pid, "w") as f:
-            f.write(str(self.dlv.pid))
+        write_private(self.p.dlv_pid, str(self.dlv.pid))  # rename: a planted link cannot fail it
         self.client.continue_async()
         log(f"attached dlv pid {self.dlv.pid} ({self.version}) on port {self.dlv.port}")
 
@@ -170,8 +171,8 @@ class Supervisor:
             rec = records.get(self.home, uid)
             if rec and rec.get("status") in records.LIVE:
                 with self.op_lock:
-                    Patcher(self.client, log).revert(
-                        [Patch.from_json(d) for d in records.patches_of(rec)])
+                    Patcher(self.client, log).revert(  # checked against the executable
+                        trusted_patches(self.pid, rec.get("record") or rec, uid))
                 records.mark_destroyed(self.home, uid, "destroyed by timeout")
                 log(f"{uid}: destroyed by timeout")
         except Exception as e:
@@ -344,7 +345,7 @@ def main(argv=None):
     sup = Supervisor(args.pid, args.home)
     # Held until this process ends, however it ends: the next supervisor for this pid waits
     # for it, so two never overlap (a new dlv would meet the old one still detaching).
-    life = open(sup.p.life, "a")
+    life = open_private(sup.p.life, "a")
     fcntl.flock(life, fcntl.LOCK_EX)
     signal.signal(signal.SIGTERM, lambda *_: sup.stop.set())
     signal.signal(signal.SIGINT, lambda *_: sup.stop.set())
@@ -352,8 +353,7 @@ def main(argv=None):
         sup.attach()
     except Exception as e:
         code = e.code if isinstance(e, BladeError) else Code.OS_CMD_EXEC_FAILED
-        with open(sup.p.err, "w") as f:
-            json.dump({"code": code, "error": str(e)}, f)
+        write_private(sup.p.err, json.dumps({"code": code, "error": str(e)}))
         log(f"attach failed: {e}")
         return 1
     try:

@@ -78,6 +78,12 @@ _SIMPLE_ESC = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\":
                '"': 34}
 
 
+def _bytes(text: str) -> bytes:
+    """The bytes of command-line text. A Go string may hold any bytes: bytes that are not
+    UTF-8 reach Python as surrogate escapes (PEP 383) and are given back as they were."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def unquote(lit: str) -> bytes:
     """A Go interpreted string literal ("...") to its bytes; ValueError when malformed."""
     if len(lit) < 2 or lit[0] != '"' or lit[-1] != '"':
@@ -88,7 +94,7 @@ def unquote(lit: str) -> bytes:
         if c == '"':
             raise ValueError("unescaped quote inside string")
         if c != "\\":
-            out += c.encode("utf-8")
+            out += _bytes(c)
             i += 1
             continue
         if i + 1 >= len(body):
@@ -126,7 +132,15 @@ def unquote(lit: str) -> bytes:
 _GO_OCTAL = re.compile(r"[+-]?0[0-7_]+")
 
 
+def _ascii(s: str) -> str:
+    # Python's int() and float() read any Unicode digit ("١٢" is 12); Go reads ASCII only
+    if not s.isascii():
+        raise ValueError(f"{s!r} is not a number (only ASCII digits are)")
+    return s
+
+
 def parse_int(s: str) -> int:
+    _ascii(s)
     if _GO_OCTAL.fullmatch(s):  # Go reads 052 as octal; Python refuses leading zeros
         sign = -1 if s[0] == "-" else 1
         return sign * int(s.lstrip("+-").replace("_", ""), 8)
@@ -134,7 +148,7 @@ def parse_int(s: str) -> int:
 
 
 def parse_float(s: str) -> float:
-    low = s.lower()
+    low = _ascii(s).lower()
     if low in ("inf", "+inf", "infinity", "+infinity"):
         return math.inf
     if low in ("-inf", "-infinity"):
@@ -209,7 +223,8 @@ def int_range(t: GoType) -> Tuple[int, int]:
 
 
 def _fail(index: int, t: GoType, elem: str, why: str = "") -> BladeError:
-    msg = f'--value: result {index} ({t.name}) expects {_expected(t)}; got "{elem}"'
+    shown = elem if len(elem) <= 200 else f"{elem[:200]}... ({len(elem)} characters)"
+    msg = f'--value: result {index} ({t.name}) expects {_expected(t)}; got "{shown}"'
     if why:
         msg += f" ({why})"
     return BladeError(Code.PARAMETER_ILLEGAL, msg)
@@ -240,7 +255,7 @@ def parse_element(index: int, t: GoType, elem: str) -> Value:
                 raise _fail(index, t, elem, str(e)) from None
         if '"' in s:
             raise _fail(index, t, elem, "bare text cannot contain quotes; quote the whole string")
-        return Value(STRING, s.encode("utf-8"), s, t)
+        return Value(STRING, _bytes(s), s, t)
 
     if k == Kind.IFACE and t.name == "error" and s.startswith("error:"):
         msg = s[len("error:"):]
@@ -252,7 +267,7 @@ def parse_element(index: int, t: GoType, elem: str) -> Value:
         elif '"' in msg:
             raise _fail(index, t, elem, "quote the whole message: error:\"...\"")
         else:
-            data = msg.encode("utf-8")
+            data = _bytes(msg)
         return Value(ERROR, data, s, t)
 
     try:
@@ -296,6 +311,11 @@ def parse_values(text: str, results: Sequence, binary=None, *, func: str = "the 
     With `binary` (a GoBinary) var: names are looked up now so a typo fails early; the planner
     checks them again against the live addresses.
     """
+    try:
+        _bytes(text)
+    except UnicodeEncodeError as e:
+        raise BladeError(Code.PARAMETER_ILLEGAL, f"--value: character {e.start} is not "
+                                                 "valid text (a lone surrogate)") from None
     rs = _results(results)
     if not rs:
         raise BladeError(Code.PARAMETER_ILLEGAL,

@@ -37,6 +37,14 @@ class Blade:
         assert code == 1 and not resp["success"], f"expected failure, got {resp}"
         return resp
 
+    def create_response(self, pid, func, value, *extra):
+        """A successful `create go return`'s whole Response: `result` (always the uid) and
+        `warnings` when there are any."""
+        code, resp = self.run("create", "go", "return", "--pid", pid, "--func", func,
+                              "--value", value, *extra)
+        assert code == 0 and resp["success"] and isinstance(resp["result"], str), resp
+        return resp
+
     def create_return(self, pid, func, value, *extra):
         return self.ok("create", "go", "return", "--pid", pid, "--func", func, "--value", value,
                        *extra)

@@ -1,0 +1,83 @@
+"""Inlined call sites from every compile unit: cost of blade-go's lookup, and what it finds.
+
+    python bench/inlined_sites.py [--walk] BINARY [FUNC ...]
+
+For each function: the sites found by `GoBinary.inlined_sites` (a byte search of .debug_info
+for the abstract entry's offset, one DIE parsed per hit), its time in a fresh GoBinary, and the
+count from binutils `objdump --dwarf=info` (ground truth: DW_TAG_inlined_subroutine DIEs
+naming the abstract entry). With --walk, also the time of walking every compile unit DIE by
+DIE with pyelftools (what an "all CUs" implementation without the byte search costs).
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from blade_go.inspector import open_binary  # noqa: E402
+
+DEFAULT_FUNCS = ["sync.(*Mutex).Lock", "errors.New", "fmt.Errorf", "runtime.add",
+                 "unicode/utf8.RuneLen"]
+
+
+def objdump_counts(path, names):
+    out = subprocess.run(["objdump", "--dwarf=info", path], capture_output=True,
+                         text=True).stdout.splitlines()
+    offsets = {}
+    for i, ln in enumerate(out):
+        m = re.search(r"DW_AT_name\s+: (.+)$", ln)
+        if m and m.group(1) in names and i + 1 < len(out) and "DW_AT_inline" in out[i + 1]:
+            offsets[re.findall(r"<([0-9a-f]+)>", out[i - 1])[-1]] = m.group(1)
+    counts = dict.fromkeys(names, 0)
+    for i, ln in enumerate(out):
+        m = re.search(r"DW_AT_abstract_origin: <0x([0-9a-f]+)>", ln)
+        if m and m.group(1) in offsets and "inlined_subroutine" in out[i - 1]:
+            counts[offsets[m.group(1)]] += 1
+    return counts
+
+
+def walk_seconds(path):
+    start = time.perf_counter()
+    with open_binary(path) as b:
+        n = 0
+        for cu in b.dwarf.dwarf.iter_CUs():
+            for die in cu.iter_DIEs():
+                n += die.tag == "DW_TAG_inlined_subroutine"
+    return time.perf_counter() - start, n
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("binary")
+    ap.add_argument("funcs", nargs="*")
+    ap.add_argument("--walk", action="store_true")
+    args = ap.parse_args()
+    names = args.funcs or DEFAULT_FUNCS
+    truth = objdump_counts(args.binary, set(names))
+    with open_binary(args.binary) as b:
+        info = len(b.dwarf.dwarf and b.dwarf._info)
+    print(f"{args.binary}: {os.path.getsize(args.binary) / 1e6:.1f} MB, .debug_info "
+          f"{info / 1e6:.1f} MB (decompressed)\n")
+    print("| function | DIEs referencing it (objdump) | sites found | callers | seconds |")
+    print("|---|---|---|---|---|")
+    for name in names:
+        with open_binary(args.binary) as b:
+            b.dwarf.dwarf  # section loading is not the lookup's cost
+            b.symtab
+            start = time.perf_counter()
+            sites = b.inlined_sites(name)
+            took = time.perf_counter() - start
+            parsed = len(b.dwarf.parsed_dies)
+        print(f"| {name} | {truth[name]} | {len(sites)} (from {parsed} DIEs parsed) | "
+              f"{len({s.caller for s in sites})} | {took:.3f} |")
+    if args.walk:
+        took, n = walk_seconds(args.binary)
+        print(f"\nwalking every CU DIE by DIE (pyelftools): {took:.1f} s "
+              f"({n} inlined_subroutine DIEs in all)")
+
+
+if __name__ == "__main__":
+    main()
