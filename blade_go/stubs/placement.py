@@ -69,11 +69,12 @@ class FrameSetup:
     sp_delta:  SP at entry (pointing at the return address) minus SP at `end`
     scratch:   bytes at [SP, SP+scratch) at `end` that are F's own (locals/outgoing arguments)
                and hold nothing yet: a callee may spill its register arguments there. The saved
-               frame pointer, when there is one, lies above them.
+               frame pointer, when there is one, lies right above them (saved_bp).
     """
     end: int
     sp_delta: int
     scratch: int
+    saved_bp: bool = False
 
 
 @dataclass(frozen=True)
