@@ -135,8 +135,9 @@ class Asm:
             at += n
         return bytes(out), found, listing
 
-    def size(self) -> int:
-        return len(self._pass(0x10000000 if self.bitness == 64 else 0x1000000, {})[0])
+    def size(self, near: int) -> int:
+        """The length at any address near `near` (in rel32 reach of the stub's targets)."""
+        return len(self._pass(near, {})[0])
 
     def assemble(self, base: int):
         """(code bytes at `base`, {label: address}, listing lines)."""

@@ -167,8 +167,9 @@ def _callout_plan(code: FunctionCode, params, allocate, read_original, need: int
                 a.branch("jmp", site.end)
         return a, area, arm_addr
 
-    probe, probe_area, _ = emit(_PROBE[arch.bitness], _PROBE[arch.bitness] + 0x100000, 1)
-    code_len = probe.size()
+    near = code.addr  # a probe next to F: in reach of everything the stub refers to
+    probe, probe_area, _ = emit(near, near + 0x1000, 1)
+    code_len = probe.size(near)
     total = len(_block(b"\x00" * code_len, bytes(probe_area.buf)))
     stub = allocate(total)
     original = bytes(read_original(stub, total))
@@ -195,9 +196,6 @@ def _callout_plan(code: FunctionCode, params, allocate, read_original, need: int
                f"   (call H{'; jmp H2' if with_h2 else ''}; int3 padding)\n"
                f"displaced:\n{site.listing()}")
     return FaultPlan(patches, stub, code_len, len(data), site.addr, listing)
-
-
-_PROBE = {64: 0x10000000, 32: 0x1000000}
 
 
 def _armed(orig: int) -> int:
@@ -378,8 +376,8 @@ def plan_args(code: FunctionCode, params: Sequence[ParamLocation], new: Dict[int
             a.branch("jmp", site.end)
         return a, data
 
-    probe, pdata = emit(_PROBE[arch.bitness], _PROBE[arch.bitness] + 0x100000)
-    code_len = probe.size()
+    probe, pdata = emit(code.addr, code.addr + 0x1000)
+    code_len = probe.size(code.addr)
     total = len(_block(b"\x00" * code_len, pdata))
     stub = allocate(total)
     asm_, data = emit(stub, _data_base(stub, code_len))

@@ -99,7 +99,8 @@ class Site:
 
     @property
     def relocated_len(self) -> int:
-        return len(relocate(self, 0x10000000))
+        # any address in reach of F's targets sizes it: every encoding has a fixed length
+        return len(relocate(self, self.addr + 0x1000))
 
     def listing(self) -> str:
         return "\n".join(f"{i.addr:#010x}  {i.code.hex(' '):<30} {i.text}" for i in self.instructions)
