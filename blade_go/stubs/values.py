@@ -289,7 +289,7 @@ def _results(results) -> List[Tuple[int, str, GoType]]:
     return out
 
 
-def parse_values(text: str, results: Sequence, binary=None, *, func: str = "the function"
+def parse_values(text: Optional[str], results: Sequence, binary=None, *, func: str = "the function"
                  ) -> List[Value]:
     """Parse `--value` text for `results` (ResultLocations or (name, GoType) pairs).
 
@@ -303,7 +303,7 @@ def parse_values(text: str, results: Sequence, binary=None, *, func: str = "the 
                              f"--value: {func} returns no results; give no --value (or '') to "
                              "skip its body")
         return []
-    if not (text or "").strip():
+    if text is None:  # absent (chaosblade passes no empty flags)
         types = ", ".join(t.name for _, _, t in rs)
         raise BladeError(Code.PARAMETER_LESS,
                          f"less parameter: --value is required: {func} returns ({types})")
