@@ -32,6 +32,7 @@ CASES = [
     ("main.Pick[int]", "PickInt", "first=false", "2"),                 # a generic instance
     ("main.Pick[int]", "PickInt", "a=77", "77"),
     ("main.makeMultiplier.func1", "Triple", "x=10", "30"),             # a closure
+    ("main.makeGreeter.func1", "Greet", "name=alice", "hi, alice5"),   # one reading captures
     ("main.Work", "Work", "id=5", "1008"),
 ]
 

@@ -38,6 +38,8 @@ CASES = [
     ("main.(*Account).Describe", "Describe", "var:main.ErrDenied",  # the very same error value
      'recovered error *errors.errorString "denied" denied=true eof=false'),
     ("main.Work", "Work", "var:main.AltName", 'recovered string "mallory"'),
+    ("main.makeGreeter.func1", "Greet", "error:closure",  # a closure with captured variables
+     'recovered error *errors.errorString "closure" denied=false eof=false'),
 ]
 
 
