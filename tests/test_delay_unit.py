@@ -92,7 +92,8 @@ def test_args_stub_runs_the_displaced_entry_and_returns(binary):
     from blade_go.stubs.image import BinaryResolver
     fn, code, params, caves = target(binary, "main.Scale")
     new = {0: V.parse_element(0, params[0].type, "10")}
-    plan = F.plan_args(code, params, new, BinaryResolver(binary), caves.allocate,
+    from blade_go.stubs.args_stub import plan_args
+    plan = plan_args(code, params, new, BinaryResolver(binary), caves.allocate,
                        lambda a, n: bytes(n))
     cave, route = plan.patches
     bits = code.arch.bitness

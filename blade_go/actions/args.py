@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from ..errors import BladeError, Code
 from ..stubs import values as V
-from ..stubs.faults import plan_args
+from ..stubs.args_stub import plan_args
 from ..stubs.image import BinaryResolver
 from .code_fault import CodeFaultExecutor
 
