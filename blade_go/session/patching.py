@@ -110,16 +110,22 @@ class Patcher:
         threads, gs, stacks = gathered or self._gather(guard)
         return unsafe_pcs(threads, gs, ranges, include_start, stacks)
 
-    def halt_when_safe(self, patches: list[Patch], include_start: bool, guard=None) -> int:
-        """Halt the target at a moment where no PC is inside the patches; returns attempts."""
+    def halt_when_safe(self, patches: list[Patch], include_start: bool, guard=None,
+                       inside: list[Patch] = ()) -> int:
+        """Halt the target at a moment where no PC is inside the patches (nor anywhere inside
+        the `inside` ones, start included); returns attempts."""
         ranges = [(p.addr, p.end) for p in patches]
+        extra = [(p.addr, p.end) for p in inside]
         reasons = []
         for attempt in range(1, MAX_ATTEMPTS + 1):
             state = self.client.halt()
             if state.get("exited"):
                 raise BladeError(Code.PROCESS_NOT_EXIST, "target process exited "
                                  f"(status {state.get('exitStatus')})")
-            reasons = self._snapshot(ranges, include_start, guard)
+            seen = self._gather(guard)
+            reasons = self._snapshot(ranges, include_start, guard, seen)
+            if extra:
+                reasons += self._snapshot(extra, True, guard, seen)
             if not reasons:
                 return attempt
             self.resume()
@@ -223,7 +229,12 @@ class Patcher:
             drained = self.drain(routes, caves, float(guard.get("drain") or DRAIN_BOUND), guard)
         if routes:
             try:
-                self.halt_when_safe(routes, include_start=False, guard=guard)
+                # Nor in a cave: a stub that was called from the route (delay's `call H`) would
+                # return into the route's bytes, which are F's original instructions again.
+                # delve cannot unwind a cave PC, so that return address is invisible to
+                # the stack check; being in a stub that returns to F's caller (return) is
+                # merely waited out.
+                self.halt_when_safe(routes, include_start=False, guard=guard, inside=caves)
                 restored += self._restore(routes)
             finally:
                 self.resume()
