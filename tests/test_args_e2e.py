@@ -94,3 +94,19 @@ def test_args_refusals(blade, faults_binary, target_factory, assign, why):
                       "--set", assign)
     assert why in resp["error"], resp
     assert text_differences(t.pid) == []
+
+
+def test_inlined_call_sites_are_reported_for_args_and_tiny_functions_work(blade, e2e_binary,
+                                                                          target_factory):
+    # e2e_target's Small is inlined at its direct call and also called through a func value;
+    # Small(4) is 5 and smallRef(4) is 5: with x=-10 the out-of-line copy computes 10.
+    from tests.test_return_e2e import call as call_e2e
+    t = target_factory(e2e_binary)
+    assert call_e2e(t, "Small") == "5,5"
+    result = blade.ok("create", "go", "args", "--pid", t.pid, "--func", "main.Small",
+                      "--set", "x=-10")
+    assert any("main.call" in w and "inlined" in w for w in result["warnings"]), result
+    assert call_e2e(t, "Small") == "5,10"
+    blade.ok("destroy", result["uid"])
+    assert call_e2e(t, "Small") == "5,5"
+    assert text_differences(t.pid) == []

@@ -131,7 +131,12 @@ class FakeDelve:
             return [{"pc": 0x1}, {"pc": self.pc}]
         return [{"pc": 0x1}]
 
+    in_cave = 0  # snapshots for which a thread runs inside the cave (inside H)
+
     def list_threads(self):
+        if self.in_cave > 0:
+            self.in_cave -= 1
+            return [{"id": 3, "pc": 0x9004, "function": None}]
         return []
 
     def read_memory(self, addr, n):
@@ -183,3 +188,33 @@ def test_a_drain_that_runs_out_leaves_it_disarmed_and_in_place(monkeypatch):
     assert fake.read_memory(0x9010, 1) == bytes([17])        # disarmed
     assert fake.read_memory(0x5000, 1) == b"\xe8"             # route still there
     assert fake.log[-1] == "continue"                         # never left halted
+
+
+def test_routes_wait_for_threads_inside_the_stub(monkeypatch):
+    # A thread inside H (called from the route) returns into the route's bytes; delve cannot
+    # unwind a cave PC, so only the thread's own PC shows it. The route must not be restored
+    # while it is there (this crashed a hot delay 0 in bench/call_overhead.py).
+    monkeypatch.setattr(patching.Patcher, "SETTLE", 0)
+    monkeypatch.setattr(patching, "DRAIN_POLL", 0.001)
+    patches, mem = _patched()
+    fake = FakeDelve(mem, pc=0x5005, sleeps=0)
+    real_restore = patching.Patcher._restore
+
+    def restore(self, group):
+        if any(p.role == ROUTE for p in group):
+            assert fake.in_cave == 0, "route restored while a thread is inside the stub"
+        return real_restore(self, group)
+
+    monkeypatch.setattr(patching.Patcher, "_restore", restore)
+    fake.in_cave = 10 ** 6  # during the drain too: make the drain see it first
+    original_drain = patching.Patcher.drain
+
+    def drain(self, *a, **kw):
+        fake.in_cave = 0
+        out = original_drain(self, *a, **kw)
+        fake.in_cave = 5  # a new (disarmed) call enters H right after the drain
+        return out
+
+    monkeypatch.setattr(patching.Patcher, "drain", drain)
+    patching.Patcher(fake, log=lambda *_: None).revert(patches)
+    assert fake.read_memory(0x5000, 10) == b"\x90" * 10
