@@ -38,6 +38,7 @@ from .placement import CALL_LEN, JMP_LEN, FunctionCode, call, falls_through, jum
 ALIGN = 16
 INT3 = b"\xcc"
 NS_PER_MS = 1_000_000
+RUNTIME_PACKAGES = ("runtime.", "runtime/", "internal/runtime/", "internal/abi.", "sync/atomic.")
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,11 @@ def _refuse_unsafe_callout(code: FunctionCode, area: int, what: str, context_ok:
                            bp_usable: bool = False):
     """bp_usable: F never resumes (panic), so its saved frame pointer slot may be overwritten
     once RBP no longer points at it."""
+    if code.name.startswith(RUNTIME_PACKAGES):
+        raise BladeError(Code.PARAMETER_INVALID,
+                         f"{what} is refused on {code.name}: the runtime's functions may run on "
+                         "the system stack or with locks held, where a goroutine must not sleep "
+                         "or panic")
     fr = code.frame
     if fr is None:
         raise BladeError(Code.PARAMETER_INVALID,
