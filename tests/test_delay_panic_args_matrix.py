@@ -40,6 +40,11 @@ def test_faults_matrix(variant, tmp_path, target_factory):
     if not 149 <= float(ms) < 450:
         failures.append(f"delay took {ms} ms")
     blade.ok("destroy", uid)
+    uid = create("delay", "--func", "main.Work", "--time", "150", "--offset", "100")
+    took = [float(_timed(t, "Work")[1]) for _ in range(6)]
+    if not all(49 <= ms < 250 + 200 for ms in took) or max(took) - min(took) < 5:
+        failures.append(f"delay 150+-100 took {took} ms")  # uniform per call in [50, 250]
+    blade.ok("destroy", uid)
     if float(_timed(t, "Work")[1]) > 50:
         failures.append("still delayed after destroy")
 
