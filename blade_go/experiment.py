@@ -28,13 +28,19 @@ def _jsonable(v):
     return list(v) if isinstance(v, tuple) else v
 
 
+def _given(value) -> bool:
+    """A flag that was set: 0 is a value (`--time 0`), only None and a false bool are not
+    (`0 in (None, False)` is true in Python, hence no membership test)."""
+    return value is not None and value is not False
+
+
 def command_line(target: str, action: str, flags: dict) -> str:
     """The canonical command that creates this experiment (stored like blade's `command`)."""
     words = ["create", target, action]
     for name, value in flags.items():
         if value is True:
             words.append(f"--{name}")
-        elif value not in (None, False):
+        elif _given(value):
             value = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
             words += [f"--{name}", str(value)]
     return " ".join(shlex.quote(w) for w in words)
@@ -84,7 +90,7 @@ def create(target: str, action: str, flags: dict, registry=None, store=None) -> 
                            ns_target=values.get("ns_target"))
     executor = executor_for(spec.name)
     stored = {k: _jsonable(v) for k, v in values.items()
-              if k not in _NOT_STORED and v not in (None, False)}
+              if k not in _NOT_STORED and _given(v)}
     if stored.get("endpoint"):  # its secrets stay in memory, for this create's POST only
         stored["endpoint"] = redact_url(stored["endpoint"])
     timeout = values.get("timeout") or None

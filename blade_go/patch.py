@@ -9,11 +9,16 @@ Roles decide the order of application and removal:
 - ``route``: the few bytes at a function's entry that send execution into the cave. Applied
   last, removed first; after removing routes the supervisor lets the target run briefly before
   removing caves, so no thread that was already inside a stub is left executing freed bytes.
+- ``arm``: a byte inside a cave that the stub reads on every call to decide whether to act
+  (delay). Its `original` equals the cave's own byte there (disarmed), so it is written after
+  the cave and restored first: revert disarms, waits until no goroutine is still inside the
+  fault (a drain: return addresses on stacks), and only then restores routes and caves.
 """
 from dataclasses import dataclass
 
 ROUTE = "route"
 CAVE = "cave"
+ARM = "arm"
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,15 @@ import random
 import time
 
 from ..errors import BladeError, Code
-from ..patch import CAVE, ROUTE, Patch
+from ..patch import ARM, CAVE, ROUTE, Patch
 from .memory import read_bytes, write_bytes
 
 SIGNAL_CODE_PREFIXES = ("runtime.sig", "runtime.asyncPreempt", "runtime.doSigPreempt")
 MAX_ATTEMPTS = 20
+# Drain (patches with an `arm` role): how long revert waits by default for goroutines to leave
+# the fault (a delayed call still sleeping), and how often it looks.
+DRAIN_BOUND = 30.0
+DRAIN_POLL = 0.05
 
 
 def _fn_name(loc: dict | None) -> str:
@@ -89,7 +93,7 @@ class Patcher:
         except Exception as e:  # dlv gone: the supervisor notices and handles it
             self.log(f"continue failed: {e}")
 
-    def _snapshot(self, ranges, include_start, guard):
+    def _gather(self, guard):
         c = self.client
         gs = c.list_goroutines()
         all_stacks = bool(guard and guard.get("stacks"))
@@ -100,25 +104,35 @@ class Patcher:
         stacks = {g["id"]: [f["pc"] for f in c.stacktrace(g["id"], depth if all_stacks else 8)]
                   for g in gs
                   if all_stacks or _fn_name(g.get("currentLoc")).startswith(SIGNAL_CODE_PREFIXES)}
-        return unsafe_pcs(c.list_threads(), gs, ranges, include_start, stacks)
+        return c.list_threads(), gs, stacks
 
-    def halt_when_safe(self, patches: list[Patch], include_start: bool, guard=None) -> int:
-        """Halt the target at a moment where no PC is inside the patches; returns attempts."""
+    def _snapshot(self, ranges, include_start, guard, gathered=None):
+        threads, gs, stacks = gathered or self._gather(guard)
+        return unsafe_pcs(threads, gs, ranges, include_start, stacks)
+
+    def halt_when_safe(self, patches: list[Patch], include_start: bool, guard=None,
+                       inside: list[Patch] = (), attempts: int = MAX_ATTEMPTS) -> int:
+        """Halt the target at a moment where no PC is inside the patches (nor anywhere inside
+        the `inside` ones, start included); returns attempts."""
         ranges = [(p.addr, p.end) for p in patches]
+        extra = [(p.addr, p.end) for p in inside]
         reasons = []
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             state = self.client.halt()
             if state.get("exited"):
                 raise BladeError(Code.PROCESS_NOT_EXIST, "target process exited "
                                  f"(status {state.get('exitStatus')})")
-            reasons = self._snapshot(ranges, include_start, guard)
+            seen = self._gather(guard)
+            reasons = self._snapshot(ranges, include_start, guard, seen)
+            if extra:
+                reasons += self._snapshot(extra, True, guard, seen)
             if not reasons:
                 return attempt
             self.resume()
             time.sleep(random.uniform(0.002, 0.010))
         self.client.halt()  # stay halted so the caller's finally resumes exactly once
         raise BladeError(Code.UNEXPECTED_STATUS, "the target keeps executing inside the bytes to be "
-                         f"patched after {MAX_ATTEMPTS} attempts: " + "; ".join(reasons[:3]))
+                         f"patched after {attempts} attempts: " + "; ".join(reasons[:3]))
 
     def _write_verified(self, p: Patch, data: bytes):
         write_bytes(self.client, p.addr, data)
@@ -188,13 +202,44 @@ class Patcher:
     SETTLE = 0.5
 
     def revert(self, patches: list[Patch], guard=None, settle: float | None = None) -> dict:
+        """Restore the original bytes: arms (disarm), drain, routes, settle, caves.
+
+        With `arm` patches (a stub that calls out, e.g. delay: goroutines may sleep in it with
+        a return address inside the route), the stub is disarmed first, then `drain` waits
+        until no goroutine's stack or thread holds a PC inside the patches (up to
+        guard["drain"] seconds, DRAIN_BOUND by default), and every later check covers all
+        goroutine stacks. A drain that runs out raises, leaving the experiment disarmed (no
+        new call is affected) and its bytes in place; reverting again resumes the wait.
+        """
+        arms = [p for p in patches if p.role == ARM]
         routes = [p for p in patches if p.role == ROUTE]
-        caves = [p for p in patches if p.role != ROUTE]
+        caves = [p for p in patches if p.role not in (ROUTE, ARM)]
         restored = 0
         t0 = time.monotonic()
+        drained = None
+        attempts = MAX_ATTEMPTS
+        if arms:
+            # disarmed, nothing new can get stuck in there: keep trying for longer than usual
+            # (8 goroutines calling F in a tight loop keep passing through the stub)
+            attempts = MAX_ATTEMPTS * 10
+            try:
+                state = self.client.halt()
+                if state.get("exited"):
+                    raise BladeError(Code.PROCESS_NOT_EXIST, "target process exited")
+                restored += self._restore(arms)
+            finally:
+                self.resume()
+            guard = dict(guard or {}, stacks=True)
+            drained = self.drain(routes, caves, float(guard.get("drain") or DRAIN_BOUND), guard)
         if routes:
             try:
-                self.halt_when_safe(routes, include_start=False, guard=guard)
+                # Nor in a cave: a stub that was called from the route (delay's `call H`) would
+                # return into the route's bytes, which are F's original instructions again.
+                # delve cannot unwind a cave PC, so that return address is invisible to
+                # the stack check; being in a stub that returns to F's caller (return) is
+                # merely waited out.
+                self.halt_when_safe(routes, include_start=False, guard=guard, inside=caves,
+                                    attempts=attempts)
                 restored += self._restore(routes)
             finally:
                 self.resume()
@@ -202,9 +247,43 @@ class Patcher:
             time.sleep(self.SETTLE if settle is None else settle)
         if caves:
             try:
-                self.halt_when_safe(caves, include_start=True, guard=guard)
+                self.halt_when_safe(caves, include_start=True, guard=guard, attempts=attempts)
                 restored += self._restore(caves)
             finally:
                 self.resume()
-        return {"restored": restored, "verified": True,
-                "elapsed_ms": round((time.monotonic() - t0) * 1000, 2)}
+        out = {"restored": restored, "verified": True,
+               "elapsed_ms": round((time.monotonic() - t0) * 1000, 2)}
+        if drained:
+            out.update(drained)
+        return out
+
+    def drain(self, routes: list[Patch], caves: list[Patch], bound: float, guard=None) -> dict:
+        """Wait (target running) until no thread PC and no goroutine frame lies inside the
+        routes (strictly) or the caves; returns {"drain_ms", "drain_waited_for"}."""
+        t0 = time.monotonic()
+        first = None
+        deadline = t0 + bound
+        while True:
+            try:
+                state = self.client.halt()
+                if state.get("exited"):
+                    raise BladeError(Code.PROCESS_NOT_EXIST, "target process exited "
+                                     f"(status {state.get('exitStatus')})")
+                seen = self._gather(guard)
+                reasons = self._snapshot([(p.addr, p.end) for p in routes], False, guard, seen)
+                reasons += self._snapshot([(p.addr, p.end) for p in caves], True, guard, seen)
+            finally:
+                self.resume()
+            goroutines = {r.split()[1] for r in reasons if r.startswith("goroutine")}
+            if first is None:
+                first = len(goroutines)
+            if not reasons:
+                return {"drain_ms": round((time.monotonic() - t0) * 1000, 2),
+                        "drain_waited_for": first}
+            if time.monotonic() > deadline:
+                raise BladeError(Code.UNEXPECTED_STATUS,
+                                 f"after {bound:.0f}s {len(goroutines)} goroutine(s) are still "
+                                 "inside the fault (a delayed call still sleeping?); it is "
+                                 "disarmed, so no new call is affected: destroy again later. "
+                                 + "; ".join(reasons[:3]))
+            time.sleep(DRAIN_POLL)
