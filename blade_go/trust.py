@@ -13,7 +13,9 @@ itself would have planned for this executable:
 - a route patch lies inside a function (the record's function when it names one) and its
   replacement is only `jmp rel32` / `call rel32` instructions (E9/E8, the same encoding on amd64
   and 386) whose targets lie inside this record's own cave patches, then INT3/NOP fill;
-- patches do not overlap, originals and replacements have the same non-zero length.
+- patches do not overlap, originals and replacements have the same non-zero length;
+- an arm patch (delay's on/off byte) is one byte inside one of this record's cave patches, and
+  its `original` is that cave patch's own byte there (revert only ever disarms).
 Anything else is refused with 43000 Forbidden and nothing is written.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 from typing import List
 
 from .errors import BladeError, Code
-from .patch import CAVE, ROUTE, Patch
+from .patch import ARM, CAVE, ROUTE, Patch
 from .procfs import start_time
 
 MAX_PATCH = 1 << 16  # no stub blade-go plans is anywhere near this
@@ -46,7 +48,7 @@ def parse_patches(record: dict, uid: str = "?") -> List[Patch]:
     for i, d in enumerate(raw):
         try:
             p = Patch.from_json(d)
-            if p.role not in (CAVE, ROUTE):
+            if p.role not in (CAVE, ROUTE, ARM):
                 raise ValueError(f"unknown role {p.role!r}")
         except KeyError as e:
             raise BladeError(Code.DATABASE_ERROR, f"experiment {uid}: patch #{i} in the state "
@@ -76,6 +78,8 @@ def trusted_patches(pid: int, record: dict, uid: str = "?") -> List[Patch]:
 def check_against(binary, patches: List[Patch], function=None, uid: str = "?") -> None:
     """Refuse (43000) patches that blade-go would not plan for this binary (module doc)."""
     bias = binary.load_bias
+    arms = [p for p in patches if p.role == ARM]
+    patches = [p for p in patches if p.role != ARM]
     spans = sorted((p.addr, p.end) for p in patches)
     for (_, hi), (lo, _) in zip(spans, spans[1:]):
         if lo < hi:
@@ -103,6 +107,16 @@ def check_against(binary, patches: List[Patch], function=None, uid: str = "?") -
                 _refuse(uid, f"cave patch {p.addr:#x}+{n} is not inside a cave of {binary.path}")
         else:
             _check_route(binary, p, cave_patches, function, uid)
+    for a in arms:
+        _check_arm(a, cave_patches, uid)
+
+
+def _check_arm(a: Patch, caves: List[Patch], uid):
+    home = next((c for c in caves if c.addr <= a.addr and a.end <= c.end), None)
+    if len(a.replacement) != 1 or len(a.original) != 1 or home is None:
+        _refuse(uid, f"the arm byte at {a.addr:#x} is not one byte inside the experiment's caves")
+    if a.original != home.replacement[a.addr - home.addr:a.end - home.addr]:
+        _refuse(uid, f"the arm byte at {a.addr:#x} would not restore its cave's own byte")
 
 
 def _check_route(binary, p: Patch, caves: List[Patch], function, uid):

@@ -103,10 +103,11 @@ def test_inlined_call_sites_are_reported_for_args_and_tiny_functions_work(blade,
     from tests.test_return_e2e import call as call_e2e
     t = target_factory(e2e_binary)
     assert call_e2e(t, "Small") == "5,5"
-    result = blade.ok("create", "go", "args", "--pid", t.pid, "--func", "main.Small",
-                      "--set", "x=-10")
-    assert any("main.call" in w and "inlined" in w for w in result["warnings"]), result
+    code, resp = blade.run("create", "go", "args", "--pid", t.pid, "--func", "main.Small",
+                           "--set", "x=-10")
+    assert code == 0 and resp["success"] and isinstance(resp["result"], str), resp
+    assert any("main.call" in w and "inlined" in w for w in resp["warnings"]), resp
     assert call_e2e(t, "Small") == "5,10"
-    blade.ok("destroy", result["uid"])
+    blade.ok("destroy", resp["result"])
     assert call_e2e(t, "Small") == "5,5"
     assert text_differences(t.pid) == []

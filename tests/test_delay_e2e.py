@@ -140,7 +140,7 @@ def test_repl_call_waits_and_values_are_unchanged(blade, faults_binary, target_f
     ("main.makeMultiplier.func1", "frameless"),
     ("main.Pick[int]", "frameless"),
     ("main.makeGreeter.func1", "context register"),
-    ("runtime.mallocgc", "system stack"),
+    ("runtime.mallocgc", "the Go runtime"),  # the deny-list (blade_go/denylist.py)
     ("main.nosuch", "not found"),
 ])
 def test_refusals_are_precise_and_leave_nothing(blade, faults_binary, target_factory, func, why):

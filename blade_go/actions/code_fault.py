@@ -15,8 +15,11 @@ call-site warnings and status are shared with the return action.
 from dataclasses import dataclass
 from typing import Callable
 
+from ..denylist import check_injectable
 from ..errors import BladeError, Code
-from ..patch import ARM, Patch
+from ..inspector.references import inlined_report
+from ..patch import ARM
+from ..trust import trusted_patches
 from ..procfs import start_time
 from .return_ import (ReturnExecutor, _find_out_of_line, _record, _refuse_conflicts,
                       _release_quietly, _taken_ranges)
@@ -65,6 +68,12 @@ class CodeFaultExecutor(ReturnExecutor):
 
         binary = open_binary(pid=ctx.pid)
         fn = _find_out_of_line(binary, ctx.flags["func"])
+        instance = check_injectable(binary, fn, ctx.flags["func"])  # runtime internals, shapes
+        if instance is not None:  # only return's stub compares the dictionary so far
+            raise BladeError(Code.PARAMETER_INVALID,
+                             f"function {instance.instance} runs as the shape function "
+                             f"{instance.shape}, shared with {', '.join(instance.others) or 'other instances'}; "
+                             f"{self.fault} cannot fault one instance alone yet (return can)")
         inlined = binary.inlined_sites(fn.name)
         bias = binary.load_bias
         code = FunctionCode.decode(binary.read(fn.entry, fn.end - fn.entry), fn.entry + bias,
@@ -102,16 +111,15 @@ class CodeFaultExecutor(ReturnExecutor):
         if ctx.debug:
             result["listing"] = plan.listing
         owned = dict(record, result=result)
-        if inlined:
-            sites = [f"{s.caller} at {s.file}:{s.line}" for s in inlined]
-            result["not_covered_inlined_sites"] = sites
-            owned["warnings"] = [f"{len(sites)} call site(s) where the compiler inlined "
-                                 f"{fn.name} keep the original behaviour: " + "; ".join(sites[:10])]
+        if inlined:  # all compile units; says when no direct call of the copy is left
+            fields, warning = inlined_report(binary, fn, inlined)
+            result.update(fields)
+            owned["warnings"] = [warning]
         return owned
 
     def destroy(self, ctx, record):
         from ..session import ensure_session
-        patches = [Patch.from_json(p) for p in record.get("patches", [])]
+        patches = trusted_patches(ctx.pid, record, ctx.uid)  # checked against the executable
         if not any(p.role == ARM for p in patches):
             return super().destroy(ctx, record)
         if start_time(ctx.pid) != record.get("target_start_time"):

@@ -312,7 +312,7 @@ def parse_values(text: Optional[str], results: Sequence, binary=None, *, func: s
     checks them again against the live addresses.
     """
     try:
-        _bytes(text)
+        _bytes(text or "")
     except UnicodeEncodeError as e:
         raise BladeError(Code.PARAMETER_ILLEGAL, f"--value: character {e.start} is not "
                                                  "valid text (a lone surrogate)") from None
