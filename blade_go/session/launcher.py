@@ -3,6 +3,7 @@
 Failures are turned into chaosblade errors that say why (not root, ptrace_scope, another tracer,
 no such process, not a Go program) instead of dlv's raw output.
 """
+import json
 import os
 import re
 import shutil
@@ -11,11 +12,14 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from .. import procfs
 from ..errors import BladeError, Code
 
 TOOLS = "/opt/blade-go-tools"
 EM_386, EM_X86_64, EM_AARCH64 = 3, 62, 183
-LISTENING = re.compile(r"API server listening at:\s*\S+:(\d+)")
+LISTENING = re.compile(r"API server listening at:\s*(\S+)")
+# dlv before 1.21 has no unix listener; it says so before attaching (nothing was stopped).
+NO_UNIX_LISTENER = re.compile(r"couldn't start listener.*(unknown port|missing port|address tcp)")
 
 
 def target_machine(pid: int) -> int:
@@ -146,46 +150,159 @@ def explain_failure(pid: int, output: str) -> BladeError:
     return BladeError(Code.OS_CMD_EXEC_FAILED, f"dlv failed to attach to {pid}: {tail}")
 
 
-def _own_process_group():
-    # No PR_SET_PDEATHSIG on purpose: dlv must never start a detach on its own when the
-    # supervisor dies. dlv halts the target with a signal while detaching; a SIGKILL landing
-    # in that window (a controller killed as a whole) leaves the signal pending and the Go
-    # target dies of it. An orphaned dlv just keeps the target running; the next supervisor
-    # for this pid ends it with a clean SIGTERM detach and waits for it (reap_orphan_dlv).
-    os.setpgrp()
+# -- ownership of dlv ---------------------------------------------------------------------------
+# Every dlv is started through a one-line shell that waits for a "go" line on its stdin before
+# exec-ing dlv (exec keeps the pid and the start time). The supervisor writes the ownership
+# record (dlv pid + start time, target pid + start time, its own pid) atomically in the 0700
+# session directory *before* sending "go": no dlv can stop the target before a later command
+# can find and end it. A supervisor killed before "go" closes the pipe, and the shell exits
+# without ever starting dlv.
+#
+# No PR_SET_PDEATHSIG on purpose: dlv must never start a detach on its own at the instant the
+# supervisor dies. dlv halts the target with a signal while detaching; a SIGKILL landing in that
+# window (a controller killed as a whole) leaves the signal pending and the Go target dies of
+# it. An orphaned dlv is ended later, cleanly (SIGTERM, wait), by end_orphan_dlv.
+HANDSHAKE = 'read go && exec "$@"'
+SESSION_DIR_ENV = "BLADE_GO_SESSION_DIR"  # in dlv's environment: names its owner (tests, sweeps)
+
+
+def read_owner_record(path: str) -> dict | None:
+    """The ownership record of a dlv (JSON), or None. A bare integer is an older format."""
+    try:
+        text = open(path).read().strip()
+    except OSError:
+        return None
+    try:
+        rec = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(rec, int):
+        return {"dlv_pid": rec}
+    return rec if isinstance(rec, dict) and isinstance(rec.get("dlv_pid"), int) else None
+
+
+def write_owner_record(path: str, rec: dict):
+    """Atomically (temp file + rename in the same 0700 directory, never following a link)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, json.dumps(rec).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def remove_owner_record(path: str, dlv_pid: int | None = None):
+    """Remove the record (only if it still names dlv_pid, when given)."""
+    rec = read_owner_record(path)
+    if rec is None or dlv_pid is None or rec.get("dlv_pid") == dlv_pid:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _is_ours(rec: dict) -> bool:
+    """The recorded dlv still runs (same pid, same start time, a dlv or our handshake shell)."""
+    dlv_pid = rec["dlv_pid"]
+    if not procfs.alive(dlv_pid):
+        return False
+    if rec.get("dlv_start_time") is not None:
+        return procfs.start_time(dlv_pid) == rec["dlv_start_time"]
+    try:  # an older record without start time: check the command line
+        cmd = open(f"/proc/{dlv_pid}/cmdline", "rb").read().split(b"\0")
+    except OSError:
+        return False
+    return bool(cmd) and b"dlv" in os.path.basename(cmd[0]) and b"attach" in cmd
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while procfs.alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def resume_if_left_stopped(pid: int, log=None) -> bool:
+    """A target found in a stop with no tracer (a tracer died while it was halted) gets SIGCONT."""
+    if procfs.state(pid) not in ("T", "t"):
+        return False
+    try:
+        tracer = int(_status_field(pid, "TracerPid") or 0)
+    except (BladeError, ValueError):
+        return False
+    if tracer:
+        return False
+    if log:
+        log(f"target {pid} was left stopped; resuming it")
+    os.kill(pid, signal.SIGCONT)
+    return True
+
+
+def end_orphan_dlv(record_path: str, wait: float = 20.0, log=None) -> int | None:
+    """End the dlv a dead supervisor left behind (its ownership record at record_path) and make
+    sure its target runs. Returns the pid of the dlv ended, or None when there was none.
+
+    The target alive: SIGTERM only (dlv detaches: removes its breakpoints, resumes the target),
+    and wait; never SIGKILL a dlv that may hold breakpoints. The target gone: dlv has nothing to
+    restore, SIGKILL after the wait is harmless.
+    """
+    rec = read_owner_record(record_path)
+    if rec is None:
+        return None
+    dlv_pid = rec["dlv_pid"]
+    if not _is_ours(rec):
+        remove_owner_record(record_path, dlv_pid)  # ended already, or the pid was reused
+        return None
+    target = rec.get("target_pid")
+    target_alive = target is None or (procfs.alive(target) and (
+        rec.get("target_start_time") is None
+        or procfs.start_time(target) == rec["target_start_time"]))
+    os.kill(dlv_pid, signal.SIGTERM)  # dlv detaches cleanly on SIGTERM
+    if not wait_gone(dlv_pid, wait):
+        if target_alive:
+            raise BladeError(Code.UNEXPECTED_STATUS,
+                             f"an earlier dlv (pid {dlv_pid}) attached to {target} does not "
+                             "detach; not touching the target while it may be mid-detach")
+        os.kill(dlv_pid, signal.SIGKILL)
+        wait_gone(dlv_pid, 5)
+    remove_owner_record(record_path, dlv_pid)
+    if target_alive and target:
+        from .records import wait_untraced
+        wait_untraced(target, timeout=5)
+        resume_if_left_stopped(target, log)
+    if log:
+        log(f"ended dlv {dlv_pid} left {'attached to' if target_alive else 'after the exit of'} "
+            f"{target} by an earlier supervisor")
+    return dlv_pid
 
 
 def reap_orphan_dlv(pid: int, pid_file: str, wait: float = 20.0) -> int | None:
-    """End the dlv a dead supervisor left attached to pid; returns its pid, or None."""
-    try:
-        dlv_pid = int(open(pid_file).read().strip())
-        cmd = open(f"/proc/{dlv_pid}/cmdline", "rb").read().split(b"\0")
-    except (OSError, ValueError):
-        return None
-    if not (cmd and b"dlv" in os.path.basename(cmd[0]) and b"attach" in cmd
-            and str(pid).encode() in cmd):
-        return None  # the pid was reused by something else
-    os.kill(dlv_pid, signal.SIGTERM)  # dlv detaches cleanly on SIGTERM
-    deadline = time.monotonic() + wait
-    while os.path.exists(f"/proc/{dlv_pid}") and _status_field(dlv_pid, "State") not in (None,) \
-            and not (_status_field(dlv_pid, "State") or "").startswith("Z"):
-        if time.monotonic() > deadline:
-            raise BladeError(Code.UNEXPECTED_STATUS,
-                             f"an earlier dlv (pid {dlv_pid}) attached to {pid} does not detach; "
-                             "not touching the target while it may be mid-detach")
-        time.sleep(0.05)
-    return dlv_pid
+    """Compatibility name: end the dlv a dead supervisor left attached to pid."""
+    return end_orphan_dlv(pid_file, wait)
 
 
 @dataclass
 class DlvProcess:
     proc: subprocess.Popen
-    port: int
+    address: str  # "unix:PATH" or "HOST:PORT"
     path: str
+    note: str = ""  # why not a unix socket, when not
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def port(self) -> int | None:
+        return None if self.address.startswith("unix:") else int(self.address.rsplit(":", 1)[1])
+
+    @property
+    def transport(self) -> str:
+        return "unix" if self.address.startswith("unix:") else "tcp"
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -196,20 +313,74 @@ class DlvProcess:
         self.proc.wait()
 
 
-def launch_dlv(pid: int, log_path: str, timeout: float = 30.0) -> DlvProcess:
-    """Start a headless dlv attached to pid, listening on a free loopback port."""
+def dlv_argv(dlv: str, pid: int, listen: str) -> list[str]:
+    """The dlv command line (one place, so options are added here)."""
+    return [dlv, "attach", str(pid), "--headless", "--accept-multiclient", "--api-version=2",
+            "--check-go-version=false", f"--listen={listen}"]
+
+
+def launch_dlv(pid: int, log_path: str, timeout: float = 30.0, *, record: str | None = None,
+               sock: str | None = None, owner: dict | None = None) -> DlvProcess:
+    """Start a headless dlv attached to pid.
+
+    sock: a unix socket path for dlv's API (in the 0700 session directory); without it, or when
+    this dlv has no unix listener (before 1.21), loopback TCP on a free port, said in .note.
+    record: where the ownership record is written before dlv may attach (see HANDSHAKE).
+    """
     check_traceable(pid)
     machine = target_machine(pid)
     check_go_program(pid)
     dlv = find_dlv(machine)
-    argv = [dlv, "attach", str(pid), "--headless", "--accept-multiclient", "--api-version=2",
-            "--check-go-version=false", "--listen=127.0.0.1:0"]
+    note = ""
+    if sock:
+        try:
+            os.unlink(sock)
+        except FileNotFoundError:
+            pass
+        # Relative to dlv's working directory: a unix socket path is limited to 107 bytes.
+        try:
+            return _start(pid, dlv, f"unix:{os.path.basename(sock)}", log_path, timeout,
+                          record, owner, cwd=os.path.dirname(sock), sock=sock)
+        except _NoUnixListener:
+            note = (f"dlv {dlv} cannot listen on a unix socket (dlv < 1.21): its API listens on "
+                    "TCP 127.0.0.1, reachable by every process of the same uid in this network "
+                    "namespace")
+    proc = _start(pid, dlv, "127.0.0.1:0", log_path, timeout, record, owner)
+    proc.note = note
+    return proc
+
+
+class _NoUnixListener(Exception):
+    pass
+
+
+def _start(pid, dlv, listen, log_path, timeout, record, owner, cwd="/", sock=None) -> DlvProcess:
+    argv = dlv_argv(dlv, pid, listen)
+    env = dict(os.environ)
+    env[SESSION_DIR_ENV] = os.path.dirname(record or log_path)
     # Output goes to a file, not a pipe: dlv keeps writing after startup and a full pipe would
     # block it while it holds the target stopped.
     log = open(log_path, "ab+")
     start = log.seek(0, os.SEEK_END)
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                            preexec_fn=_own_process_group)
+    proc = subprocess.Popen(["/bin/sh", "-c", HANDSHAKE, "blade-go-dlv", *argv],
+                            stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=cwd, env=env,
+                            process_group=0)
+    try:
+        if record:
+            write_owner_record(record, {
+                "dlv_pid": proc.pid, "dlv_start_time": procfs.start_time(proc.pid),
+                "target_pid": pid, "target_start_time": procfs.start_time(pid),
+                "supervisor_pid": os.getpid(),
+                "supervisor_start_time": procfs.start_time(os.getpid()), **(owner or {})})
+        proc.stdin.write(b"go\n")
+        proc.stdin.close()
+    except BaseException:
+        proc.kill()  # still the shell: dlv never started
+        proc.wait()
+        if record:
+            remove_owner_record(record, proc.pid)
+        log.close()
+        raise
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -217,12 +388,22 @@ def launch_dlv(pid: int, log_path: str, timeout: float = 30.0) -> DlvProcess:
             out = log.read().decode(errors="replace")
             m = LISTENING.search(out)
             if m:
-                return DlvProcess(proc, int(m.group(1)), dlv)
+                address = f"unix:{sock}" if sock else m.group(1)
+                return DlvProcess(proc, address, dlv)
             if proc.poll() is not None:
+                if record:
+                    remove_owner_record(record, proc.pid)
+                if sock and NO_UNIX_LISTENER.search(out):
+                    raise _NoUnixListener(out)
                 raise explain_failure(pid, out)
             if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
+                proc.terminate()  # SIGTERM: dlv detaches if it attached meanwhile
+                try:
+                    proc.wait(10)
+                    if record:
+                        remove_owner_record(record, proc.pid)
+                except subprocess.TimeoutExpired:
+                    pass  # the record stays: a later command ends it
                 raise BladeError(Code.OS_CMD_EXEC_FAILED,
                                  f"dlv did not start listening within {timeout:.0f}s")
             time.sleep(0.02)
