@@ -151,18 +151,16 @@ def explain_failure(pid: int, output: str) -> BladeError:
 
 
 # -- ownership of dlv ---------------------------------------------------------------------------
-# Every dlv is started through a one-line shell that waits for a "go" line on its stdin before
-# exec-ing dlv (exec keeps the pid and the start time). The supervisor writes the ownership
-# record (dlv pid + start time, target pid + start time, its own pid) atomically in the 0700
-# session directory *before* sending "go": no dlv can stop the target before a later command
-# can find and end it. A supervisor killed before "go" closes the pipe, and the shell exits
-# without ever starting dlv.
+# Every dlv is started by its guardian (guard.py): the ownership record (dlv pid + start time,
+# target, supervisor) is on disk in the 0700 session directory before dlv may attach, and when
+# the supervisor dies, however, the guardian ends dlv cleanly after a short grace (the target
+# resumes, dlv's breakpoints go). A guardian killed too leaves the record: the next blade-go
+# command's sweep ends that dlv (end_orphan_dlv).
 #
-# No PR_SET_PDEATHSIG on purpose: dlv must never start a detach on its own at the instant the
-# supervisor dies. dlv halts the target with a signal while detaching; a SIGKILL landing in that
-# window (a controller killed as a whole) leaves the signal pending and the Go target dies of
-# it. An orphaned dlv is ended later, cleanly (SIGTERM, wait), by end_orphan_dlv.
-HANDSHAKE = 'read go && exec "$@"'
+# No PR_SET_PDEATHSIG on purpose: dlv must never start a detach at the instant the supervisor
+# dies. dlv halts the target with a signal while detaching; a SIGKILL landing in that window (a
+# controller killed as a whole) leaves the signal pending and the Go target dies of it.
+GUARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard.py")
 SESSION_DIR_ENV = "BLADE_GO_SESSION_DIR"  # in dlv's environment: names its owner (tests, sweeps)
 
 
@@ -287,14 +285,11 @@ def reap_orphan_dlv(pid: int, pid_file: str, wait: float = 20.0) -> int | None:
 
 @dataclass
 class DlvProcess:
-    proc: subprocess.Popen
+    guard: subprocess.Popen  # its stdin stays open while we live: EOF tells it we are gone
+    pid: int  # dlv's
     address: str  # "unix:PATH" or "HOST:PORT"
     path: str
     note: str = ""  # why not a unix socket, when not
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
 
     @property
     def port(self) -> int | None:
@@ -305,12 +300,30 @@ class DlvProcess:
         return "unix" if self.address.startswith("unix:") else "tcp"
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return procfs.alive(self.pid)
+
+    def terminate(self):
+        """SIGTERM: dlv detaches (removes its breakpoints, the target resumes) and exits."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGTERM)
 
     def kill(self):
+        """Only for a dlv whose target is gone (or that never attached)."""
         if self.alive():
-            self.proc.kill()
-        self.proc.wait()
+            os.kill(self.pid, signal.SIGKILL)
+        wait_gone(self.pid, 5)
+        self.close()
+
+    def close(self):
+        """Forget the guardian (call once dlv has ended; the guardian then exits too)."""
+        try:
+            self.guard.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.guard.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def dlv_argv(dlv: str, pid: int, listen: str) -> list[str]:
@@ -320,17 +333,18 @@ def dlv_argv(dlv: str, pid: int, listen: str) -> list[str]:
 
 
 def launch_dlv(pid: int, log_path: str, timeout: float = 30.0, *, record: str | None = None,
-               sock: str | None = None, owner: dict | None = None) -> DlvProcess:
-    """Start a headless dlv attached to pid.
+               sock: str | None = None) -> DlvProcess:
+    """Start a headless dlv attached to pid, under its guardian.
 
     sock: a unix socket path for dlv's API (in the 0700 session directory); without it, or when
     this dlv has no unix listener (before 1.21), loopback TCP on a free port, said in .note.
-    record: where the ownership record is written before dlv may attach (see HANDSHAKE).
+    record: the ownership record's path (default: beside log_path).
     """
     check_traceable(pid)
     machine = target_machine(pid)
     check_go_program(pid)
     dlv = find_dlv(machine)
+    record = record or log_path + ".owner"
     note = ""
     if sock:
         try:
@@ -340,12 +354,12 @@ def launch_dlv(pid: int, log_path: str, timeout: float = 30.0, *, record: str | 
         # Relative to dlv's working directory: a unix socket path is limited to 107 bytes.
         try:
             return _start(pid, dlv, f"unix:{os.path.basename(sock)}", log_path, timeout,
-                          record, owner, cwd=os.path.dirname(sock), sock=sock)
+                          record, cwd=os.path.dirname(sock), sock=sock)
         except _NoUnixListener:
             note = (f"dlv {dlv} cannot listen on a unix socket (dlv < 1.21): its API listens on "
                     "TCP 127.0.0.1, reachable by every process of the same uid in this network "
                     "namespace")
-    proc = _start(pid, dlv, "127.0.0.1:0", log_path, timeout, record, owner)
+    proc = _start(pid, dlv, "127.0.0.1:0", log_path, timeout, record)
     proc.note = note
     return proc
 
@@ -354,33 +368,37 @@ class _NoUnixListener(Exception):
     pass
 
 
-def _start(pid, dlv, listen, log_path, timeout, record, owner, cwd="/", sock=None) -> DlvProcess:
+def _wait_record(record: str, guard: subprocess.Popen, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        rec = read_owner_record(record)
+        if rec and rec.get("guard_pid") == guard.pid:
+            return rec
+        if guard.poll() is not None or time.monotonic() > deadline:
+            raise BladeError(Code.OS_CMD_EXEC_FAILED, "the dlv guardian did not start dlv "
+                                                      f"(status {guard.poll()})")
+        time.sleep(0.005)
+
+
+def _start(pid, dlv, listen, log_path, timeout, record, cwd="/", sock=None) -> DlvProcess:
+    import sys
     argv = dlv_argv(dlv, pid, listen)
     env = dict(os.environ)
-    env[SESSION_DIR_ENV] = os.path.dirname(record or log_path)
+    env[SESSION_DIR_ENV] = os.path.dirname(record)
     # Output goes to a file, not a pipe: dlv keeps writing after startup and a full pipe would
     # block it while it holds the target stopped.
     log = open(log_path, "ab+")
     start = log.seek(0, os.SEEK_END)
-    proc = subprocess.Popen(["/bin/sh", "-c", HANDSHAKE, "blade-go-dlv", *argv],
-                            stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=cwd, env=env,
-                            process_group=0)
+    guard = subprocess.Popen([sys.executable, "-I", "-S", GUARD, record, str(pid), "--", *argv],
+                             stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=cwd, env=env,
+                             process_group=0)
     try:
-        if record:
-            write_owner_record(record, {
-                "dlv_pid": proc.pid, "dlv_start_time": procfs.start_time(proc.pid),
-                "target_pid": pid, "target_start_time": procfs.start_time(pid),
-                "supervisor_pid": os.getpid(),
-                "supervisor_start_time": procfs.start_time(os.getpid()), **(owner or {})})
-        proc.stdin.write(b"go\n")
-        proc.stdin.close()
+        rec = _wait_record(record, guard)
     except BaseException:
-        proc.kill()  # still the shell: dlv never started
-        proc.wait()
-        if record:
-            remove_owner_record(record, proc.pid)
+        guard.stdin.close()  # dlv was never told to start, or ends through its guardian
         log.close()
         raise
+    proc = DlvProcess(guard, rec["dlv_pid"], "", dlv)
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -388,22 +406,19 @@ def _start(pid, dlv, listen, log_path, timeout, record, owner, cwd="/", sock=Non
             out = log.read().decode(errors="replace")
             m = LISTENING.search(out)
             if m:
-                address = f"unix:{sock}" if sock else m.group(1)
-                return DlvProcess(proc, address, dlv)
-            if proc.poll() is not None:
-                if record:
-                    remove_owner_record(record, proc.pid)
+                proc.address = f"unix:{sock}" if sock else m.group(1)
+                return proc
+            if not proc.alive():
+                proc.close()
+                remove_owner_record(record, proc.pid)
                 if sock and NO_UNIX_LISTENER.search(out):
                     raise _NoUnixListener(out)
                 raise explain_failure(pid, out)
             if time.monotonic() > deadline:
                 proc.terminate()  # SIGTERM: dlv detaches if it attached meanwhile
-                try:
-                    proc.wait(10)
-                    if record:
-                        remove_owner_record(record, proc.pid)
-                except subprocess.TimeoutExpired:
-                    pass  # the record stays: a later command ends it
+                if wait_gone(proc.pid, 10):
+                    remove_owner_record(record, proc.pid)
+                proc.close()
                 raise BladeError(Code.OS_CMD_EXEC_FAILED,
                                  f"dlv did not start listening within {timeout:.0f}s")
             time.sleep(0.02)

@@ -14,5 +14,5 @@ class SessionPaths:
         self.err = base + ".err"  # why the last supervisor could not attach (JSON)
         self.preempt = base + ".preempt.json"
         self.life = base + ".life"  # flock-ed by the supervisor for its whole life
-        self.dlv_pid = base + ".dlv.pid"  # ownership record of the dlv (launcher.HANDSHAKE)
+        self.dlv_pid = base + ".dlv.pid"  # ownership record of the dlv (guard.py)
         self.dlv_sock = base + ".dlv.sock"  # dlv's API (unix socket, this 0700 directory)

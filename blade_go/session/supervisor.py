@@ -59,7 +59,7 @@ class Supervisor:
         resume_if_left_stopped(self.pid, log)
         records.fix_async_preempt(self.p, self.pid, log)
         log_start = os.path.getsize(self.p.dlv_log) if os.path.exists(self.p.dlv_log) else 0
-        # The ownership record is on disk before dlv can stop the target (launcher.HANDSHAKE).
+        # The ownership record is on disk before dlv can stop the target (guard.py).
         self.dlv = launch_dlv(self.pid, self.p.dlv_log, record=self.p.dlv_pid,
                               sock=self.p.dlv_sock)
         if self.dlv.note:
@@ -71,10 +71,7 @@ class Supervisor:
             except (OSError, DelveError):
                 # dlv prints its listening line before the attach completes: a failed attach
                 # shows up as a closed connection; its log says why.
-                try:
-                    self.dlv.proc.wait(timeout=3)
-                except Exception:
-                    pass
+                wait_gone(self.dlv.pid, 3)
                 with open(self.p.dlv_log, errors="replace") as f:
                     f.seek(log_start)
                     raise explain_failure(self.pid, f.read()) from None
@@ -96,15 +93,14 @@ class Supervisor:
         self.client = None
         if dlv is None:
             return
-        if dlv.alive():
-            dlv.proc.terminate()
-            if not wait_gone(dlv.pid, wait) and not records.process_alive(self.pid):
-                dlv.kill()
-        try:
-            dlv.proc.wait(timeout=1)
-        except Exception:
-            log(f"dlv {dlv.pid} has not ended; its record stays for the next command")
-            return
+        dlv.terminate()
+        if not wait_gone(dlv.pid, wait):
+            if records.process_alive(self.pid):
+                log(f"dlv {dlv.pid} has not ended; its guardian or the next command ends it")
+                dlv.guard.stdin.close()  # the guardian takes over (SIGTERM again, waits)
+                return
+            dlv.kill()  # its target is gone: nothing to restore
+        dlv.close()
         remove_owner_record(self.p.dlv_pid, dlv.pid)
 
     def _clear_internal_breakpoints(self):

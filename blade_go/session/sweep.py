@@ -2,7 +2,7 @@
 
 A supervisor can die at any instant (SIGKILL, OOM killer). What it may leave: a dlv attached to
 the target (maybe holding it stopped, maybe with its own breakpoints in the target's text), or
-a dlv whose target has exited. Each dlv has an ownership record (launcher.HANDSHAKE) naming its
+a dlv whose target has exited. Each dlv has an ownership record (guard.py) naming its
 supervisor; a record whose supervisor is gone while its dlv runs is an orphan, ended cleanly
 here (SIGTERM: dlv removes its breakpoints, detaches and the target resumes).
 """
