@@ -146,3 +146,36 @@ def test_destroy_of_a_target_that_exited_under_an_orphan_dlv(blade_env, e2e_bina
     assert listed["status"] == "Destroyed" and "exited" in listed["reason"], listed
     assert lc.wait_until(lambda: not lc.leftovers(blade.home), 20), lc.leftovers(blade.home)
     assert blade.ok("destroy", uid)["status"] == "Destroyed"
+
+
+def test_int3s_left_by_a_killed_dlv_are_removed_by_the_next_session(blade_env, stress):
+    """Failure 1's aftermath: dlv SIGKILLed (its guardian too) while it holds its internal
+    breakpoints leaves 0xCC in runtime.fatal/throw...; the next session puts the file's bytes
+    back (a later fatal error must not become a SIGTRAP)."""
+    blade, t = blade_env, stress
+    for attempt in range(5):
+        create = lc.popen_blade(blade, "create", "go", "return", "--pid", t.pid, "--func",
+                                "main.Query", "--value", lc.INJECTED, "--uid", f"i{attempt}")
+        assert lc._kill_supervisor(blade.home, t.pid, "attached")
+        dlv = lc.tracer(t.pid)
+        time.sleep(0.4 + 0.2 * attempt)  # dlv finishes attaching: its breakpoints are set
+        guard = int(open(f"/proc/{dlv}/stat").read().rsplit(")", 1)[1].split()[1])
+        os.kill(guard, signal.SIGKILL)
+        os.kill(dlv, signal.SIGKILL)
+        lc._answer(create)
+        assert lc.wait_until(lambda: lc.tracer(t.pid) is None, 10)
+        blade.ok("status", "--type", "create")  # the sweep resumes a target left stopped
+        lc.check_unfrozen(t, "after the kill")
+        diffs = text_differences(t.pid)
+        if diffs:
+            break
+        blade.ok("destroy", f"i{attempt}")
+    else:
+        pytest.skip("dlv was never killed while holding its breakpoints")
+    assert all(hi - lo == 1 for lo, hi in diffs)
+    with open(f"/proc/{t.pid}/mem", "rb") as mem:
+        for lo, _ in diffs:
+            mem.seek(lo)
+            assert mem.read(1) == b"\xcc"
+    blade.ok("destroy", f"i{attempt}")  # attaches a fresh dlv: it repairs, restores, detaches
+    lc.check_clean(blade, t, "after repair")
