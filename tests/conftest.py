@@ -83,8 +83,8 @@ def _ours(pid: int, roots: tuple) -> str | None:
     words = [w.decode(errors="replace") for w in cmd if w]
     text = " ".join(words)
     kind = ("supervisor" if "blade_go.session.supervisor" in text else
-            "dlv" if words and os.path.basename(words[0]) == "dlv" or "blade-go-dlv" in text
-            else None)
+            "dlv guardian" if any(w.endswith("session/guard.py") for w in words) else
+            "dlv" if words and os.path.basename(words[0]) == "dlv" else None)
     if kind is None:
         return None
     try:
@@ -121,7 +121,7 @@ def no_blade_go_process_left(tmp_path_factory):
         left = leftover_processes(roots)
     for d in left:
         try:
-            os.kill(int(d.split()[2].rstrip(":")), signal.SIGTERM)
+            os.kill(int(d.split(" pid ", 1)[1].split(":")[0]), signal.SIGTERM)
         except (OSError, ValueError):
             pass
     assert not left, ("blade-go processes started by this test run are still running:\n"

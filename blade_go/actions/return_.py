@@ -71,6 +71,9 @@ class ReturnExecutor(Executor):
                   "stub": hex(plan.stub_addr), "stub_size": plan.stub_size,
                   "data_size": plan.data_size}
         owned = dict(record, result=result)
+        if session.known.get("dlv_note"):  # e.g. an old dlv without unix sockets: TCP
+            result["dlv_transport"] = session.known.get("dlv_transport")
+            owned.setdefault("warnings", []).append(session.known["dlv_note"])
         if inlined:
             sites = [f"{s.caller} at {s.file}:{s.line}" for s in inlined]
             result["not_covered_inlined_sites"] = sites

@@ -27,6 +27,7 @@ class SessionHandle:
     def __init__(self, pid: int, home: str):
         self.pid, self.home = pid, home
         self.paths = SessionPaths(home, pid)
+        self.known: dict = {}  # the facts the supervisor answered when we connected
 
     def _req(self, op: str, wait: float = 60.0, **args) -> dict:
         return request(self.paths.sock, op, wait, **args)
@@ -72,7 +73,7 @@ def connect_session(pid: int, home: str) -> SessionHandle | None:
     if not os.path.exists(h.paths.sock):
         return None
     try:
-        h.facts()
+        h.known = h.facts()
         return h
     except (BladeError, OSError):
         return None
