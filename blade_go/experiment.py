@@ -144,6 +144,8 @@ def _undo_after_failed_create(e, executor, uid, store, values) -> str:
         executor.destroy(_context(rec, store, bool(values.get("debug"))), rec["record"])
         return "; whatever was written has been restored"
     except BaseException as undo:
+        # Its bytes may be in place: the record keeps its caves reserved until a destroy.
+        store.update(uid, lambda r: r.update(restore_pending=True))
         text = undo.message if isinstance(undo, BladeError) else str(undo)
         return f"; restoring failed too ({text}): run destroy {uid}"
 
@@ -190,9 +192,18 @@ def _settle(uid, store, gone, expired):
         _destroy_locked(uid, store, reason="destroyed by timeout (enforced by a later command: "
                                            "its session supervisor had ended)")
     else:  # Created, nobody holds its lock: the create was killed before it finished
-        store.update(uid, lambda r: r.update(
-            status=st.ERROR, error="create was interrupted before it finished; destroy "
-                                   "restores whatever it wrote"))
+        note = "create was interrupted before it finished"
+        pending = False
+        if (rec.get("record") or {}).get("patches"):
+            try:
+                executor_for(rec["action"]).destroy(_context(rec, store), rec["record"])
+                note += "; whatever it wrote has been restored"
+            except BaseException as e:
+                pending = True  # its caves stay reserved until a destroy restores them
+                text = e.message if isinstance(e, BladeError) else str(e)
+                note += f"; restoring what it wrote failed ({text}): run destroy {uid}"
+        store.update(uid, lambda r: r.update(status=st.ERROR, error=note,
+                                             restore_pending=pending))
 
 
 def destroy(uid: str, store=None, debug=False) -> dict:
@@ -221,7 +232,7 @@ def _destroy_locked(uid: str, store, debug=False, reason: str | None = None) -> 
             raise
 
     def finish(r):
-        r.update(status=st.DESTROYED, error="")
+        r.update(status=st.DESTROYED, error="", restore_pending=False)
         if reason:
             r["reason"] = reason
         if facts:

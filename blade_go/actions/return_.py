@@ -153,7 +153,9 @@ def _route_original(binary, fn):
 
 def _live_on(exp, pid, started):
     """A live experiment on this very process (a reused pid names another process)."""
-    return (exp.get("status") in (CREATED, SUCCESS) and exp.get("pid") == pid
+    # restore_pending: a failed create whose bytes may still be in place (experiment.py)
+    return ((exp.get("status") in (CREATED, SUCCESS) or exp.get("restore_pending"))
+            and exp.get("pid") == pid
             and (exp.get("record") or {}).get("target_start_time") == started)
 
 
