@@ -29,6 +29,7 @@ from .targeting import resolve_process
 
 log = logging.getLogger("blade_go")
 
+EXPIRY_MARGIN = 2.0  # seconds past a deadline before a command (not the supervisor) acts
 ENDPOINT_TIMEOUT = 5  # seconds; a slow endpoint must not hold up the experiment
 _TARGETING = ("pid", "process", "process-cmd")
 _NOT_STORED = ("uid", "debug")  # per-invocation flags, not part of the experiment
@@ -169,7 +170,8 @@ def sweep(store, skip: str | None = None):
         if uid == skip or rec.get("status") not in (st.CREATED, st.SUCCESS):
             continue
         gone = session_records.target_gone(rec)
-        expired = bool(rec.get("deadline")) and float(rec["deadline"]) <= now
+        # The margin leaves an expiry to a live supervisor's own timer when there is one.
+        expired = bool(rec.get("deadline")) and float(rec["deadline"]) + EXPIRY_MARGIN <= now
         if not (gone or expired or rec.get("status") == st.CREATED):
             continue
         try:
@@ -189,8 +191,8 @@ def _settle(uid, store, gone, expired):
         reason = f"target process {rec.get('pid')} exited; nothing left to restore"
         store.update(uid, lambda r: r.update(status=st.DESTROYED, reason=reason))
     elif expired:
-        _destroy_locked(uid, store, reason="destroyed by timeout (enforced by a later command: "
-                                           "its session supervisor had ended)")
+        _destroy_locked(uid, store, reason="destroyed by timeout (enforced by a later "
+                                           "blade-go command)")
     else:  # Created, nobody holds its lock: the create was killed before it finished
         note = "create was interrupted before it finished"
         pending = False

@@ -180,7 +180,10 @@ class Supervisor:
         """Destroy uid after timeout seconds. The deadline goes into the experiment's record
         (absolute time): a later command or a restarted supervisor enforces it if we die."""
         deadline = time.time() + timeout
-        records.set_deadline(self.home, uid, deadline)
+        try:
+            records.set_deadline(self.home, uid, deadline)
+        except Exception as e:  # the timer still runs; only a restart would lose it
+            log(f"{uid}: cannot record the deadline: {e}")
         self._arm(uid, deadline)
 
     def _arm(self, uid: str, deadline: float):
