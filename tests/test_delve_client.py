@@ -274,3 +274,42 @@ def _tracer(pid):
         for line in f:
             if line.startswith("TracerPid:"):
                 return int(line.split()[1])
+
+
+class _WordMemory:
+    """A fake DelveClient memory: records every store (Set) and serves reads."""
+
+    def __init__(self, size=64, base=0x1000):
+        self.base, self.mem, self.stores = base, bytearray(range(size)), []
+
+    def read_memory(self, addr, n):
+        return bytes(self.mem[addr - self.base:addr - self.base + n])
+
+    def set(self, symbol, value):
+        ctype, addr = symbol[3:].split(")(")
+        width = {"uint8": 1, "uint64": 8}[ctype.lstrip("*")]
+        addr = int(addr.rstrip(")"), 16)
+        self.stores.append((addr, width))
+        self.mem[addr - self.base:addr - self.base + width] = int(value).to_bytes(width, "little")
+
+
+def test_a_route_within_one_aligned_word_is_one_store():
+    """A writer killed between byte stores would leave a torn jmp at a function entry; within
+    one aligned word the write is a single 8-byte store keeping the word's other bytes."""
+    from blade_go.session.memory import write_bytes
+    m = _WordMemory()
+    write_bytes(m, 0x1020, b"\xe9\x01\x02\x03\x04")  # Go aligns function entries to 32
+    assert m.stores == [(0x1020, 8)]
+    assert m.read_memory(0x1020, 8) == b"\xe9\x01\x02\x03\x04" + bytes([0x25, 0x26, 0x27])
+    m = _WordMemory()
+    write_bytes(m, 0x1006, b"\xaa\xbb\xcc")  # crosses a word boundary: the byte/word plan
+    assert m.stores == [(0x1006, 1), (0x1007, 1), (0x1008, 1)]
+    assert m.read_memory(0x1005, 5) == b"\x05\xaa\xbb\xcc\x09"
+
+
+def test_restore_accepts_a_torn_write_of_ours_only():
+    from blade_go.patch import CAVE, Patch
+    from blade_go.session.patching import _torn
+    p = Patch(0x1000, b"\x00\x00\x00\x00", b"\x11\x22\x33\x44", CAVE)
+    assert _torn(b"\x11\x22\x00\x00", p) and _torn(b"\x00\x22\x00\x44", p)
+    assert not _torn(b"\x11\x99\x00\x00", p)
