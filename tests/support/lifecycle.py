@@ -180,10 +180,11 @@ def kill_round(blade, target, i, rng):
 
 
 def race_round(blade, target, i, rng):
-    """destroy sent while the create of the same uid is still running."""
+    """destroy sent while the create of the same uid is still running: either a random delay
+    after the create's record appeared, or a random delay after the create command started
+    (the destroy then often reads the record before the create stored its patches)."""
     uid = f"race{i}-{rng.randrange(10**6)}"
-    create = popen_blade(blade, "create", "go", "return", "--pid", target.pid, "--func",
-                         "main.Query", "--value", INJECTED, "--uid", uid)
+    mode = rng.choice(["record", "start"])
     state = Path(blade.home) / "state.json"
 
     def recorded():
@@ -191,22 +192,29 @@ def race_round(blade, target, i, rng):
             return uid in json.loads(state.read_text())["experiments"]
         except (OSError, ValueError, KeyError):
             return False
-    if not wait_until(recorded, 60, step=0.005):
+    create = popen_blade(blade, "create", "go", "return", "--pid", target.pid, "--func",
+                         "main.Query", "--value", INJECTED, "--uid", uid)
+    if mode == "record" and not wait_until(recorded, 60, step=0.005):
         raise RoundFailure(f"round {i}: create never recorded {uid}: {_answer(create)}")
-    delay = rng.uniform(0.0, 1.5)
+    delay = rng.uniform(0.0, 1.5 if mode == "record" else 1.0)
     time.sleep(delay)
     racing = create.poll() is None  # the create still running when destroy starts
     code, resp = blade.run("destroy", uid)
     created = _answer(create)
-    what = f"race round {i} (destroy {delay:.2f}s after the record; create: {created})"
+    what = f"race round {i} (destroy {delay:.2f}s after the {mode}; create: {created})"
+    early = not resp.get("success") and resp.get("code") == 67002
+    if early:
+        # The destroy read the state before the create had recorded the uid: "not found" is
+        # the true answer then. The experiment must still be destroyable afterwards.
+        code, resp = blade.run("destroy", uid)
     if code != 0 or not resp.get("success"):
         raise RoundFailure(f"{what}: destroy answered {resp}")
     rec = json.loads(state.read_text())["experiments"][uid]
     if rec["status"] != "Destroyed":
         raise RoundFailure(f"{what}: record {rec['status']} after destroy")
     check_clean(blade, target, what)
-    return ("raced" if racing else "after") + (" create ok" if created.get("success")
-                                               else " create failed")
+    return ("before the record" if early else "raced" if racing else "after") + \
+        (" create ok" if created.get("success") else " create failed")
 
 
 def run_rounds(kind, blade, target, rounds, seed=None, log=print):
