@@ -19,13 +19,12 @@ import time
 
 from ..errors import BladeError, Code
 from ..patch import Patch
-from .. import procfs
 from . import paths, protocol, records
 from .delve_client import DelveClient, DelveError
-from .launcher import (DlvProcess, end_orphan_dlv, explain_failure, launch_dlv,
-                       remove_owner_record, resume_if_left_stopped, wait_gone)
+from .launcher import DlvProcess, explain_failure, launch_dlv
+from .ownership import end_orphan_dlv, remove_owner_record, resume_if_left_stopped, wait_gone
 from .patching import Patcher
-from .text import exe_bytes
+from .text import repair_int3
 
 POLL = 0.1
 IDLE_EXIT = 120.0  # no experiment ever arrived: detach instead of staying attached forever
@@ -112,21 +111,8 @@ class Supervisor:
         left = [bp["id"] for bp in self.client.list_breakpoints(all_=True)]
         if left:
             raise BladeError(Code.UNEXPECTED_STATUS, f"dlv kept breakpoints {left}")
-        self._repair_int3([a for bp in bps for a in (bp.get("addrs") or [bp.get("addr")]) if a])
-
-    def _repair_int3(self, addrs):
-        """An earlier dlv killed with SIGKILL leaves its int3 at these very addresses (dlv puts
-        its internal breakpoints at the same places each time); this dlv then saved 0xCC as the
-        'original' and wrote it back on clearing. Put the executable file's byte back."""
-        for addr in set(addrs):
-            try:
-                want = exe_bytes(self.pid, addr, 1)
-                live = self.client.read_memory(addr, 1)
-                if want is not None and live == b"\xcc" and want != b"\xcc":
-                    self.client.write_memory(addr, want)
-                    log(f"removed an int3 left at {addr:#x} by an earlier, killed dlv")
-            except Exception as e:
-                log(f"cannot check {addr:#x} for a left int3: {e}")
+        repair_int3(self.client, self.pid,
+                    [a for bp in bps for a in (bp.get("addrs") or [bp.get("addr")]) if a], log)
 
     def detach(self):
         """Detach dlv (restores what it changed, target keeps running) and stop it."""

@@ -11,7 +11,7 @@ import glob
 import os
 
 from .. import procfs
-from .launcher import end_orphan_dlv, read_owner_record, resume_if_left_stopped
+from .ownership import end_orphan_dlv, read_owner_record, resume_if_left_stopped
 from .paths import SessionPaths
 
 

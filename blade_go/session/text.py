@@ -1,5 +1,6 @@
 """The executable file's bytes at a runtime address of the target, found through
-/proc/PID/maps (the mapping's file offset), so no ELF parsing is needed for a few bytes."""
+/proc/PID/maps (the mapping's file offset), so no ELF parsing is needed for a few bytes; and
+putting them back where a killed dlv left its int3."""
 import os
 
 
@@ -26,3 +27,18 @@ def exe_bytes(pid: int, addr: int, n: int) -> bytes | None:
                 return None
             return data if len(data) == n else None
     return None
+
+
+def repair_int3(client, pid: int, addrs, log):
+    """An earlier dlv killed with SIGKILL leaves its int3 at these very addresses (dlv puts its
+    internal breakpoints at the same places each time); the current dlv then saved 0xCC as the
+    'original' and wrote it back on clearing. Put the executable file's byte back."""
+    for addr in set(addrs):
+        try:
+            want = exe_bytes(pid, addr, 1)
+            live = client.read_memory(addr, 1)
+            if want is not None and live == b"\xcc" and want != b"\xcc":
+                client.write_memory(addr, want)
+                log(f"removed an int3 left at {addr:#x} by an earlier, killed dlv")
+        except Exception as e:
+            log(f"cannot check {addr:#x} for a left int3: {e}")
