@@ -3,22 +3,34 @@
 create: validate flags (registry) -> resolve the target process -> state record (Created) ->
 executor.create -> Success | Error -> POST to --endpoint. The executor owns the "record" entry
 (what destroy needs to restore the process); this module owns everything around it.
+
+One experiment at a time: create and destroy of one uid each hold the uid's lock
+(session.records.uid_lock) from start to end, so a destroy that meets a create in progress waits
+for it and then restores; a record says Destroyed only once the executor verified the bytes
+restored (caves leave the live set, and can be allocated again, only then).
+--timeout is an absolute "deadline" in the record. Every command first sweeps: ends dlvs that
+dead supervisors left (their targets resume), destroys experiments past their deadline (their
+supervisor died), and records what happened to experiments whose process has ended.
 """
 from __future__ import annotations
 
 import logging
 import secrets
 import shlex
+import time
 
 from . import state as st
 from .actions import Context, executor_for
 from .errors import BladeError, Code
 from .redact import redact_url, scrub
+from .procfs import start_time
 from .registry import default_registry
+from .session import records as session_records
 from .targeting import resolve_process
 
 log = logging.getLogger("blade_go")
 
+EXPIRY_MARGIN = 2.0  # seconds past a deadline before a command (not the supervisor) acts
 ENDPOINT_TIMEOUT = 5  # seconds; a slow endpoint must not hold up the experiment
 _TARGETING = ("pid", "process", "process-cmd")
 _NOT_STORED = ("uid", "debug")  # per-invocation flags, not part of the experiment
@@ -85,6 +97,12 @@ def create(target: str, action: str, flags: dict, registry=None, store=None) -> 
     spec = registry.target(target).action(action)
     values = spec.validate(flags)
     uid = values.get("uid") or secrets.token_hex(8)
+    sweep(store)
+    with session_records.uid_lock(str(store.home), uid):
+        return _create_locked(spec, target, values, uid, store)
+
+
+def _create_locked(spec, target, values, uid, store):
     proc = resolve_process(values.get("pid"), values.get("process"), values.get("process-cmd"),
                            container_id=values.get("container-id"),
                            ns_target=values.get("ns_target"))
@@ -97,13 +115,18 @@ def create(target: str, action: str, flags: dict, registry=None, store=None) -> 
     rec = store.create({
         "uid": uid, "target": target, "action": spec.name, "flags": stored,
         "command": command_line(target, spec.name, stored), "pid": proc.pid, "exe": proc.exe,
-        "cmdline": proc.cmdline, "timeout": timeout, "record": {}})
+        "cmdline": proc.cmdline, "timeout": timeout, "record": {},
+        "target_start_time": start_time(proc.pid),
+        # Provisional, on disk before anything is written; the session sets the final one
+        # (from the moment the fault is in place) when it starts watching.
+        **({"deadline": time.time() + float(timeout)} if timeout else {})})
     ctx = _context(rec, store, debug=bool(values.get("debug")))
     log.debug("create %s: %s on pid %d (%s)", uid, rec["command"], proc.pid, proc.cmdline)
     try:
         owned = executor.create(ctx) or {}
     except BaseException as e:
         text = e.message if isinstance(e, BladeError) else f"{type(e).__name__}: {e}"
+        text += _undo_after_failed_create(e, executor, uid, store, values)
         rec = store.set_status(uid, st.ERROR, text)
         if values.get("endpoint"):
             warning = post_endpoint(values["endpoint"], rec)
@@ -122,9 +145,92 @@ def create(target: str, action: str, flags: dict, registry=None, store=None) -> 
     return {"uid": uid, "warnings": warnings} if warnings else uid
 
 
+def _undo_after_failed_create(e, executor, uid, store, values) -> str:
+    """A create whose session vanished mid-request may have written its patches: restore them
+    now (a failed create leaves nothing behind). Returns a note for the error text."""
+    from .session import SessionGone, SessionLost
+    if not isinstance(e, (SessionGone, SessionLost)):
+        return ""
+    rec = store.get(uid)
+    if not (rec.get("record") or {}).get("patches"):
+        return ""
+    try:
+        executor.destroy(_context(rec, store, bool(values.get("debug"))), rec["record"])
+        return "; whatever was written has been restored"
+    except BaseException as undo:
+        # Its bytes may be in place: the record keeps its caves reserved until a destroy.
+        store.update(uid, lambda r: r.update(restore_pending=True))
+        text = undo.message if isinstance(undo, BladeError) else str(undo)
+        return f"; restoring failed too ({text}): run destroy {uid}"
+
+
+def sweep(store, skip: str | None = None):
+    """What dead supervisors and interrupted commands left: never fails the command."""
+    from .session import sweep as end_orphans
+    home = str(store.home)
+    try:
+        end_orphans(home, log=log.warning)
+    except Exception as e:
+        log.warning("sweep: %s", e)
+    try:
+        recs = store.list()
+    except Exception as e:
+        log.warning("sweep: %s", e)
+        return
+    now = time.time()
+    for rec in recs:
+        uid = rec.get("uid")
+        if uid == skip or rec.get("status") not in (st.CREATED, st.SUCCESS):
+            continue
+        gone = session_records.target_gone(rec)
+        # The margin leaves an expiry to a live supervisor's own timer when there is one.
+        expired = bool(rec.get("deadline")) and float(rec["deadline"]) + EXPIRY_MARGIN <= now
+        if not (gone or expired or rec.get("status") == st.CREATED):
+            continue
+        try:
+            with session_records.uid_lock(home, uid, wait=0) as got:
+                if not got:
+                    continue  # a create or destroy of it is running: it decides
+                _settle(uid, store, gone, expired)
+        except Exception as e:
+            log.warning("sweep of %s: %s", uid, e)
+
+
+def _settle(uid, store, gone, expired):
+    rec = store.get(uid)
+    if rec.get("status") not in (st.CREATED, st.SUCCESS):
+        return
+    if gone:
+        reason = f"target process {rec.get('pid')} exited; nothing left to restore"
+        store.update(uid, lambda r: r.update(status=st.DESTROYED, reason=reason))
+    elif expired:
+        _destroy_locked(uid, store, reason="destroyed by timeout (enforced by a later "
+                                           "blade-go command)")
+    else:  # Created, nobody holds its lock: the create was killed before it finished
+        note = "create was interrupted before it finished"
+        pending = False
+        if (rec.get("record") or {}).get("patches"):
+            try:
+                executor_for(rec["action"]).destroy(_context(rec, store), rec["record"])
+                note += "; whatever it wrote has been restored"
+            except BaseException as e:
+                pending = True  # its caves stay reserved until a destroy restores them
+                text = e.message if isinstance(e, BladeError) else str(e)
+                note += f"; restoring what it wrote failed ({text}): run destroy {uid}"
+        store.update(uid, lambda r: r.update(status=st.ERROR, error=note,
+                                             restore_pending=pending))
+
+
 def destroy(uid: str, store=None, debug=False) -> dict:
-    """Restore what the experiment changed; already destroyed is a success that says so."""
+    """Restore what the experiment changed; already destroyed is a success that says so.
+    Waits for a create of the same uid that is still running."""
     store = store or st.StateStore()
+    sweep(store, skip=uid)
+    with session_records.uid_lock(str(store.home), uid):
+        return _destroy_locked(uid, store, debug)
+
+
+def _destroy_locked(uid: str, store, debug=False, reason: str | None = None) -> dict:
     rec = store.get(uid)
     if rec["status"] == st.DESTROYED:
         return {"uid": uid, "status": st.DESTROYED,
@@ -141,7 +247,9 @@ def destroy(uid: str, store=None, debug=False) -> dict:
             raise
 
     def finish(r):
-        r.update(status=st.DESTROYED, error="")
+        r.update(status=st.DESTROYED, error="", restore_pending=False)
+        if reason:
+            r["reason"] = reason
         if facts:
             r["record"] = {**(r.get("record") or {}), "destroyed": facts}
     store.update(uid, finish)
@@ -154,6 +262,7 @@ def destroy(uid: str, store=None, debug=False) -> dict:
 def status(uid: str, store=None, debug=False) -> dict:
     """The stored record plus the handler's live facts (for experiments still in effect)."""
     store = store or st.StateStore()
+    sweep(store)
     rec = store.get(uid)
     out = _summary(rec)
     if rec["status"] == st.SUCCESS:
@@ -186,4 +295,5 @@ def list_status(type: str = "create", status: str | None = None, limit=None,
             raise BladeError(Code.PARAMETER_ILLEGAL,
                              f"illegal value {limit!r} for --limit: expected a positive integer")
     store = store or st.StateStore()
+    sweep(store)
     return [_summary(r) for r in store.list(status=canon, limit=limit)]

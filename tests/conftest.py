@@ -64,3 +64,65 @@ def blade(tmp_path):
     """The blade-go CLI with a state directory of this test's own."""
     from tests.support.blade import Blade
     return Blade(tmp_path / "home")
+
+
+# -- nothing left running ---------------------------------------------------------------------
+def _ours(pid: int, roots: tuple) -> str | None:
+    """A description of pid when it is a blade-go supervisor or dlv started by this run: its
+    command line names a directory under this run's temporary directories, or its environment
+    has BLADE_GO_HOME / BLADE_GO_SESSION_DIR there (dlv), or this pytest process is its parent.
+    Other helpers' test runs on the same machine use other directories and are not looked at."""
+    import os
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    if stat[0] in ("Z", "X"):
+        return None
+    words = [w.decode(errors="replace") for w in cmd if w]
+    text = " ".join(words)
+    kind = ("supervisor" if "blade_go.session.supervisor" in text else
+            "dlv guardian" if any(w.endswith("session/guard.py") for w in words) else
+            "dlv" if words and os.path.basename(words[0]) == "dlv" else None)
+    if kind is None:
+        return None
+    try:
+        env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    except OSError:
+        env = []
+    places = [text] + [e.decode(errors="replace").split("=", 1)[1] for e in env
+                       if e.startswith((b"BLADE_GO_HOME=", b"BLADE_GO_SESSION_DIR="))]
+    if int(stat[1]) == os.getpid() or any(r in p for p in places for r in roots):
+        return f"{kind} pid {pid}: {text[:200]}"
+    return None
+
+
+def leftover_processes(roots) -> list:
+    import os
+    roots = tuple(str(r) for r in roots)
+    return [d for d in (_ours(int(p), roots) for p in os.listdir("/proc") if p.isdigit()) if d]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_blade_go_process_left(tmp_path_factory):
+    """Fails the run when a supervisor or dlv started by it still runs at its end (after a
+    grace period for supervisors that are detaching), and ends those (SIGTERM only)."""
+    import os
+    import signal
+    import tempfile
+    import time
+    roots = (tmp_path_factory.getbasetemp(),)
+    yield
+    deadline = time.monotonic() + 20
+    left = leftover_processes(roots)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = leftover_processes(roots)
+    for d in left:
+        try:
+            os.kill(int(d.split(" pid ", 1)[1].split(":")[0]), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+    assert not left, ("blade-go processes started by this test run are still running:\n"
+                      + "\n".join(left))

@@ -4,10 +4,13 @@ Pure logic against fakes (a scripted JSON-RPC server, fake thread lists); the cl
 the real dlv in test_real_dlv_halt_write_continue.
 """
 import json
+import os
 import socket
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,8 @@ from blade_go.session import launcher
 from blade_go.session.delve_client import DelveClient, DelveTimeout
 from blade_go.session.memory import write_plan
 from blade_go.session.patching import unsafe_pcs
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class FakeDlv:
@@ -171,12 +176,23 @@ def test_not_a_go_program_and_missing_process(tmp_path):
         sleeper.wait()
 
 
-def test_real_dlv_halt_write_continue(build, target_factory, dlv, monkeypatch, tmp_path):
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_real_dlv_halt_write_continue(build, target_factory, dlv, monkeypatch, tmp_path,
+                                      transport):
     monkeypatch.setenv("BLADE_GO_DLV", dlv)
     t = target_factory(build("session_heartbeat"), ready_line="ready pid=")
-    proc = launcher.launch_dlv(t.pid, str(tmp_path / "dlv.log"))
+    sock = str(tmp_path / "d.sock") if transport == "unix" else None
+    proc = launcher.launch_dlv(t.pid, str(tmp_path / "dlv.log"), sock=sock)
     try:
-        c = DelveClient("127.0.0.1", proc.port)
+        assert proc.transport == transport and proc.note == ""
+        if sock:
+            assert proc.address == f"unix:{sock}"
+            c = DelveClient(proc.address)
+        else:
+            c = DelveClient("127.0.0.1", proc.port)
+        rec = launcher.read_owner_record(str(tmp_path / "dlv.log.owner"))
+        assert rec["dlv_pid"] == proc.pid and rec["target_pid"] == t.pid
+        assert rec["dlv_start_time"] == launcher.procfs.start_time(proc.pid)
         var = c.eval("runtime.debug.asyncpreemptoff")
         assert var["type"] == "int32"
         c.continue_async()
@@ -188,10 +204,112 @@ def test_real_dlv_halt_write_continue(build, target_factory, dlv, monkeypatch, t
         assert c.read_memory(0x400000, 4) == b"\x7fELF"
         assert [th for th in c.list_threads()] and c.list_goroutines()
         c.detach()
-        proc.proc.wait(10)
+        assert launcher.wait_gone(proc.pid, 10)
         assert old == b"\0\0\0\0"
         m = t.mark()
         time.sleep(0.3)
         assert t.lines_since(m) and t.alive()
     finally:
         proc.kill()
+
+
+def test_old_dlv_without_unix_listener_falls_back_to_tcp_and_says_so(build, target_factory,
+                                                                      monkeypatch, tmp_path):
+    """Debian's dlv 1.20.2 rejects --listen=unix:PATH before attaching; the launcher then uses
+    loopback TCP and says why (the note reaches the supervisor's log and `status`)."""
+    from tests.support import toolchains
+    old = toolchains.require_debian_dlv()
+    monkeypatch.setenv("BLADE_GO_DLV", old)
+    t = target_factory(build("session_heartbeat", toolchain="go1.19"), ready_line="ready pid=")
+    proc = launcher.launch_dlv(t.pid, str(tmp_path / "dlv.log"), sock=str(tmp_path / "d.sock"))
+    try:
+        assert proc.transport == "tcp" and proc.address.startswith("127.0.0.1:")
+        assert "cannot listen on a unix socket" in proc.note and "TCP 127.0.0.1" in proc.note
+        c = DelveClient("127.0.0.1", proc.port)
+        assert "1.20" in c.get_version()["DelveVersion"]
+        c.detach()
+        assert launcher.wait_gone(proc.pid, 10)
+        m = t.mark()
+        time.sleep(0.3)
+        assert t.lines_since(m) and t.alive()
+    finally:
+        proc.kill()
+
+
+def test_guardian_ends_dlv_when_its_owner_dies(build, target_factory, dlv, tmp_path):
+    """The owner (here a throwaway Python process standing for the supervisor) starts dlv and is
+    SIGKILLed while dlv holds the target stopped (just attached, never continued): the guardian
+    ends dlv cleanly within seconds, the target runs again, the record is removed."""
+    t = target_factory(build("session_heartbeat"), ready_line="ready pid=")
+    record = tmp_path / "dlv.pid"
+    code = ("import sys, time; from blade_go.session import launcher; "
+            f"d = launcher.launch_dlv({t.pid}, {str(tmp_path / 'dlv.log')!r}, "
+            f"record={str(record)!r}, sock={str(tmp_path / 'd.sock')!r}); "
+            "print(d.pid, flush=True); time.sleep(600)")
+    env = dict(os.environ, BLADE_GO_DLV=dlv, PYTHONPATH=str(REPO_ROOT))
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env,
+                             cwd=str(REPO_ROOT))
+    dlv_pid = int(owner.stdout.readline())
+    t0 = time.monotonic()
+    while _tracer(t.pid) != dlv_pid and time.monotonic() - t0 < 20:
+        time.sleep(0.01)
+    time.sleep(0.5)
+    m = t.mark()
+    time.sleep(0.5)
+    assert not t.lines_since(m), "the attached dlv holds the target stopped (nobody continued)"
+    owner.kill()
+    owner.wait()
+    assert launcher.wait_gone(dlv_pid, 20), "the guardian must end the orphaned dlv"
+    t0 = time.monotonic()
+    while _tracer(t.pid) and time.monotonic() - t0 < 10:
+        time.sleep(0.05)
+    m = t.mark()
+    time.sleep(0.6)
+    assert len(t.lines_since(m)) >= 3 and t.alive(), "the target must run again"
+    assert launcher.read_owner_record(str(record)) is None
+
+
+def _tracer(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("TracerPid:"):
+                return int(line.split()[1])
+
+
+class _WordMemory:
+    """A fake DelveClient memory: records every store (Set) and serves reads."""
+
+    def __init__(self, size=64, base=0x1000):
+        self.base, self.mem, self.stores = base, bytearray(range(size)), []
+
+    def read_memory(self, addr, n):
+        return bytes(self.mem[addr - self.base:addr - self.base + n])
+
+    def set(self, symbol, value):
+        ctype, addr = symbol[3:].split(")(")
+        width = {"uint8": 1, "uint64": 8}[ctype.lstrip("*")]
+        addr = int(addr.rstrip(")"), 16)
+        self.stores.append((addr, width))
+        self.mem[addr - self.base:addr - self.base + width] = int(value).to_bytes(width, "little")
+
+
+def test_a_route_within_one_aligned_word_is_one_store():
+    """A writer killed between byte stores would leave a torn jmp at a function entry; within
+    one aligned word the write is a single 8-byte store keeping the word's other bytes."""
+    from blade_go.session.memory import write_bytes
+    m = _WordMemory()
+    write_bytes(m, 0x1020, b"\xe9\x01\x02\x03\x04")  # Go aligns function entries to 32
+    assert m.stores == [(0x1020, 8)]
+    assert m.read_memory(0x1020, 8) == b"\xe9\x01\x02\x03\x04" + bytes([0x25, 0x26, 0x27])
+    m = _WordMemory()
+    write_bytes(m, 0x1006, b"\xaa\xbb\xcc")  # crosses a word boundary: the byte/word plan
+    assert m.stores == [(0x1006, 1), (0x1007, 1), (0x1008, 1)]
+    assert m.read_memory(0x1005, 5) == b"\x05\xaa\xbb\xcc\x09"
+
+
+def test_restore_accepts_a_torn_write_of_ours_only():
+    from blade_go.patch import CAVE, Patch
+    from blade_go.session.patching import _torn
+    p = Patch(0x1000, b"\x00\x00\x00\x00", b"\x11\x22\x33\x44", CAVE)
+    assert _torn(b"\x11\x22\x00\x00", p) and _torn(b"\x00\x22\x00\x44", p)
+    assert not _torn(b"\x11\x99\x00\x00", p)

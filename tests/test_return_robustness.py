@@ -87,24 +87,49 @@ def test_sigkill_of_supervisor_and_dlv_leaves_target_alive(blade, e2e_binary, ta
     assert text_differences(t.pid) == []
 
 
-def test_supervisor_killed_alone_leaves_dlv_that_destroy_ends(blade, e2e_binary, target_factory):
-    """The orphaned dlv keeps the target running (no detach of its own, see launcher.py); the
-    next command's fresh supervisor ends it with a clean detach before attaching."""
+def test_supervisor_killed_alone_its_guardian_ends_dlv(blade, e2e_binary, target_factory):
+    """dlv's guardian notices the supervisor's death and ends dlv with a clean detach (after a
+    short grace): no orphan stays attached; the fault stays until destroy restores it."""
     t = target_factory(e2e_binary, args=["stress"])
     uid = blade.create_return(t.pid, "main.Query", INJECTED)
     dlv = _tracer(t.pid)
     os.kill(_supervisor_of(t.pid), signal.SIGKILL)
-    time.sleep(0.5)
-    assert _tracer(t.pid) == dlv, "dlv must not detach on its own"
+    deadline = time.time() + 15
+    while _state(dlv) not in (None, "Z") and time.time() < deadline:
+        time.sleep(0.05)
+    assert _state(dlv) in (None, "Z"), "the guardian must end the orphaned dlv"
     c1, i1 = stats(t, t.mark())
     c2, i2 = stats(t, t.mark())
-    assert c2 > c1 and i2 > i1
+    assert c2 > c1 and i2 > i1, "target running, still injected"
+    assert _tracer(t.pid) is None
     blade.ok("destroy", uid)
-    assert not os.path.exists(f"/proc/{dlv}") or _state(dlv) == "Z"
     c3, i3 = stats(t, t.mark())
     c4, i4 = stats(t, t.mark())
     assert c4 > c3 and i4 == i3
     assert not [ln for ln in t.lines if ln.startswith("BAD")]
+    time.sleep(0.5)
+    assert _tracer(t.pid) is None
+    assert text_differences(t.pid) == []
+
+
+def test_supervisor_and_guardian_killed_next_command_ends_dlv(blade, e2e_binary, target_factory):
+    """With the guardian killed too, the dlv's ownership record remains: the next blade-go
+    command (any: here `status`) ends that dlv cleanly before doing its own work."""
+    t = target_factory(e2e_binary, args=["stress"])
+    uid = blade.create_return(t.pid, "main.Query", INJECTED)
+    dlv = _tracer(t.pid)
+    guard = int(open(f"/proc/{dlv}/stat").read().rsplit(")", 1)[1].split()[1])  # its parent
+    assert b"guard.py" in open(f"/proc/{guard}/cmdline", "rb").read()
+    os.kill(guard, signal.SIGKILL)
+    os.kill(_supervisor_of(t.pid), signal.SIGKILL)
+    time.sleep(3)  # longer than the guardian's grace: nobody else ends it
+    assert _tracer(t.pid) == dlv, "only the record names this dlv now"
+    assert blade.ok("status", uid)["status"] == "Success"
+    assert _state(dlv) in (None, "Z"), "the next command must end the orphaned dlv"
+    c1, i1 = stats(t, t.mark())
+    c2, i2 = stats(t, t.mark())
+    assert c2 > c1 and i2 > i1
+    blade.ok("destroy", uid)
     time.sleep(0.5)
     assert _tracer(t.pid) is None
     assert text_differences(t.pid) == []

@@ -125,6 +125,14 @@ def test_apply_revert_header_cave_and_detach(heartbeat, target_factory, home):
     facts = h.facts()
     assert facts["session"] == "alive" and facts["target_alive"] and facts["dlv_pid"]
     assert "1." in facts["dlv_version"]
+    # dlv's API on a unix socket in the private session directory (issue 7, 7b)
+    assert facts["dlv_transport"] == "unix" and facts["dlv_note"] == ""
+    sessions = SessionPaths(home, t.pid)
+    assert os.stat(sessions.dir).st_mode & 0o077 == 0
+    assert b"--listen=unix:" in open(f"/proc/{facts['dlv_pid']}/cmdline", "rb").read()
+    assert os.path.exists(sessions.dlv_sock)
+    assert not [ln for ln in open("/proc/net/tcp").read().splitlines()[1:]
+                if ln.split()[3] == "0A" and _inode_of_pid(ln.split()[9], facts["dlv_pid"])]
     add_record(home, "u1", t.pid, patches)
     res = h.apply("u1", patches)
     assert res["verified"] and res["written"] == len(payload)
@@ -146,6 +154,15 @@ def test_apply_revert_header_cave_and_detach(heartbeat, target_factory, home):
     assert heartbeat_count(t) >= 3 and t.alive()
     assert text_differences(t.pid) == []
     print(f"attach latency {attach_s * 1000:.0f} ms")
+
+
+def _inode_of_pid(inode, pid):
+    """Whether the socket inode is one of pid's open descriptors."""
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]"
+                   for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
 
 
 def test_panicking_target_dies_as_without_blade_go(heartbeat, target_factory, home):
@@ -208,6 +225,9 @@ def test_watch_timeout_reverts_without_client(heartbeat, target_factory, home):
     assert read_mem(t.pid, patches[0].addr, 24) == bytes(24)
     assert wait_until(lambda: "TracerPid:\t0" in open(f"/proc/{t.pid}/status").read())
     assert heartbeat_count(t) >= 3 and t.alive()
+    # ... and the supervisor itself ends (it used to hang forever after a timeout)
+    assert wait_until(lambda: not supervisor_pid(home, t.pid), timeout=10)
+    assert get_record(home, "w1")["deadline"] <= time.time()
 
 
 def _ensure_in_child(pid, home, q):

@@ -95,6 +95,9 @@ class ReturnExecutor(Executor):
             fields, warning = inlined_report(binary, fn, inlined)
             result.update(fields)
             owned["warnings"] = [warning]
+        if session.known.get("dlv_note"):  # e.g. an old dlv without unix sockets: TCP
+            result["dlv_transport"] = session.known.get("dlv_transport")
+            owned.setdefault("warnings", []).append(session.known["dlv_note"])
         return owned
 
     def destroy(self, ctx, record):
@@ -169,7 +172,9 @@ def _route_original(binary, fn):
 
 def _live_on(exp, pid, started):
     """A live experiment on this very process (a reused pid names another process)."""
-    return (exp.get("status") in (CREATED, SUCCESS) and exp.get("pid") == pid
+    # restore_pending: a failed create whose bytes may still be in place (experiment.py)
+    return ((exp.get("status") in (CREATED, SUCCESS) or exp.get("restore_pending"))
+            and exp.get("pid") == pid
             and (exp.get("record") or {}).get("target_start_time") == started)
 
 

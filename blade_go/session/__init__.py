@@ -2,7 +2,9 @@
 
 ``ensure_session(pid, home)`` returns a handle to the running supervisor of ``pid``, starting one
 (detached, in its own session, logging to $home/sessions/<pid>.log) when none answers. A lock
-file serialises concurrent creators so they share one supervisor.
+file serialises concurrent creators so they share one supervisor. A supervisor found closing
+(or gone) between two requests is replaced by a fresh one: requests it never received are sent
+again (SessionGone), never ones that may have run (SessionLost).
 """
 import fcntl
 import json
@@ -15,7 +17,8 @@ from ..errors import BladeError, Code
 from ..state import open_private
 from .delve_client import DelveClient  # noqa: F401  (public)
 from .paths import SessionPaths
-from .protocol import request
+from .protocol import SessionGone, SessionLost, request  # noqa: F401  (public)
+from .sweep import sweep  # noqa: F401  (public)
 
 START_TIMEOUT = 60.0
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -25,24 +28,40 @@ class SessionHandle:
     def __init__(self, pid: int, home: str):
         self.pid, self.home = pid, home
         self.paths = SessionPaths(home, pid)
+        self.known: dict = {}  # the facts the supervisor answered when we connected
 
     def _req(self, op: str, wait: float = 60.0, **args) -> dict:
         return request(self.paths.sock, op, wait, **args)
 
+    def _again(self, op: str, wait: float = 60.0, **args) -> dict:
+        """A request that a closing or vanished supervisor did not receive goes to a fresh one."""
+        for attempt in range(3):
+            try:
+                return self._req(op, wait, **args)
+            except SessionGone:
+                if attempt == 2:
+                    raise
+                time.sleep(0.05)
+                ensure_session(self.pid, self.home)
+
     def apply(self, uid: str, patches, timeout=None, guard=None) -> dict:
-        return self._req("apply", timeout or 60.0, uid=uid, patches=_as_json(patches), guard=guard)
+        return self._again("apply", timeout or 60.0, uid=uid, patches=_as_json(patches),
+                           guard=guard)
 
     def revert(self, uid: str, patches, guard=None) -> dict:
-        return self._req("revert", uid=uid, patches=_as_json(patches), guard=guard)
+        return self._again("revert", uid=uid, patches=_as_json(patches), guard=guard)
 
     def watch(self, uid: str, timeout: float) -> dict:
-        return self._req("watch", uid=uid, timeout=timeout)
+        return self._again("watch", uid=uid, timeout=timeout)
 
     def facts(self) -> dict:
         return self._req("facts", 5.0)
 
     def release(self, uid: str) -> dict:
-        return self._req("release", uid=uid)
+        try:
+            return self._req("release", uid=uid)
+        except SessionGone:  # no supervisor, nothing attached: released already
+            return {"released": uid, "detached": True}
 
 
 def _as_json(patches) -> list:
@@ -55,7 +74,7 @@ def connect_session(pid: int, home: str) -> SessionHandle | None:
     if not os.path.exists(h.paths.sock):
         return None
     try:
-        h.facts()
+        h.known = h.facts()
         return h
     except (BladeError, OSError):
         return None

@@ -1,4 +1,4 @@
-"""A small client for delve's JSON-RPC API (api-version 2) over plain TCP.
+"""A small client for delve's JSON-RPC API (api-version 2) over a unix socket or TCP.
 
 dlv speaks Go's net/rpc JSON codec: one request object per line, responses carry the request id.
 Two facts shape this client:
@@ -34,10 +34,34 @@ class DelveDisconnected(DelveError):
     """The connection to dlv closed (dlv died or detached)."""
 
 
+def _connect_unix(path: str, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        if len(path.encode()) < 100:
+            sock.connect(path)
+        else:  # sun_path holds 107 bytes: go through a descriptor of the directory
+            import os
+            dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                sock.connect(f"/proc/self/fd/{dfd}/{os.path.basename(path)}")
+            finally:
+                os.close(dfd)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class DelveClient:
-    def __init__(self, host: str, port: int, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, host: str, port: int | None = None, timeout: float = DEFAULT_TIMEOUT):
+        """DelveClient(host, port) for TCP; DelveClient("unix:PATH") (or a path) for a unix
+        socket."""
         self.timeout = timeout
-        self._sock = socket.create_connection((host, port), timeout=timeout)
+        if port is None:
+            self._sock = _connect_unix(host[5:] if host.startswith("unix:") else host, timeout)
+        else:
+            self._sock = socket.create_connection((host, port), timeout=timeout)
         self._sock.settimeout(None)
         self._ids = itertools.count(1)
         self._pending: dict[int, Future] = {}

@@ -11,12 +11,15 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from .. import procfs
 from ..errors import BladeError, Code
 from ..state import open_private
 
 TOOLS = "/opt/blade-go-tools"
 EM_386, EM_X86_64, EM_AARCH64 = 3, 62, 183
-LISTENING = re.compile(r"API server listening at:\s*\S+:(\d+)")
+LISTENING = re.compile(r"API server listening at:\s*(\S+)")
+# dlv before 1.21 has no unix listener; it says so before attaching (nothing was stopped).
+NO_UNIX_LISTENER = re.compile(r"couldn't start listener.*(unknown port|missing port|address tcp)")
 
 
 def target_machine(pid: int) -> int:
@@ -147,70 +150,139 @@ def explain_failure(pid: int, output: str) -> BladeError:
     return BladeError(Code.OS_CMD_EXEC_FAILED, f"dlv failed to attach to {pid}: {tail}")
 
 
-def _own_process_group():
-    # No PR_SET_PDEATHSIG on purpose: dlv must never start a detach on its own when the
-    # supervisor dies. dlv halts the target with a signal while detaching; a SIGKILL landing
-    # in that window (a controller killed as a whole) leaves the signal pending and the Go
-    # target dies of it. An orphaned dlv just keeps the target running; the next supervisor
-    # for this pid ends it with a clean SIGTERM detach and waits for it (reap_orphan_dlv).
-    os.setpgrp()
+# -- ownership of dlv ---------------------------------------------------------------------------
+# Every dlv is started by its guardian (guard.py): the ownership record (dlv pid + start time,
+# target, supervisor) is on disk in the 0700 session directory before dlv may attach, and when
+# the supervisor dies, however, the guardian ends dlv cleanly after a short grace (the target
+# resumes, dlv's breakpoints go). A guardian killed too leaves the record: the next blade-go
+# command's sweep ends that dlv (end_orphan_dlv).
+#
+# No PR_SET_PDEATHSIG on purpose: dlv must never start a detach at the instant the supervisor
+# dies. dlv halts the target with a signal while detaching; a SIGKILL landing in that window (a
+# controller killed as a whole) leaves the signal pending and the Go target dies of it.
+GUARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard.py")
+SESSION_DIR_ENV = "BLADE_GO_SESSION_DIR"  # in dlv's environment: names its owner (tests, sweeps)
 
-
-def reap_orphan_dlv(pid: int, pid_file: str, wait: float = 20.0) -> int | None:
-    """End the dlv a dead supervisor left attached to pid; returns its pid, or None."""
-    try:
-        dlv_pid = int(open_private(pid_file).read().strip())
-        cmd = open(f"/proc/{dlv_pid}/cmdline", "rb").read().split(b"\0")
-    except (OSError, ValueError):
-        return None
-    if not (cmd and b"dlv" in os.path.basename(cmd[0]) and b"attach" in cmd
-            and str(pid).encode() in cmd):
-        return None  # the pid was reused by something else
-    os.kill(dlv_pid, signal.SIGTERM)  # dlv detaches cleanly on SIGTERM
-    deadline = time.monotonic() + wait
-    while os.path.exists(f"/proc/{dlv_pid}") and _status_field(dlv_pid, "State") not in (None,) \
-            and not (_status_field(dlv_pid, "State") or "").startswith("Z"):
-        if time.monotonic() > deadline:
-            raise BladeError(Code.UNEXPECTED_STATUS,
-                             f"an earlier dlv (pid {dlv_pid}) attached to {pid} does not detach; "
-                             "not touching the target while it may be mid-detach")
-        time.sleep(0.05)
-    return dlv_pid
+from .ownership import (end_orphan_dlv, read_owner_record, reap_orphan_dlv,  # noqa: E402,F401
+                        remove_owner_record, resume_if_left_stopped, wait_gone)
 
 
 @dataclass
 class DlvProcess:
-    proc: subprocess.Popen
-    port: int
+    guard: subprocess.Popen  # its stdin stays open while we live: EOF tells it we are gone
+    pid: int  # dlv's
+    address: str  # "unix:PATH" or "HOST:PORT"
     path: str
+    note: str = ""  # why not a unix socket, when not
 
     @property
-    def pid(self) -> int:
-        return self.proc.pid
+    def port(self) -> int | None:
+        return None if self.address.startswith("unix:") else int(self.address.rsplit(":", 1)[1])
+
+    @property
+    def transport(self) -> str:
+        return "unix" if self.address.startswith("unix:") else "tcp"
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return procfs.alive(self.pid)
+
+    def terminate(self):
+        """SIGTERM: dlv detaches (removes its breakpoints, the target resumes) and exits."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGTERM)
 
     def kill(self):
+        """Only for a dlv whose target is gone (or that never attached)."""
         if self.alive():
-            self.proc.kill()
-        self.proc.wait()
+            os.kill(self.pid, signal.SIGKILL)
+        wait_gone(self.pid, 5)
+        self.close()
+
+    def close(self):
+        """Forget the guardian (call once dlv has ended; the guardian then exits too)."""
+        try:
+            self.guard.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.guard.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
 
 
-def launch_dlv(pid: int, log_path: str, timeout: float = 30.0) -> DlvProcess:
-    """Start a headless dlv attached to pid, listening on a free loopback port."""
+def dlv_argv(dlv: str, pid: int, listen: str) -> list[str]:
+    """The dlv command line (one place, so options are added here)."""
+    return [dlv, "attach", str(pid), "--headless", "--accept-multiclient", "--api-version=2",
+            "--check-go-version=false", f"--listen={listen}"]
+
+
+def launch_dlv(pid: int, log_path: str, timeout: float = 30.0, *, record: str | None = None,
+               sock: str | None = None) -> DlvProcess:
+    """Start a headless dlv attached to pid, under its guardian.
+
+    sock: a unix socket path for dlv's API (in the 0700 session directory); without it, or when
+    this dlv has no unix listener (before 1.21), loopback TCP on a free port, said in .note.
+    record: the ownership record's path (default: beside log_path).
+    """
     check_traceable(pid)
     machine = target_machine(pid)
     check_go_program(pid)
     dlv = find_dlv(machine)
-    argv = [dlv, "attach", str(pid), "--headless", "--accept-multiclient", "--api-version=2",
-            "--check-go-version=false", "--listen=127.0.0.1:0"]
+    record = record or log_path + ".owner"
+    note = ""
+    if sock:
+        try:
+            os.unlink(sock)
+        except FileNotFoundError:
+            pass
+        # Relative to dlv's working directory: a unix socket path is limited to 107 bytes.
+        try:
+            return _start(pid, dlv, f"unix:{os.path.basename(sock)}", log_path, timeout,
+                          record, cwd=os.path.dirname(sock), sock=sock)
+        except _NoUnixListener:
+            note = (f"dlv {dlv} cannot listen on a unix socket (dlv < 1.21): its API listens on "
+                    "TCP 127.0.0.1, reachable by every process of the same uid in this network "
+                    "namespace")
+    proc = _start(pid, dlv, "127.0.0.1:0", log_path, timeout, record)
+    proc.note = note
+    return proc
+
+
+class _NoUnixListener(Exception):
+    pass
+
+
+def _wait_record(record: str, guard: subprocess.Popen, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        rec = read_owner_record(record)
+        if rec and rec.get("guard_pid") == guard.pid:
+            return rec
+        if guard.poll() is not None or time.monotonic() > deadline:
+            raise BladeError(Code.OS_CMD_EXEC_FAILED, "the dlv guardian did not start dlv "
+                                                      f"(status {guard.poll()})")
+        time.sleep(0.005)
+
+
+def _start(pid, dlv, listen, log_path, timeout, record, cwd="/", sock=None) -> DlvProcess:
+    import sys
+    argv = dlv_argv(dlv, pid, listen)
+    env = dict(os.environ)
+    env[SESSION_DIR_ENV] = os.path.dirname(record)
     # Output goes to a file, not a pipe: dlv keeps writing after startup and a full pipe would
     # block it while it holds the target stopped.
     log = open_private(log_path, "ab+")
     start = log.seek(0, os.SEEK_END)
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                            preexec_fn=_own_process_group)
+    guard = subprocess.Popen([sys.executable, "-I", "-S", GUARD, record, str(pid), "--", *argv],
+                             stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=cwd, env=env,
+                             process_group=0)
+    try:
+        rec = _wait_record(record, guard)
+    except BaseException:
+        guard.stdin.close()  # dlv was never told to start, or ends through its guardian
+        log.close()
+        raise
+    proc = DlvProcess(guard, rec["dlv_pid"], "", dlv)
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -218,12 +290,19 @@ def launch_dlv(pid: int, log_path: str, timeout: float = 30.0) -> DlvProcess:
             out = log.read().decode(errors="replace")
             m = LISTENING.search(out)
             if m:
-                return DlvProcess(proc, int(m.group(1)), dlv)
-            if proc.poll() is not None:
+                proc.address = f"unix:{sock}" if sock else m.group(1)
+                return proc
+            if not proc.alive():
+                proc.close()
+                remove_owner_record(record, proc.pid)
+                if sock and NO_UNIX_LISTENER.search(out):
+                    raise _NoUnixListener(out)
                 raise explain_failure(pid, out)
             if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
+                proc.terminate()  # SIGTERM: dlv detaches if it attached meanwhile
+                if wait_gone(proc.pid, 10):
+                    remove_owner_record(record, proc.pid)
+                proc.close()
                 raise BladeError(Code.OS_CMD_EXEC_FAILED,
                                  f"dlv did not start listening within {timeout:.0f}s")
             time.sleep(0.02)

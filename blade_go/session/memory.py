@@ -28,6 +28,15 @@ def write_plan(addr: int, size: int) -> list[tuple[int, int]]:
 
 
 def write_bytes(client, addr: int, data: bytes):
+    word = addr & ~7
+    if data and (addr + len(data) - 1) & ~7 == word and len(data) > 1:
+        # Within one aligned word: one store of the whole word, its other bytes as they are
+        # (the target is halted). A route (5 bytes at a function entry, which Go aligns to
+        # 32 bytes) is then never left half written, whenever the writer dies.
+        live = bytearray(read_bytes(client, word, 8))
+        live[addr - word:addr - word + len(data)] = data
+        _set_word(client, word, bytes(live))
+        return
     for pos, width in write_plan(addr, len(data)):
         off = pos - addr
         _set_word(client, pos, data[off:off + width])

@@ -80,6 +80,11 @@ def branches_into(instructions: list, routes: list[Patch]) -> list[str]:
     return reasons
 
 
+def _torn(live: bytes, p: Patch) -> bool:
+    """A write of ours cut short (its writer died): every byte is the original's or ours."""
+    return all(b in (o, r) for b, o, r in zip(live, p.original, p.replacement))
+
+
 class Patcher:
     """Halts, checks, writes, verifies and resumes; ``client`` is a DelveClient."""
 
@@ -186,7 +191,7 @@ class Patcher:
             live = read_bytes(self.client, p.addr, len(p.original))
             if live == p.original:
                 continue
-            if live != p.replacement:
+            if live != p.replacement and not _torn(live, p):
                 raise BladeError(Code.UNEXPECTED_STATUS,
                                  f"bytes at {p.addr:#x} are neither the experiment's nor the "
                                  f"original ({live.hex()}): changed by another tool? not restored")

@@ -1,4 +1,4 @@
-"""Where a target's session files live: $home/sessions/<pid>.{sock,lock,log,dlv.log,dlv.pid,err,preempt.json}."""
+"""Where a target's session files live: $home/sessions/<pid>.{sock,lock,log,life,dlv.sock,dlv.log,dlv.pid,err,preempt.json}."""
 import os
 
 from ..state import sessions_dir
@@ -15,4 +15,5 @@ class SessionPaths:
         self.err = base + ".err"  # why the last supervisor could not attach (JSON)
         self.preempt = base + ".preempt.json"
         self.life = base + ".life"  # flock-ed by the supervisor for its whole life
-        self.dlv_pid = base + ".dlv.pid"  # the attached dlv, so a later supervisor can end it
+        self.dlv_pid = base + ".dlv.pid"  # ownership record of the dlv (guard.py)
+        self.dlv_sock = base + ".dlv.sock"  # dlv's API (unix socket, this 0700 directory)

@@ -39,21 +39,42 @@ def error(exc: Exception) -> dict:
     return {"ok": False, "code": code, "error": str(exc)}
 
 
+CLOSING = "session closing: "  # prefix of the error a supervisor that is ending answers
+
+
+class SessionGone(BladeError):
+    """The supervisor is not there (any more) or is closing: the request was not carried out,
+    so it is safe to send it again to a fresh supervisor."""
+
+
+class SessionLost(BladeError):
+    """The request went out but no answer came back: it may or may not have been carried out."""
+
+
 def request(sock_path: str, op: str, wait: float = 60.0, **args) -> dict:
     """Send one request to a supervisor and return its result, raising BladeError on failure."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.settimeout(wait)
     try:
-        conn.connect(sock_path)
+        try:
+            conn.connect(sock_path)
+        except OSError as e:  # no socket file, or nobody listening on it any more
+            raise SessionGone(Code.OS_CMD_EXEC_FAILED,
+                              f"session supervisor not reachable ({op}): {e.strerror}") from None
         send_message(conn, {"op": op, **args})
         resp = read_message(conn)
     except socket.timeout:
-        raise BladeError(Code.OS_CMD_EXEC_FAILED,
-                         f"session supervisor did not answer {op} within {wait:.0f}s") from None
+        raise SessionLost(Code.OS_CMD_EXEC_FAILED,
+                          f"session supervisor did not answer {op} within {wait:.0f}s") from None
+    except (OSError, ValueError) as e:  # reset or garbled after the request went out
+        raise SessionLost(Code.OS_CMD_EXEC_FAILED,
+                         f"session supervisor connection failed ({op}): {e}") from None
     finally:
         conn.close()
     if resp is None:
-        raise BladeError(Code.OS_CMD_EXEC_FAILED, f"session supervisor closed the connection ({op})")
+        raise SessionLost(Code.OS_CMD_EXEC_FAILED, f"session supervisor closed the connection ({op})")
     if not resp.get("ok"):
+        if str(resp.get("error", "")).startswith(CLOSING):
+            raise SessionGone(resp.get("code", Code.OS_CMD_EXEC_FAILED), resp["error"])
         raise BladeError(resp.get("code", Code.OS_CMD_EXEC_FAILED), resp.get("error", "unknown error"))
     return resp.get("result", {})

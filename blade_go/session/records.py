@@ -7,16 +7,21 @@ record dict (mutated in place and returned); .list() -> iterable of records. A r
 "uid", "status" (Created|Success|Error|Destroyed), "patches" (Patch.to_json dicts) and the
 target pid as "pid" (or "flags"["pid"]).
 """
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import re
 import time
 
 from .. import procfs
-from ..state import CREATED, DESTROYED, SUCCESS
+from ..errors import BladeError, Code
+from ..state import CREATED, DESTROYED, ERROR, SUCCESS
 from ..state import open_private, write_private
 
 LIVE = (SUCCESS, CREATED)
+ALIVE_OR_FAILED = (SUCCESS, CREATED, ERROR)  # an Error may still hold bytes it wrote
 
 
 def _store(home: str):
@@ -31,7 +36,76 @@ def _store(home: str):
 
 
 def get(home: str, uid: str) -> dict | None:
-    return _store(home).get(uid)
+    try:
+        return _store(home).get(uid)
+    except BladeError as e:
+        if e.code == Code.DATA_NOT_FOUND:
+            return None
+        raise
+
+
+# -- one experiment at a time ----------------------------------------------------------------
+# create and destroy of one uid (and the supervisor's timeout expiry) hold this lock for their
+# whole run, so a destroy never sees a create half done, and a create's Success never overwrites
+# a Destroyed. flock: released by the kernel when its holder dies, however it dies.
+LOCK_WAIT = 300.0  # a create attaches dlv and may wait for a safe moment: minutes at worst
+
+
+def _uid_lock_path(home: str, uid: str) -> str:
+    d = os.path.join(home, "sessions")
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    return os.path.join(d, "uid-" + hashlib.sha256(uid.encode()).hexdigest()[:32] + ".lock")
+
+
+@contextlib.contextmanager
+def uid_lock(home: str, uid: str, wait: float | None = LOCK_WAIT):
+    """Exclusive lock of experiment uid. wait=0: try once; yields False when it is busy."""
+    fd = os.open(_uid_lock_path(home, uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        deadline = time.monotonic() + (wait or 0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not wait:
+                    yield False
+                    return
+                if time.monotonic() > deadline:
+                    raise BladeError(Code.UNEXPECTED_STATUS,
+                                     f"experiment {uid} is still being created or destroyed by "
+                                     f"another blade-go process after {wait:.0f}s; try again")
+                time.sleep(0.05)
+        yield True
+    finally:
+        os.close(fd)
+
+
+def uid_busy(home: str, uid: str) -> bool:
+    with uid_lock(home, uid, wait=0) as got:
+        return not got
+
+
+def target_start_time(rec: dict):
+    return rec.get("target_start_time") or (rec.get("record") or {}).get("target_start_time")
+
+
+def target_gone(rec: dict) -> bool:
+    """The record's process has ended (its pid is free or names another process now)."""
+    pid = _record_pid(rec)
+    if pid is None:
+        return False
+    started = target_start_time(rec)
+    now = procfs.start_time(pid)
+    return now is None or (started is not None and now != started)
+
+
+def set_deadline(home: str, uid: str, deadline: float):
+    def fn(rec):
+        rec["deadline"] = deadline
+        return rec
+    _store(home).update(uid, fn)
 
 
 def patches_of(rec: dict) -> list:
@@ -54,6 +128,14 @@ def live_uids(home: str, pid: int, exclude: str | None = None) -> set[str]:
         return set()
     return {r["uid"] for r in recs if r.get("status") in LIVE and _record_pid(r) == pid
             and r.get("uid") != exclude}
+
+
+def live_records(home: str, pid: int) -> list:
+    try:
+        recs = list(_store(home).list())
+    except Exception:
+        return []
+    return [r for r in recs if r.get("status") in LIVE and _record_pid(r) == pid]
 
 
 def mark_destroyed(home: str, uid: str, reason: str):

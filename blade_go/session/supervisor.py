@@ -21,28 +21,15 @@ from ..errors import BladeError, Code
 from ..patch import Patch
 from ..state import open_private, write_private
 from ..trust import trusted_patches
-from .. import procfs
 from . import paths, protocol, records
 from .delve_client import DelveClient, DelveError
-from .launcher import DlvProcess, explain_failure, launch_dlv, reap_orphan_dlv
+from .launcher import DlvProcess, explain_failure, launch_dlv
+from .ownership import end_orphan_dlv, remove_owner_record, resume_if_left_stopped, wait_gone
 from .patching import Patcher
+from .text import repair_int3
 
 POLL = 0.1
 IDLE_EXIT = 120.0  # no experiment ever arrived: detach instead of staying attached forever
-
-
-def _resume_if_stopped(pid: int):
-    """A tracer killed while it held the target halted can leave it in a stop with nobody to
-    resume it; an untraced target found stopped while our experiments live gets SIGCONT."""
-    state = procfs.state(pid)
-    try:
-        tracer = next(int(ln.split()[1]) for ln in open(f"/proc/{pid}/status")
-                      if ln.startswith("TracerPid:"))
-    except (OSError, ValueError, StopIteration):
-        return
-    if state in ("T", "t") and tracer == 0:
-        log(f"target {pid} was left stopped; resuming it")
-        os.kill(pid, signal.SIGCONT)
 
 
 def log(msg: str):
@@ -56,7 +43,9 @@ class Supervisor:
         self.op_lock = threading.RLock()  # one dlv conversation at a time
         self.uids: set[str] = set()
         self.released: set[str] = set()  # forgotten even if their record still says Success
-        self.closing = False  # detached on release: stop after answering
+        self.closing = False  # detached on release: stop once no request is being answered
+        self.active = 0  # connections being served
+        self.active_lock = threading.Lock()
         self.timers: dict[str, threading.Timer] = {}
         self.stop = threading.Event()
         self.dlv: DlvProcess | None = None
@@ -67,44 +56,65 @@ class Supervisor:
 
     # -- dlv lifecycle --------------------------------------------------------------------
     def attach(self):
-        orphan = reap_orphan_dlv(self.pid, self.p.dlv_pid)
-        if orphan:
-            log(f"ended dlv {orphan} left attached by an earlier supervisor")
-        _resume_if_stopped(self.pid)
+        end_orphan_dlv(self.p.dlv_pid, log=log)  # a dead supervisor's dlv: detached cleanly
+        resume_if_left_stopped(self.pid, log)
         records.fix_async_preempt(self.p, self.pid, log)
         log_start = os.path.getsize(self.p.dlv_log) if os.path.exists(self.p.dlv_log) else 0
-        self.dlv = launch_dlv(self.pid, self.p.dlv_log)
+        # The ownership record is on disk before dlv can stop the target (guard.py).
+        self.dlv = launch_dlv(self.pid, self.p.dlv_log, record=self.p.dlv_pid,
+                              sock=self.p.dlv_sock)
+        if self.dlv.note:
+            log(self.dlv.note)
         try:
             try:
-                self.client = DelveClient("127.0.0.1", self.dlv.port)
+                self.client = DelveClient(self.dlv.address)
                 self.version = self.client.get_version().get("DelveVersion", "").split("\n")[0]
             except (OSError, DelveError):
                 # dlv prints its listening line before the attach completes: a failed attach
                 # shows up as a closed connection; its log says why.
-                try:
-                    self.dlv.proc.wait(timeout=3)
-                except Exception:
-                    pass
+                wait_gone(self.dlv.pid, 3)
                 with open_private(self.p.dlv_log, errors="replace") as f:
                     f.seek(log_start)
                     raise explain_failure(self.pid, f.read()) from None
             self._clear_internal_breakpoints()
             records.record_async_preempt(self.client, self.p, self.pid, log)
+            self.client.continue_async()
         except Exception:
-            self.dlv.kill()  # a killed dlv leaves no breakpoints: we set none, and cleared dlv's
+            self._end_dlv()
             raise
-        write_private(self.p.dlv_pid, str(self.dlv.pid))  # rename: a planted link cannot fail it
-        self.client.continue_async()
-        log(f"attached dlv pid {self.dlv.pid} ({self.version}) on port {self.dlv.port}")
+        log(f"attached dlv pid {self.dlv.pid} ({self.version}) on {self.dlv.address}")
+
+    def _end_dlv(self, wait: float = 15.0):
+        """SIGTERM (dlv detaches: its breakpoints go, the target resumes) and wait. Never
+        SIGKILL while the target lives: a killed dlv leaves its int3s in the target's text.
+        A dlv that will not end keeps its ownership record: a later command ends it."""
+        dlv, self.dlv = self.dlv, None
+        if self.client:
+            self.client.close()
+        self.client = None
+        if dlv is None:
+            return
+        dlv.terminate()
+        if not wait_gone(dlv.pid, wait):
+            if records.process_alive(self.pid):
+                log(f"dlv {dlv.pid} has not ended; its guardian or the next command ends it")
+                dlv.guard.stdin.close()  # the guardian takes over (SIGTERM again, waits)
+                return
+            dlv.kill()  # its target is gone: nothing to restore
+        dlv.close()
+        remove_owner_record(self.p.dlv_pid, dlv.pid)
 
     def _clear_internal_breakpoints(self):
         # ListBreakpoints{All} lists a multi-address breakpoint once per address.
-        for bp_id in sorted({bp["id"] for bp in self.client.list_breakpoints(all_=True)}):
+        bps = self.client.list_breakpoints(all_=True)
+        for bp_id in sorted({bp["id"] for bp in bps}):
             if bp_id < 0:
                 self.client.clear_breakpoint(bp_id)
         left = [bp["id"] for bp in self.client.list_breakpoints(all_=True)]
         if left:
             raise BladeError(Code.UNEXPECTED_STATUS, f"dlv kept breakpoints {left}")
+        repair_int3(self.client, self.pid,
+                    [a for bp in bps for a in (bp.get("addrs") or [bp.get("addr")]) if a], log)
 
     def detach(self):
         """Detach dlv (restores what it changed, target keeps running) and stop it."""
@@ -116,20 +126,16 @@ class Supervisor:
                 self.client.detach(kill=False, timeout=10)
         except Exception as e:
             log(f"detach failed ({e}); terminating dlv")
-            self.dlv.proc.terminate()  # dlv detaches on SIGTERM
-        try:
-            self.dlv.proc.wait(timeout=10)
-        except Exception:
-            self.dlv.kill()
-        if self.client:
-            self.client.close()
-        self.dlv = self.client = None
+        self._end_dlv()
 
     # -- requests -------------------------------------------------------------------------
     def handle(self, req: dict) -> dict:
         op = req.get("op")
         if op == "facts":
             return self.facts()
+        if op in ("apply", "revert", "watch") and self.closing:
+            raise BladeError(Code.OS_CMD_EXEC_FAILED, protocol.CLOSING + "this supervisor has "
+                             "detached and is ending")
         if op in ("apply", "revert") and (self.client is None or not self.client.connected):
             raise BladeError(Code.UNEXPECTED_STATUS, "the session lost its dlv; retry (a fresh "
                                                      "session will be started)")
@@ -152,32 +158,58 @@ class Supervisor:
         raise BladeError(Code.PARAMETER_INVALID, f"unknown session request {op!r}")
 
     def facts(self) -> dict:
-        return {"session": "alive", "pid": self.pid, "dlv_pid": self.dlv.pid if self.dlv else None,
+        dlv = self.dlv
+        return {"session": "alive", "pid": self.pid, "dlv_pid": dlv.pid if dlv else None,
                 "dlv_version": self.version, "target_alive": records.process_alive(self.pid),
-                "uids": sorted(self.uids)}
+                "dlv_transport": dlv.transport if dlv else None,
+                "dlv_note": dlv.note if dlv else "", "uids": sorted(self.uids)}
 
     def watch(self, uid: str, timeout: float):
+        """Destroy uid after timeout seconds. The deadline goes into the experiment's record
+        (absolute time): a later command or a restarted supervisor enforces it if we die."""
+        deadline = time.time() + timeout
+        try:
+            records.set_deadline(self.home, uid, deadline)
+        except Exception as e:  # the timer still runs; only a restart would lose it
+            log(f"{uid}: cannot record the deadline: {e}")
+        self._arm(uid, deadline)
+
+    def _arm(self, uid: str, deadline: float):
         self.uids.add(uid)
         old = self.timers.pop(uid, None)
         if old:
             old.cancel()
-        t = threading.Timer(timeout, self._expire, args=(uid,))
+        t = threading.Timer(max(0.0, deadline - time.time()), self._expire, args=(uid,))
         t.daemon = True
         self.timers[uid] = t
         t.start()
 
+    def arm_recorded_deadlines(self):
+        """A restarted supervisor takes over the deadlines of this process's experiments."""
+        started = records.start_time(self.pid)
+        for rec in records.live_records(self.home, self.pid):
+            if rec.get("deadline") and records.target_start_time(rec) in (None, started):
+                self._arm(rec["uid"], float(rec["deadline"]))
+
     def _expire(self, uid: str):
+        # The uid lock first (a create still finishing holds it), the dlv lock second.
         try:
-            rec = records.get(self.home, uid)
-            if rec and rec.get("status") in records.LIVE:
-                with self.op_lock:
-                    Patcher(self.client, log).revert(  # checked against the executable
-                        trusted_patches(self.pid, rec.get("record") or rec, uid))
-                records.mark_destroyed(self.home, uid, "destroyed by timeout")
-                log(f"{uid}: destroyed by timeout")
+            with records.uid_lock(self.home, uid):
+                rec = records.get(self.home, uid)
+                if rec and rec.get("status") in records.LIVE:
+                    if float(rec.get("deadline") or 0) > time.time() + 0.05:
+                        return self._arm(uid, float(rec["deadline"]))  # moved later meanwhile
+                    with self.op_lock:
+                        if self.client is None:
+                            raise BladeError(Code.UNEXPECTED_STATUS, "the session lost its dlv")
+                        Patcher(self.client, log).revert(  # checked against the executable
+                            trusted_patches(self.pid, rec.get("record") or rec, uid))
+                    records.mark_destroyed(self.home, uid, "destroyed by timeout")
+                    log(f"{uid}: destroyed by timeout")
         except Exception as e:
             log(f"{uid}: timeout revert failed: {e}")
             records.note_error(self.home, uid, f"timeout revert failed: {e}")
+            return  # still live: a later destroy (or command) tries again
         self.release(uid)
 
     def release(self, uid: str) -> dict:
@@ -214,6 +246,8 @@ class Supervisor:
             return
         try:
             fut = self.client.pending_continue() if self.client else None
+            if self.closing or self.dlv is None and self.client is None:
+                return
             if self.client and not self.client.connected or (self.dlv and not self.dlv.alive()):
                 if not records.process_alive(self.pid):
                     return self.target_exited(None)
@@ -236,16 +270,12 @@ class Supervisor:
         for uid in self.uids | records.live_uids(self.home, self.pid):
             records.mark_destroyed(self.home, uid, reason)
         self.uids.clear()
-        if self.dlv:
-            self.dlv.kill()
-        self.dlv = self.client = None
+        self._end_dlv(wait=5)  # nothing left to restore: a dlv that hangs is killed
         self.stop.set()
 
     def dlv_died(self):
         log("dlv died while the target lives")
-        if self.dlv:
-            self.dlv.kill()
-        self.dlv = self.client = None
+        self._end_dlv(wait=5)
         if self.restarted:
             log("dlv died twice: exiting, state left as is")
             self.stop.set()
@@ -287,7 +317,12 @@ class Supervisor:
         while not self.stop.is_set():
             try:
                 self.check_target()
-                if self._idle_now():
+                with self.active_lock:
+                    ending = self.closing and self.active == 0
+                if ending:  # e.g. the last experiment timed out: nothing left to do
+                    log("released and detached: leaving")
+                    self.stop.set()
+                elif self._idle_now():
                     log("no experiment arrived: leaving")
                     self.stop.set()
             except Exception as e:  # keep watching; a broken session is handled next round
@@ -320,6 +355,15 @@ class Supervisor:
                 pass
 
     def _serve_conn(self, conn: socket.socket):
+        with self.active_lock:
+            self.active += 1
+        try:
+            self._serve_one(conn)
+        finally:
+            with self.active_lock:
+                self.active -= 1
+
+    def _serve_one(self, conn: socket.socket):
         with conn:
             try:
                 req = protocol.read_message(conn)
@@ -351,6 +395,7 @@ def main(argv=None):
     signal.signal(signal.SIGINT, lambda *_: sup.stop.set())
     try:
         sup.attach()
+        sup.arm_recorded_deadlines()
     except Exception as e:
         code = e.code if isinstance(e, BladeError) else Code.OS_CMD_EXEC_FAILED
         write_private(sup.p.err, json.dumps({"code": code, "error": str(e)}))

@@ -1,0 +1,154 @@
+"""dlv's guardian: the process that starts dlv, owns it, and ends it when its supervisor dies.
+
+    python -I -S guard.py RECORD TARGET_PID -- DLV ARGV...   (stdin: a pipe from the supervisor)
+
+1. fork; the child waits for "go" on a private pipe before exec-ing dlv (exec keeps its pid);
+2. write the ownership record (dlv pid + start time, target pid + start time, supervisor and
+   guard pids) atomically, then say "go": no dlv ever stops the target before a record names it;
+   a guard killed before "go" leaves a child that reads EOF and exits without starting dlv;
+3. wait. dlv ends first (a clean detach by its supervisor): exit. Stdin reaches EOF first (the
+   supervisor died, however): after GRACE, SIGTERM dlv (it removes its breakpoints, detaches and
+   resumes the target), wait for it, SIGCONT a target left stopped, remove the record.
+
+Why the grace: dlv halts the target with a signal while detaching; a SIGKILL landing in that
+window leaves the signal pending and the Go target dies of it. When a whole controller is killed
+at once, dlv dies with it within the grace and nothing starts a detach (see launcher.py).
+Never SIGKILL a dlv whose target lives (its int3s would stay in the target's text).
+
+Standard library only, run by path with -I -S: it starts in a few milliseconds.
+"""
+import json
+import os
+import select
+import signal
+import sys
+import time
+
+GRACE = 1.0
+DETACH_WAIT = 60.0
+
+
+def start_time(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _tracer(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("TracerPid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def write_record(path, rec):
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, json.dumps(rec).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def remove_record(path, dlv_pid):
+    try:
+        with open(path) as f:
+            if json.load(f).get("dlv_pid") != dlv_pid:
+                return
+        os.unlink(path)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def reaped(child, timeout):
+    """True once child has exited (and is reaped) within timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pid, _ = os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if pid:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+
+
+def log(msg):
+    print(time.strftime("%H:%M:%S"), "guard:", msg, file=sys.stderr, flush=True)
+
+
+def main(argv):
+    record, target = argv[0], int(argv[1])
+    dlv_argv = argv[argv.index("--") + 1:]
+    supervisor = os.getppid()
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(w)
+        go = os.read(r, 3)
+        if go != b"go\n":
+            os._exit(1)
+        os.close(r)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)  # dlv must not hold the supervisor's pipe
+        os.execv(dlv_argv[0], dlv_argv)
+    os.close(r)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only the supervisor's death ends our watch
+    write_record(record, {
+        "dlv_pid": child, "dlv_start_time": start_time(child),
+        "target_pid": target, "target_start_time": start_time(target),
+        "supervisor_pid": supervisor, "supervisor_start_time": start_time(supervisor),
+        "guard_pid": os.getpid(), "guard_start_time": start_time(os.getpid())})
+    os.write(w, b"go\n")
+    os.close(w)
+    target_started = start_time(target)
+    while True:
+        if reaped(child, 0):
+            return 0  # ended by its supervisor (or died): nothing to do
+        ready, _, _ = select.select([0], [], [], 0.2)
+        if ready and not os.read(0, 64):
+            break  # EOF: the supervisor is gone
+    if reaped(child, GRACE):
+        remove_record(record, child)
+        return 0
+    target_alive = start_time(target) == target_started
+    log(f"supervisor {supervisor} is gone; ending dlv {child} (SIGTERM: it detaches)")
+    os.kill(child, signal.SIGTERM)
+    if not reaped(child, DETACH_WAIT):
+        if target_alive and start_time(target) == target_started:
+            log(f"dlv {child} does not end; left for the next blade-go command")
+            return 1  # the record stays: the next command's sweep tries again
+        os.kill(child, signal.SIGKILL)  # its target is gone: nothing to restore
+        reaped(child, 5)
+    remove_record(record, child)
+    if start_time(target) == target_started:
+        for _ in range(100):  # the kernel releases a dead tracer's threads asynchronously
+            if _tracer(target) == 0:
+                break
+            time.sleep(0.05)
+        if _state(target) in ("T", "t") and _tracer(target) == 0:
+            log(f"target {target} was left stopped; resuming it")
+            os.kill(target, signal.SIGCONT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
