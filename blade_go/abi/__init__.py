@@ -5,9 +5,13 @@ pkg/proc amd64_arch.go / i386_arch.go):
 
     abi = abi_for(goarch, go_version)        # -> ABI
     abi.result_locations(signature)          # -> [ResultLocation]
+    abi.param_locations(signature)           # -> [ParamLocation] (receiver/.dict included)
 
 A ResultLocation maps each byte range of a result value to a register or to a stack slot
-addressed from SP at the function's entry (where SP points at the return address).
+addressed from SP at the function's entry (where SP points at the return address). A
+ParamLocation is the same for a parameter, plus, for a register-assigned one, the offset of its
+spill slot: the caller reserves it (register ABI) and a callee may store the value there, in
+its memory layout, e.g. before morestack or across a call made from the function's frame.
 """
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -48,6 +52,21 @@ class ResultLocation:
                 "size": self.type.size, "pieces": [p.to_json() for p in self.pieces]}
 
 
+@dataclass(frozen=True)
+class ParamLocation(ResultLocation):
+    spill_offset: Optional[int] = None  # SP-at-entry offset of the spill slot (register args)
+
+    @property
+    def in_registers(self) -> bool:
+        return bool(self.pieces) and self.pieces[0].where == REG
+
+    def to_json(self) -> dict:
+        d = super().to_json()
+        if self.spill_offset is not None:
+            d["spill_offset"] = self.spill_offset
+        return d
+
+
 class ABI:
     """Interface every ABI implements."""
     name: str = ""        # "abi-internal-amd64", "abi0-amd64", "abi0-386"
@@ -55,6 +74,9 @@ class ABI:
     ptrsize: int = 8
 
     def result_locations(self, sig: Signature) -> Tuple[ResultLocation, ...]:
+        raise NotImplementedError
+
+    def param_locations(self, sig: Signature) -> Tuple[ParamLocation, ...]:
         raise NotImplementedError
 
 

@@ -8,7 +8,7 @@ Zero-sized values take no space but still align the offset.
 """
 from typing import List, Tuple
 
-from . import ABI, STACK, Piece, ResultLocation
+from . import ABI, STACK, ParamLocation, Piece, ResultLocation
 from ..inspector.gotypes import GoType, Signature
 from .layout import align_up
 
@@ -51,6 +51,14 @@ class StackABI(ABI):
         out: List[ResultLocation] = []
         for i, r in enumerate(sig.results):
             out.append(stack_location(i, r.name, r.type, frame.place(r.type)))
+        return tuple(out)
+
+    def param_locations(self, sig: Signature) -> Tuple[ParamLocation, ...]:
+        frame = StackFrame(self.ptrsize)
+        out: List[ParamLocation] = []
+        for i, p in enumerate(sig.params):
+            loc = stack_location(i, p.name, p.type, frame.place(p.type))
+            out.append(ParamLocation(loc.index, loc.name, loc.type, loc.pieces))
         return tuple(out)
 
     def __repr__(self):

@@ -9,7 +9,7 @@ pointer-size alignment.
 """
 from typing import List, Optional, Tuple
 
-from . import ABI, REG, Piece, ResultLocation
+from . import ABI, REG, ParamLocation, Piece, ResultLocation
 from ..inspector.gotypes import POINTER_SHAPED, GoType, Kind, Signature
 from .abi0 import StackFrame, stack_location
 
@@ -64,6 +64,30 @@ class RegisterABI(ABI):
         for i, r in enumerate(sig.results):
             ints, floats, loc = self._assign(r.type, ints, floats, frame, i, r.name)
             out.append(loc)
+        return tuple(out)
+
+    def param_locations(self, sig: Signature) -> Tuple[ParamLocation, ...]:
+        """Registers or stack slots of every parameter, and the spill slots of the register
+        ones: the spill area follows the stack-assigned results, pointer-aligned, each value
+        aligned to its type, in parameter order (abi-internal.md, "Function call argument and
+        result passing")."""
+        frame = StackFrame(PTRSIZE)
+        ints = floats = 0
+        locs = []
+        for i, p in enumerate(sig.params):
+            ints, floats, loc = self._assign(p.type, ints, floats, frame, i, p.name)
+            locs.append(loc)
+        frame.pointer_align()
+        ints = floats = 0
+        for r in sig.results:  # only their stack slots matter here
+            ints, floats, _ = self._assign(r.type, ints, floats, frame)
+        frame.pointer_align()
+        out: List[ParamLocation] = []
+        for loc in locs:
+            spill = None
+            if loc.pieces and loc.pieces[0].where == REG:
+                spill = frame.place(loc.type)
+            out.append(ParamLocation(loc.index, loc.name, loc.type, loc.pieces, spill))
         return tuple(out)
 
     def _assign(self, t: GoType, ints: int, floats: int, frame: StackFrame,
