@@ -9,11 +9,14 @@ Roles decide the order of application and removal:
 - ``route``: the few bytes at a function's entry that send execution into the cave. Applied
   last, removed first; after removing routes the supervisor lets the target run briefly before
   removing caves, so no thread that was already inside a stub is left executing freed bytes.
+- ``data``: writable bytes a stub updates while it runs (condition counters). Applied with the
+  caves' group, before routes; restored with the caves, whatever the stub left there.
 """
 from dataclasses import dataclass
 
 ROUTE = "route"
 CAVE = "cave"
+DATA = "data"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,302 @@
+"""Conditions decided inside the injected code: `--effect-count`, `--effect-percent`, `--match`.
+
+A condition prefix is shared by every action: it runs first in the stub, jumps to the label
+SKIP when the call must run untouched, and otherwise falls through into the action's code.
+
+    conds = Conditions(count=3, percent=50, matches=parse_match('id==42', params, ptrsize))
+    asm = Asm(arch)
+    emit_prefix(asm, conds)          # seen++, matchers, percent draw, count, faulted++
+    ...action code...; asm.label(SKIP); ...what runs when the condition does not hold...
+    code, listing = asm.assemble(stub_addr, {COUNTERS: rw_addr, **constants})
+
+Order (each block jumps to SKIP when it fails): `seen += 1`; every matcher (`&&`); the percent
+draw; the count (`lock xadd`, so N racing calls take exactly N tickets); `faulted += 1`. The
+count block is last, so only calls that will fault consume it. Worked example, amd64,
+`--match 'id==42' --effect-count 2` where id is in RBX, counters at 0x5b9300:
+
+    f0 48 ff 05 f9 92 1b 00   lock inc qword ptr [rip+...]   ; seen (0x5b9300)
+    4c 8b e3                  mov r12,rbx                    ; id
+    49 81 fc 2a 00 00 00      cmp r12,0x2a
+    0f 85 ..                  jne SKIP
+    41 bc 01 00 00 00         mov r12d,1
+    f0 4c 0f c1 25 ..         lock xadd [rip+...],r12        ; count ticket (0x5b9310)
+    49 81 fc 02 00 00 00      cmp r12,2
+    0f 83 ..                  jae SKIP                       ; tickets 0 and 1 fault
+    f0 48 ff 05 ..            lock inc qword ptr [rip+...]   ; faulted (0x5b9308)
+
+Counters live in writable memory (the stub's code and constants are in an executable cave,
+which is read-only to the target): COUNTERS_SIZE bytes laid out as below, little endian, so
+`status` reads them from /proc/PID/mem. Registers: the prefix writes only the arch's scratch
+registers (amd64 R12/R13, 386 EAX/ECX) and the flags; every argument register, RDX/EDX (the
+closure context), R14 (g) and R15 stay intact, so the skip path can run F as if untouched.
+
+Statistics of the percent draw: a shared state advanced by a Weyl step with `lock xadd` (no
+lost update under concurrency: every call gets its own state value) and hashed by a bijective
+mixer (amd64: SplitMix64's finalizer on 64 bits; 386: the "lowbias32" mixer on 32 bits). The
+call faults when the hash is below floor(P/100 * 2^bits): over a full period the hashes are each
+value exactly once, so the share is P/100 to within 2^-32, and the mixers' avalanche makes
+consecutive calls behave as independent draws (tests/test_conditions_exec.py checks the count
+and the pairs of consecutive calls against binomial bounds at 1e-6). The state starts at a
+random seed per experiment.
+"""
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import iced_x86 as x86
+
+SKIP = "skip"
+COUNTERS = "counters"
+SEEN, FAULTED, COUNT, RNG = 0, 8, 16, 24
+COUNTERS_SIZE = 32
+COUNTERS_ALIGN = 32
+MAX_STRING = 256  # longest string a matcher compares (the compare is unrolled)
+
+
+# ----------------------------------------------------------------------------- operands
+
+@dataclass(frozen=True)
+class Reg:
+    """A register holding the value at F's entry ("RAX".."R11")."""
+    name: str
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Bytes at [SP + sp_offset] at F's entry (SP points at the return address)."""
+    sp_offset: int
+
+
+@dataclass(frozen=True)
+class Mem:
+    """Bytes at [p + offset] where p is the pointer held by `base` (a nil p: no match)."""
+    base: "Operand"
+    offset: int
+
+
+Operand = Union[Reg, Stack, Mem]
+
+
+@dataclass(frozen=True)
+class Match:
+    """One `ref op literal` term. Integers, bools and pointers (against nil) are `INT` terms of
+    `size` bytes; strings are `STRING` terms over their (ptr, len) operands."""
+    text: str                 # the term as written, for listings and messages
+    kind: str                 # INT or STRING
+    op: str                   # == != < <= > >= ^=
+    value: Union[int, bytes]
+    operands: Tuple[Operand, ...]  # INT: (value,) or (lo, hi) for 8 bytes on 386; STRING: (ptr, len)
+    size: int = 0             # INT: bytes of the value
+    signed: bool = False
+
+
+INT, STRING = "int", "string"
+
+
+@dataclass(frozen=True)
+class Conditions:
+    count: Optional[int] = None     # fault the first `count` calls that pass every other check
+    percent: Optional[int] = None   # 0..100
+    matches: Tuple[Match, ...] = ()
+    seed: int = field(default_factory=lambda: int.from_bytes(os.urandom(8), "little"))
+
+    @property
+    def active(self) -> bool:
+        return self.count is not None or self.percent is not None or bool(self.matches)
+
+    def constants(self) -> List[Tuple[str, bytes]]:
+        """Read-only data the prefix refers to: (symbol, bytes) of each string literal."""
+        return [(f"m{i}", m.value) for i, m in enumerate(self.matches)
+                if m.kind == STRING and m.value]
+
+    def counters_image(self, ptrsize: int) -> bytes:
+        """Initial bytes of the counter block: zeros and the draw's seed."""
+        seed = self.seed & ((1 << (8 * ptrsize)) - 1)
+        return bytes(RNG) + seed.to_bytes(8, "little")
+
+    def describe(self) -> dict:
+        d = {}
+        if self.count is not None:
+            d["effect_count"] = self.count
+        if self.percent is not None:
+            d["effect_percent"] = self.percent
+        if self.matches:
+            d["match"] = " && ".join(m.text for m in self.matches)
+        return d
+
+
+def read_counters(raw: bytes) -> dict:
+    """{"calls_seen": n, "calls_faulted": n} from the counter block's bytes."""
+    return {"calls_seen": int.from_bytes(raw[SEEN:SEEN + 8], "little"),
+            "calls_faulted": int.from_bytes(raw[FAULTED:FAULTED + 8], "little")}
+
+
+# ----------------------------------------------------------------------------- assembler
+
+@dataclass
+class _Item:
+    make: Callable[[int, Dict[str, int]], Tuple[bytes, str]]
+
+
+class Asm:
+    """Instructions with labels and data symbols, assembled in two passes.
+
+    Every item has a length independent of addresses (branches are rel32, data operands are
+    RIP-relative disp32 on amd64 and absolute disp32 on 386), so the first pass, against dummy
+    addresses, sizes the code; the second emits it.
+    """
+
+    def __init__(self, arch: str):
+        self.arch = arch
+        self.bitness = 64 if arch == "amd64" else 32
+        self.items: List[Union[_Item, str]] = []
+        self._n = 0
+
+    def fresh(self, stem: str) -> str:
+        self._n += 1
+        return f".{stem}{self._n}"
+
+    def label(self, name: str):
+        self.items.append(name)
+
+    def ins(self, make: Callable[[Dict[str, int]], "x86.Instruction"]):
+        """An instruction built from the symbol table (data addresses, labels)."""
+        def build(at, sym):
+            ins = make(sym)
+            enc = x86.Encoder(self.bitness)
+            enc.encode(ins, at)
+            return bytes(enc.take_buffer()), _fmt(ins)
+        self.items.append(_Item(build))
+
+    def fixed(self, ins: "x86.Instruction"):
+        self.ins(lambda sym: ins)
+
+    def raw(self, make: Callable[[int], bytes], text: str):
+        """Bytes that depend only on their own address (relocated instructions)."""
+        self.items.append(_Item(lambda at, sym: (make(at), text)))
+
+    def jcc(self, code: int, label: str):
+        self.ins(lambda sym: x86.Instruction.create_branch(code, sym[label]))
+
+    def size(self) -> int:
+        return len(self.assemble(0x10000000, _Dummy(0x10000000))[0])
+
+    def assemble(self, base: int, symbols) -> Tuple[bytes, List[Tuple[int, bytes, str]]]:
+        """(code, [(addr, bytes, text)]) with labels resolved; `symbols` gives data addresses."""
+        dummy = _Dummy(base)
+        lengths, at, labels = [], base, {}
+        for it in self.items:
+            if isinstance(it, str):
+                labels[it] = at
+            else:
+                n = len(it.make(at, dummy)[0])
+                lengths.append(n)
+                at += n
+        sym = _Chain(labels, symbols)
+        out, listing, at, k = bytearray(), [], base, 0
+        for it in self.items:
+            if isinstance(it, str):
+                listing.append((at, b"", it + ":"))
+                continue
+            code, text = it.make(at, sym)
+            if len(code) != lengths[k]:
+                raise AssertionError(f"{text}: length changed with its address")
+            listing.append((at, code, text))
+            out += code
+            at += len(code)
+            k += 1
+        return bytes(out), listing
+
+
+class _Dummy(dict):
+    def __init__(self, base):
+        super().__init__()
+        self.base = base
+
+    def __missing__(self, key):
+        return self.base
+
+
+class _Chain:
+    def __init__(self, *maps):
+        self.maps = maps
+
+    def __getitem__(self, key):
+        for m in self.maps:
+            if key in m or isinstance(m, _Dummy):
+                return m[key]
+        raise KeyError(f"unknown symbol {key!r}")
+
+
+_FORMATTER = None
+
+
+def _fmt(ins) -> str:
+    global _FORMATTER
+    if _FORMATTER is None:
+        f = x86.Formatter(x86.FormatterSyntax.INTEL)
+        f.hex_prefix, f.hex_suffix, f.uppercase_hex = "0x", "", False
+        f.space_after_operand_separator = True
+        _FORMATTER = f
+    return _FORMATTER.format(ins)
+
+
+def listing_text(listing) -> str:
+    return "\n".join(f"{a:#010x}  {c.hex(' '):<36} {t}" if c else f"{a:#010x}  {t}"
+                     for a, c, t in listing)
+
+
+# ----------------------------------------------------------------------------- the prefix
+
+def backend(arch: str):
+    if arch == "amd64":
+        from .conditions_amd64 import Amd64Conditions
+        return Amd64Conditions()
+    if arch == "386":
+        from .conditions_386 import I386Conditions
+        return I386Conditions()
+    from ..errors import BladeError, Code
+    raise BladeError(Code.ACTION_NOT_SUPPORT, f"conditions are implemented for amd64 and 386, "
+                                              f"not {arch}")
+
+
+def percent_threshold(percent: int, bits: int) -> int:
+    """Hashes below this fault: floor(P/100 * 2^bits)."""
+    return (percent << bits) // 100
+
+
+def emit_prefix(asm: Asm, conds: Conditions, skip: str = SKIP):
+    """The shared condition prefix (see the module docstring); jumps to `skip` on no."""
+    be = backend(asm.arch)
+    be.bump(asm, SEEN)
+    for i, m in enumerate(conds.matches):
+        if m.kind == STRING:
+            be.match_string(asm, m, f"m{i}", skip)
+        else:
+            be.match_int(asm, m, skip)
+    if conds.percent is not None and conds.percent < 100:
+        be.percent(asm, conds.percent, skip)
+    if conds.count is not None:
+        be.count(asm, conds.count, skip)
+    be.bump(asm, FAULTED)
+
+
+def chunks(n: int, word: int) -> List[Tuple[int, int]]:
+    """(offset, width) loads covering n bytes: whole words, the last one overlapping back when
+    n is not a multiple (never reading past n); below a word, exact 4/2/1 pieces."""
+    if n >= word:
+        out = [(off, word) for off in range(0, n - word + 1, word)]
+        if n % word:
+            out.append((n - word, word))
+        return out
+    out, off = [], 0
+    for w in (4, 2, 1):
+        while n - off >= w:
+            out.append((off, w))
+            off += w
+    return out
+
+
+# jcc that leaves the matcher (to SKIP) when `value op k` is false; (signed, unsigned)
+FAIL_JCC = {"==": ("ne", "ne"), "!=": ("e", "e"), "<": ("ge", "ae"), "<=": ("g", "a"),
+            ">": ("le", "be"), ">=": ("l", "b")}
