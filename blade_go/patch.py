@@ -11,12 +11,17 @@ Roles decide the order of application and removal:
   removing caves, so no thread that was already inside a stub is left executing freed bytes.
 - ``data``: writable bytes a stub updates while it runs (condition counters). Applied with the
   caves' group, before routes; restored with the caves, whatever the stub left there.
+- ``arm``: a byte inside a cave that the stub reads on every call to decide whether to act
+  (delay). Its `original` equals the cave's own byte there (disarmed), so it is written after
+  the cave and restored first: revert disarms, waits until no goroutine is still inside the
+  fault (a drain: return addresses on stacks), and only then restores routes and caves.
 """
 from dataclasses import dataclass
 
 ROUTE = "route"
 CAVE = "cave"
 DATA = "data"
+ARM = "arm"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,9 @@ from ..errors import BladeError, Code
 # action name -> "module:Class" (or the class itself, e.g. registered by tests)
 HANDLERS: dict = {
     "return": "blade_go.actions.return_:ReturnExecutor",
+    "delay": "blade_go.actions.delay:DelayExecutor",
+    "panic": "blade_go.actions.panic:PanicExecutor",
+    "args": "blade_go.actions.args:ArgsExecutor",
 }
 
 

@@ -34,7 +34,7 @@ class ReturnExecutor(Executor):
         fn = _find_out_of_line(binary, ctx.flags["func"])
         inlined = binary.inlined_sites(fn.name)
         results = binary.result_locations(fn)
-        values = parse_values(ctx.flags["value"], results, binary, func=fn.name)
+        values = parse_values(ctx.flags.get("value"), results, binary, func=fn.name)
         entry_original = _route_original(binary, fn)
         bias = binary.load_bias
 

@@ -16,11 +16,15 @@ import random
 import time
 
 from ..errors import BladeError, Code
-from ..patch import CAVE, DATA, ROUTE, Patch
+from ..patch import ARM, CAVE, DATA, ROUTE, Patch
 from .memory import read_bytes, write_bytes
 
 SIGNAL_CODE_PREFIXES = ("runtime.sig", "runtime.asyncPreempt", "runtime.doSigPreempt")
 MAX_ATTEMPTS = 20
+# Drain (patches with an `arm` role): how long revert waits by default for goroutines to leave
+# the fault (a delayed call still sleeping), and how often it looks.
+DRAIN_BOUND = 30.0
+DRAIN_POLL = 0.05
 
 
 def _fn_name(loc: dict | None) -> str:
@@ -89,7 +93,7 @@ class Patcher:
         except Exception as e:  # dlv gone: the supervisor notices and handles it
             self.log(f"continue failed: {e}")
 
-    def _snapshot(self, ranges, include_start, guard):
+    def _gather(self, guard):
         c = self.client
         gs = c.list_goroutines()
         all_stacks = bool(guard and guard.get("stacks"))
@@ -100,7 +104,11 @@ class Patcher:
         stacks = {g["id"]: [f["pc"] for f in c.stacktrace(g["id"], depth if all_stacks else 8)]
                   for g in gs
                   if all_stacks or _fn_name(g.get("currentLoc")).startswith(SIGNAL_CODE_PREFIXES)}
-        return unsafe_pcs(c.list_threads(), gs, ranges, include_start, stacks)
+        return c.list_threads(), gs, stacks
+
+    def _snapshot(self, ranges, include_start, guard, gathered=None):
+        threads, gs, stacks = gathered or self._gather(guard)
+        return unsafe_pcs(threads, gs, ranges, include_start, stacks)
 
     def halt_when_safe(self, patches: list[Patch], include_start: bool, guard=None) -> int:
         """Halt the target at a moment where no PC is inside the patches; returns attempts."""
@@ -188,10 +196,31 @@ class Patcher:
     SETTLE = 0.5
 
     def revert(self, patches: list[Patch], guard=None, settle: float | None = None) -> dict:
+        """Restore the original bytes: arms (disarm), drain, routes, settle, caves.
+
+        With `arm` patches (a stub that calls out, e.g. delay: goroutines may sleep in it with
+        a return address inside the route), the stub is disarmed first, then `drain` waits
+        until no goroutine's stack or thread holds a PC inside the patches (up to
+        guard["drain"] seconds, DRAIN_BOUND by default), and every later check covers all
+        goroutine stacks. A drain that runs out raises, leaving the experiment disarmed (no
+        new call is affected) and its bytes in place; reverting again resumes the wait.
+        """
+        arms = [p for p in patches if p.role == ARM]
         routes = [p for p in patches if p.role == ROUTE]
-        caves = [p for p in patches if p.role != ROUTE]
+        caves = [p for p in patches if p.role not in (ROUTE, ARM)]
         restored = 0
         t0 = time.monotonic()
+        drained = None
+        if arms:
+            try:
+                state = self.client.halt()
+                if state.get("exited"):
+                    raise BladeError(Code.PROCESS_NOT_EXIST, "target process exited")
+                restored += self._restore(arms)
+            finally:
+                self.resume()
+            guard = dict(guard or {}, stacks=True)
+            drained = self.drain(routes, caves, float(guard.get("drain") or DRAIN_BOUND), guard)
         if routes:
             try:
                 self.halt_when_safe(routes, include_start=False, guard=guard)
@@ -206,5 +235,39 @@ class Patcher:
                 restored += self._restore(caves)
             finally:
                 self.resume()
-        return {"restored": restored, "verified": True,
-                "elapsed_ms": round((time.monotonic() - t0) * 1000, 2)}
+        out = {"restored": restored, "verified": True,
+               "elapsed_ms": round((time.monotonic() - t0) * 1000, 2)}
+        if drained:
+            out.update(drained)
+        return out
+
+    def drain(self, routes: list[Patch], caves: list[Patch], bound: float, guard=None) -> dict:
+        """Wait (target running) until no thread PC and no goroutine frame lies inside the
+        routes (strictly) or the caves; returns {"drain_ms", "drain_waited_for"}."""
+        t0 = time.monotonic()
+        first = None
+        deadline = t0 + bound
+        while True:
+            try:
+                state = self.client.halt()
+                if state.get("exited"):
+                    raise BladeError(Code.PROCESS_NOT_EXIST, "target process exited "
+                                     f"(status {state.get('exitStatus')})")
+                seen = self._gather(guard)
+                reasons = self._snapshot([(p.addr, p.end) for p in routes], False, guard, seen)
+                reasons += self._snapshot([(p.addr, p.end) for p in caves], True, guard, seen)
+            finally:
+                self.resume()
+            goroutines = {r.split()[1] for r in reasons if r.startswith("goroutine")}
+            if first is None:
+                first = len(goroutines)
+            if not reasons:
+                return {"drain_ms": round((time.monotonic() - t0) * 1000, 2),
+                        "drain_waited_for": first}
+            if time.monotonic() > deadline:
+                raise BladeError(Code.UNEXPECTED_STATUS,
+                                 f"after {bound:.0f}s {len(goroutines)} goroutine(s) are still "
+                                 "inside the fault (a delayed call still sleeping?); it is "
+                                 "disarmed, so no new call is affected: destroy again later. "
+                                 + "; ".join(reasons[:3]))
+            time.sleep(DRAIN_POLL)

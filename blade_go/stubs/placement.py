@@ -69,11 +69,12 @@ class FrameSetup:
     sp_delta:  SP at entry (pointing at the return address) minus SP at `end`
     scratch:   bytes at [SP, SP+scratch) at `end` that are F's own (locals/outgoing arguments)
                and hold nothing yet: a callee may spill its register arguments there. The saved
-               frame pointer, when there is one, lies above them.
+               frame pointer, when there is one, lies right above them (saved_bp).
     """
     end: int
     sp_delta: int
     scratch: int
+    saved_bp: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ class Site:
 
     @property
     def relocated_len(self) -> int:
-        return len(relocate(self, 0x10000000))
+        # any address in reach of F's targets sizes it: every encoding has a fixed length
+        return len(relocate(self, self.addr + 0x1000))
 
     def listing(self) -> str:
         return "\n".join(f"{i.addr:#010x}  {i.code.hex(' '):<30} {i.text}" for i in self.instructions)

@@ -289,7 +289,7 @@ def _results(results) -> List[Tuple[int, str, GoType]]:
     return out
 
 
-def parse_values(text: str, results: Sequence, binary=None, *, func: str = "the function"
+def parse_values(text: Optional[str], results: Sequence, binary=None, *, func: str = "the function"
                  ) -> List[Value]:
     """Parse `--value` text for `results` (ResultLocations or (name, GoType) pairs).
 
@@ -297,9 +297,16 @@ def parse_values(text: str, results: Sequence, binary=None, *, func: str = "the 
     checks them again against the live addresses.
     """
     rs = _results(results)
-    if not rs:
-        raise BladeError(Code.PARAMETER_ILLEGAL,
-                         f"--value: {func} returns no results; there is nothing to inject")
+    if not rs:  # no results: the stub only returns (the body is skipped)
+        if (text or "").strip():
+            raise BladeError(Code.PARAMETER_ILLEGAL,
+                             f"--value: {func} returns no results; give no --value (or '') to "
+                             "skip its body")
+        return []
+    if text is None:  # absent (chaosblade passes no empty flags)
+        types = ", ".join(t.name for _, _, t in rs)
+        raise BladeError(Code.PARAMETER_LESS,
+                         f"less parameter: --value is required: {func} returns ({types})")
     elems = split_elements(text)
     if len(elems) != len(rs):
         types = ", ".join(t.name for _, _, t in rs)

@@ -1,0 +1,123 @@
+"""What delay, panic and args share: one experiment = one FaultPlan (stubs/faults.py) applied
+through the session, reverted like `return`'s patches (plus a drain when the plan has an arm).
+
+A subclass names its fault and plans it:
+
+    class DelayExecutor(CodeFaultExecutor):
+        fault = "delay"
+        def plan(self, ctx, target) -> FaultPlan: ...
+
+`target` (a FaultTarget) carries what every plan needs: the binary, F, its decoded code
+(placement.FunctionCode at runtime addresses), its parameter locations, the ABI kind, and the
+cave allocator and file reader already bound to the load bias. Reservation, conflicts, inlined
+call-site warnings and status are shared with the return action.
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import BladeError, Code
+from ..patch import ARM, Patch
+from ..procfs import start_time
+from .return_ import (ReturnExecutor, _find_out_of_line, _record, _refuse_conflicts,
+                      _release_quietly, _taken_ranges)
+
+# destroy waits this long for goroutines still inside a delay (under the session's 60 s reply)
+DRAIN_BOUND = 45.0
+
+
+@dataclass
+class FaultTarget:
+    binary: object
+    fn: object               # inspector Function (file addresses)
+    code: object             # placement.FunctionCode (runtime addresses)
+    params: tuple            # abi.ParamLocation per parameter (receiver / .dict included)
+    regabi: bool
+    bias: int
+    allocate: Callable[[int], int] = None
+    read_original: Callable[[int, int], bytes] = None
+
+    def runtime(self, file_addr):
+        return None if file_addr is None else file_addr + self.bias
+
+    def symbol(self, name: str, why: str) -> int:
+        addr = self.binary.symbol(name)
+        if addr is None:
+            raise BladeError(Code.PARAMETER_INVALID,
+                             f"{name} is not in this binary (the linker dropped it as unused): "
+                             f"{why}")
+        return addr + self.bias
+
+
+class CodeFaultExecutor(ReturnExecutor):
+    fault = ""
+
+    def plan(self, ctx, target: FaultTarget):
+        raise NotImplementedError
+
+    def describe(self, ctx) -> dict:
+        """Extra result fields (the fault's parameters)."""
+        return {}
+
+    def create(self, ctx):
+        from ..inspector import CaveAllocator, open_binary
+        from ..session import ensure_session
+        from ..stubs.placement import FunctionCode
+
+        binary = open_binary(pid=ctx.pid)
+        fn = _find_out_of_line(binary, ctx.flags["func"])
+        inlined = binary.inlined_sites(fn.name)
+        bias = binary.load_bias
+        code = FunctionCode.decode(binary.read(fn.entry, fn.end - fn.entry), fn.entry + bias,
+                                   binary.goarch, fn.name)
+        abi = binary.abi
+        target = FaultTarget(binary, fn, code, abi.param_locations(binary.signature(fn)),
+                             abi.name.startswith("abi-internal"), bias)
+        with ctx.store.transaction() as state:
+            _refuse_conflicts(state, ctx, fn)
+            allocator = CaveAllocator(binary.caves(int3=False),
+                                      taken=_taken_ranges(state, ctx.pid, bias))
+            target.allocate = lambda n: allocator.allocate(n, near=fn.entry) + bias
+            # Originals come from the executable file; the session checks the live bytes.
+            target.read_original = lambda addr, n: binary.read(addr - bias, n)
+            plan = self.plan(ctx, target)
+            patches = list(plan.patches)
+            record = _record(fn, patches, binary)
+            record["target_start_time"] = start_time(ctx.pid)
+            record["fault"] = self.fault
+            state["experiments"][ctx.uid]["record"] = record
+
+        session = ensure_session(ctx.pid, str(ctx.store.home))
+        guard = {"function": [fn.entry + bias, fn.end + bias], "stacks": True}
+        try:
+            session.apply(ctx.uid, patches, guard=guard)
+        except BladeError:
+            _release_quietly(session, ctx.uid)
+            raise
+        if ctx.timeout:
+            session.watch(ctx.uid, ctx.timeout)
+        result = {"function": fn.name, "entry": hex(fn.entry + bias), "fault": self.fault,
+                  "patched_at": hex(plan.site), "stub": hex(plan.stub_addr),
+                  "stub_size": plan.code_size, "data_size": plan.data_size}
+        result.update(self.describe(ctx))
+        if ctx.debug:
+            result["listing"] = plan.listing
+        owned = dict(record, result=result)
+        if inlined:
+            sites = [f"{s.caller} at {s.file}:{s.line}" for s in inlined]
+            result["not_covered_inlined_sites"] = sites
+            owned["warnings"] = [f"{len(sites)} call site(s) where the compiler inlined "
+                                 f"{fn.name} keep the original behaviour: " + "; ".join(sites[:10])]
+        return owned
+
+    def destroy(self, ctx, record):
+        from ..session import ensure_session
+        patches = [Patch.from_json(p) for p in record.get("patches", [])]
+        if not any(p.role == ARM for p in patches):
+            return super().destroy(ctx, record)
+        if start_time(ctx.pid) != record.get("target_start_time"):
+            return {"restored": 0, "note": f"target process {ctx.pid} is gone; nothing to restore"}
+        session = ensure_session(ctx.pid, str(ctx.store.home))
+        # Disarm, wait for every goroutine to leave the delay, then restore (session/patching).
+        done = session.revert(ctx.uid, patches, guard={"stacks": True, "drain": DRAIN_BOUND})
+        session.release(ctx.uid)
+        return done
