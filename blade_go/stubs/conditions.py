@@ -178,8 +178,10 @@ class Asm:
     def jcc(self, code: int, label: str):
         self.ins(lambda sym: x86.Instruction.create_branch(code, sym[label]))
 
-    def size(self) -> int:
-        return len(self.assemble(0x10000000, _Dummy(0x10000000))[0])
+    def size(self, near: int) -> int:
+        """Code length, assembled at `near` (any address in rel32 reach of the branch targets
+        and relocated instructions: lengths do not depend on it)."""
+        return len(self.assemble(near, _Dummy(near))[0])
 
     def assemble(self, base: int, symbols) -> Tuple[bytes, List[Tuple[int, bytes, str]]]:
         """(code, [(addr, bytes, text)]) with labels resolved; `symbols` gives data addresses."""

