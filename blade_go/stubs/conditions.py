@@ -11,18 +11,36 @@ SKIP when the call must run untouched, and otherwise falls through into the acti
 
 Order (each block jumps to SKIP when it fails): `seen += 1`; every matcher (`&&`); the percent
 draw; the count (`lock xadd`, so N racing calls take exactly N tickets); `faulted += 1`. The
-count block is last, so only calls that will fault consume it. Worked example, amd64,
-`--match 'id==42' --effect-count 2` where id is in RBX, counters at 0x5b9300:
+count block is last, so only calls that will fault consume it.
 
-    f0 48 ff 05 f9 92 1b 00   lock inc qword ptr [rip+...]   ; seen (0x5b9300)
-    4c 8b e3                  mov r12,rbx                    ; id
-    49 81 fc 2a 00 00 00      cmp r12,0x2a
-    0f 85 ..                  jne SKIP
-    41 bc 01 00 00 00         mov r12d,1
-    f0 4c 0f c1 25 ..         lock xadd [rip+...],r12        ; count ticket (0x5b9310)
-    49 81 fc 02 00 00 00      cmp r12,2
-    0f 83 ..                  jae SKIP                       ; tickets 0 and 1 fault
-    f0 48 ff 05 ..            lock inc qword ptr [rip+...]   ; faulted (0x5b9308)
+Worked example (amd64 register ABI): `func F(id int, name string) int` at 0x4a1840 with
+`--value -1 --match 'id==42 && name^="ten"' --effect-count 2`, the cave at 0x400810, the
+counters at 0x5c18e0 (id in RAX, name in RBX/RCX; listing from conditions_return):
+
+    0x400810  f0 48 ff 05 c8 10 1c 00         lock inc qword ptr [0x5c18e0]  ; seen
+    0x400818  4c 8b e0                        mov r12, rax                   ; id
+    0x40081b  49 81 fc 2a 00 00 00            cmp r12, 0x2a
+    0x400822  0f 85 6c 00 00 00               jne 0x400894                   ; -> skip
+    0x400828  4c 8b e1                        mov r12, rcx                   ; len(name)
+    0x40082b  49 81 fc 03 00 00 00            cmp r12, 3
+    0x400832  0f 82 5c 00 00 00               jb 0x400894
+    0x400838  4c 8b eb                        mov r13, rbx                   ; name's bytes
+    0x40083b  66 45 8b a5 00 00 00 00         mov r12w, [r13]
+    0x400843  66 44 3b 25 65 00 00 00         cmp r12w, [0x4008b0]           ; "te" (cave data)
+    0x40084b  0f 85 43 00 00 00               jne 0x400894
+    0x400851  45 8a a5 02 00 00 00            mov r12b, [r13+2]
+    0x400858  44 3a 25 53 00 00 00            cmp r12b, [0x4008b2]           ; "n"
+    0x40085f  0f 85 2f 00 00 00               jne 0x400894
+    0x400865  41 bc 01 00 00 00               mov r12d, 1
+    0x40086b  f0 4c 0f c1 25 7c 10 1c 00      lock xadd [0x5c18f0], r12      ; count ticket
+    0x400874  49 81 fc 02 00 00 00            cmp r12, 2
+    0x40087b  0f 83 13 00 00 00               jae 0x400894                   ; tickets 0, 1 fault
+    0x400881  f0 48 ff 05 5f 10 1c 00         lock inc qword ptr [0x5c18e8]  ; faulted
+    0x400889  48 b8 ff ff ff ff ff ff ff ff   movabs rax, 0xffffffffffffffff ; the action
+    0x400893  c3                              ret
+    0x400894  49 3b 66 10 0f 86 c8 0f 0a 00   (skip: F's entry relocated: cmp rsp,[r14+0x10];
+                                              jbe F+0x26, now rel32)
+    0x40089e  e9 a3 0f 0a 00                  jmp 0x4a1846                   ; back into F
 
 Counters live in writable memory (the stub's code and constants are in an executable cave,
 which is read-only to the target): COUNTERS_SIZE bytes laid out as below, little endian, so
@@ -239,6 +257,7 @@ def _fmt(ins) -> str:
         f = x86.Formatter(x86.FormatterSyntax.INTEL)
         f.hex_prefix, f.hex_suffix, f.uppercase_hex = "0x", "", False
         f.space_after_operand_separator = True
+        f.branch_leading_zeros = False
         _FORMATTER = f
     return _FORMATTER.format(ins)
 
