@@ -112,7 +112,7 @@ class ActionCommand(click.Command):
     def _create(self, **kwargs):
         from . import experiment
         by_param = {f.name.replace("-", "_"): f.name for f in self.spec.flags}
-        flags = {by_param[k]: v for k, v in kwargs.items() if v not in (None, False)}
+        flags = {by_param[k]: v for k, v in kwargs.items() if v is not None and v is not False}
         _respond(experiment.create, self.target, self.spec.name, flags)
 
 

@@ -33,7 +33,7 @@ def command_line(target: str, action: str, flags: dict) -> str:
     for name, value in flags.items():
         if value is True:
             words.append(f"--{name}")
-        elif value not in (None, False):
+        elif value is not None and value is not False:  # 0 is a value
             value = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
             words += [f"--{name}", str(value)]
     return " ".join(shlex.quote(w) for w in words)
@@ -79,7 +79,7 @@ def create(target: str, action: str, flags: dict, registry=None, store=None) -> 
     proc = resolve_process(values.get("pid"), values.get("process"), values.get("process-cmd"))
     executor = executor_for(spec.name)
     stored = {k: _jsonable(v) for k, v in values.items()
-              if k not in _NOT_STORED and v not in (None, False)}
+              if k not in _NOT_STORED and v is not None and v is not False}
     timeout = values.get("timeout") or None
     rec = store.create({
         "uid": uid, "target": target, "action": spec.name, "flags": stored,

@@ -180,3 +180,14 @@ def test_refusals_name_the_parameters_and_types(blade, target):
     assert "--match cannot be combined with --after" in r["error"], r
     assert text_differences(t.pid) == []
     assert t.alive()
+
+
+def test_effect_percent_0_is_armed_and_never_fires(blade, target):
+    t = target
+    uid = armed(blade, t, "--effect-percent", "0")  # a 0 flag value must survive the CLI
+    s = run_window(t, 1.0)
+    assert s["calls"] > 0 and s["faulted"] == 0, s
+    st = blade.ok("status", uid)
+    assert st["result"]["conditions"] == {"effect_percent": 0}
+    assert st["live"]["calls_faulted"] == 0 and st["live"]["calls_seen"] >= s["calls"]
+    finish(blade, t, uid)
