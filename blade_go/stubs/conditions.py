@@ -169,6 +169,7 @@ class Asm:
         self.bitness = 64 if arch == "amd64" else 32
         self.items: List[Union[_Item, str]] = []
         self._n = 0
+        self.sp_bias = 0  # SP here is SP at F's entry minus this (0: the prefix runs at entry)
 
     def fresh(self, stem: str) -> str:
         self._n += 1
@@ -321,3 +322,43 @@ def chunks(n: int, word: int) -> List[Tuple[int, int]]:
 # jcc that leaves the matcher (to SKIP) when `value op k` is false; (signed, unsigned)
 FAIL_JCC = {"==": ("ne", "ne"), "!=": ("e", "e"), "<": ("ge", "ae"), "<=": ("g", "a"),
             ">": ("le", "be"), ">=": ("l", "b")}
+
+
+# ----------------------------------------------------------------------------- other stubs
+
+class _FaultAsm:
+    """The prefix's view of a fault stub's assembler (stubs/asm.py, used by delay, panic and
+    args): the same calls as Asm, with data addresses already known."""
+
+    def __init__(self, a, symbols: Dict[str, int], sp_bias: int):
+        self.a, self.symbols, self.sp_bias = a, symbols, sp_bias
+        self.arch = "amd64" if a.bitness == 64 else "386"
+        self._n = 0
+
+    def fresh(self, stem: str) -> str:
+        self._n += 1
+        return f".cond_{stem}{self._n}"
+
+    def label(self, name: str):
+        self.a.label(name)
+
+    def fixed(self, ins):
+        self.a.add(ins)
+
+    def ins(self, make):
+        self.a.add(make(self.symbols))
+
+    def jcc(self, code: int, label: str):
+        self.a.items.append(("branch", (code, label)))  # asm.Asm's rel32 branch to a label
+
+
+def emit_prefix_into(a, conds: Conditions, skip: str, counters: int, area,
+                     sp_bias: int = 0):
+    """Emit the prefix into a fault stub's asm.Asm `a`. `counters`: runtime address of the
+    counter block; `area` (image.DataArea): where the string constants go; `sp_bias`: how far
+    SP at this point lies below SP at F's entry (delay/panic run the prefix in H, called from
+    after F's frame setup: 8 + the frame's SP delta)."""
+    symbols = {COUNTERS: counters}
+    for name, data in conds.constants():
+        symbols[name] = area.put(data)
+    emit_prefix(_FaultAsm(a, symbols, sp_bias), conds, skip)

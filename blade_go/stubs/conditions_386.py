@@ -51,7 +51,7 @@ class I386Conditions:
         if isinstance(op, Reg):
             raise ValueError("386 ABI0 passes no argument in registers")
         if isinstance(op, Stack):
-            asm.fixed(I.create_reg_mem(C.MOV_R32_RM32, X, _mem_sp(op.sp_offset)))
+            asm.fixed(I.create_reg_mem(C.MOV_R32_RM32, X, _mem_sp(asm.sp_bias + op.sp_offset)))
         else:
             self._deref_base(asm, op, skip)
             asm.fixed(I.create_reg_mem(C.MOV_R32_RM32, X, MO(X, displ=op.offset, displ_size=4)))
@@ -64,7 +64,7 @@ class I386Conditions:
     def _mem(self, asm: Asm, op, extra: int, skip: str):
         """Memory operand for the bytes of `op` (+extra); may load ECX with a base pointer."""
         if isinstance(op, Stack):
-            return _mem_sp(op.sp_offset + extra)
+            return _mem_sp(asm.sp_bias + op.sp_offset + extra)
         if isinstance(op, Mem):
             self._deref_base(asm, op, skip)
             return MO(X, displ=op.offset + extra, displ_size=4)
@@ -86,7 +86,7 @@ class I386Conditions:
         # 8 bytes: EAX = low word, ECX = high word (ECX may first hold the base pointer)
         mem = self._mem(asm, op, 0, skip)
         asm.fixed(I.create_reg_mem(C.MOV_R32_RM32, A, mem))
-        mem_hi = (_mem_sp(op.sp_offset + 4) if isinstance(op, Stack)
+        mem_hi = (_mem_sp(asm.sp_bias + op.sp_offset + 4) if isinstance(op, Stack)
                   else MO(X, displ=op.offset + 4, displ_size=4))
         asm.fixed(I.create_reg_mem(C.MOV_R32_RM32, X, mem_hi))
         k = m.value & ((1 << 64) - 1)

@@ -60,7 +60,7 @@ class Amd64Conditions:
         if isinstance(op, Reg):
             asm.fixed(I.create_reg_reg(C.MOV_R64_RM64, T, _GPR[op.name.upper()]))
         elif isinstance(op, Stack):
-            asm.fixed(I.create_reg_mem(C.MOV_R64_RM64, T, _mem_sp(op.sp_offset)))
+            asm.fixed(I.create_reg_mem(C.MOV_R64_RM64, T, _mem_sp(asm.sp_bias + op.sp_offset)))
         else:
             self._deref_base(asm, op, skip)
             asm.fixed(I.create_reg_mem(C.MOV_R64_RM64, T, MO(T, displ=op.offset, displ_size=8)))
@@ -78,7 +78,7 @@ class Amd64Conditions:
         if isinstance(op, Reg):
             asm.fixed(I.create_reg_reg(code, dst, _sized(_GPR[op.name.upper()], size)))
         elif isinstance(op, Stack):
-            asm.fixed(I.create_reg_mem(code, dst, _mem_sp(op.sp_offset)))
+            asm.fixed(I.create_reg_mem(code, dst, _mem_sp(asm.sp_bias + op.sp_offset)))
         else:
             self._deref_base(asm, op, skip)
             asm.fixed(I.create_reg_mem(code, dst, MO(T, displ=op.offset, displ_size=8)))
