@@ -58,3 +58,14 @@ def test_delay_only_matching_calls(blade, target):
     facts = live(blade, uid)
     assert facts["calls_faulted"] == s["p1_match"]
     finish(blade, t, uid)
+
+
+@pytest.mark.parametrize("action,flags", [("panic", ("--value", '"chaos"')),
+                                          ("args", ("--set", "id=1000"))])
+def test_without_conditions_every_call_still_faults(blade, target, action, flags):
+    t = target
+    uid = armed_action(blade, t, action, *flags)
+    s = run_window(t, 0.5)
+    assert s["calls"] > 0 and s["faulted"] == s["calls"], s
+    assert "calls_faulted" not in live(blade, uid)  # no conditions: no counters, no prefix
+    finish(blade, t, uid)
