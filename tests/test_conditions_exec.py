@@ -164,11 +164,12 @@ def test_effect_count_exact_under_racing_threads_amd64(h64, threads, calls, n):
     sets = [a.call(id=7, name="abc"), a.call(id=-3, name="x")]
     r = H.run(h64, patches, sets, threads, calls, keep_regs=keep64(),
               keep_stack=range(H.NSTACK), memory=a.mem)
+    r.layout = p.layout
     assert sum(r.clobbered) == 0
     values = r.all()
     assert sum(v == FAULT for v in values) == n
     assert all(v in (FAULT, 10, (1 << 64) - 1) for v in values)
-    assert read_counters(r.counters) == {"calls_seen": threads * calls, "calls_faulted": n}
+    assert read_counters(r.counters, r.layout) == {"calls_seen": threads * calls, "calls_faulted": n}
 
 
 def test_effect_count_exact_under_racing_threads_386(h32):
@@ -181,11 +182,12 @@ def test_effect_count_exact_under_racing_threads_386(h32):
     slot = (results[0].pieces[0].sp_offset - 4) // 4
     r = H.run(h32, patches, sets, 8, 100000, slot=slot, keep_regs=("ebx", "edx", "esi", "edi"),
               keep_stack=[k for k in range(H.NSTACK) if k != slot], memory=a.mem, ptrsize=4)
+    r.layout = p.layout
     assert sum(r.clobbered) == 0
     got = r.all("slot")
     assert sum(v == FAULT for v in got) == 750000
     assert all(v in (FAULT, 10, 0xFFFFFFFF) for v in got)
-    assert read_counters(r.counters) == {"calls_seen": 800000, "calls_faulted": 750000}
+    assert read_counters(r.counters, r.layout) == {"calls_seen": 800000, "calls_faulted": 750000}
 
 
 # --------------------------------------------------------------------------- percent
@@ -217,6 +219,7 @@ def _percent_run(exe, arch, percent, threads, calls):
     sets = [a.call(id=7, name="abc")]
     slot = 0 if arch == "amd64" else (results[0].pieces[0].sp_offset - 4) // 4
     r = H.run(exe, patches, sets, threads, calls, slot=slot, memory=a.mem, ptrsize=ptr)
+    r.layout = p.layout
     got = r.all("rax" if arch == "amd64" else "slot")
     assert all(v in (FAULT, 10) for v in got)
     return [v == FAULT for v in got], r
@@ -233,7 +236,7 @@ def test_effect_percent_binomial(h64, h32, arch, percent):
     both = sum(fired[k] and fired[k + 1] for k in range(0, n, 2))
     lo2, hi2 = binom_bounds(n // 2, p * p)
     assert lo2 <= both <= hi2, (both, lo2, hi2)
-    assert read_counters(r.counters) == {"calls_seen": n, "calls_faulted": sum(fired)}
+    assert read_counters(r.counters, r.layout) == {"calls_seen": n, "calls_faulted": sum(fired)}
 
 
 @pytest.mark.parametrize("arch", ["amd64", "386"])
@@ -242,7 +245,7 @@ def test_effect_percent_racing_threads_and_edges(h64, h32, arch):
     fired, r = _percent_run(exe, arch, 50, 8, 2500)
     lo, hi = binom_bounds(20000, 0.5)
     assert lo <= sum(fired) <= hi
-    assert read_counters(r.counters)["calls_seen"] == 20000  # no lost update of the counter
+    assert read_counters(r.counters, r.layout)["calls_seen"] == 20000  # no lost update of the counter
     assert not any(_percent_run(exe, arch, 0, 2, 2000)[0])
     assert all(_percent_run(exe, arch, 100, 2, 2000)[0])
 
@@ -316,6 +319,7 @@ def _matcher_run(exe, arch, abi, expr):
     r = H.run(exe, patches, sets, 1, len(sets), slot=slot, keep_regs=keep,
               keep_stack=[k for k in range(H.NSTACK) if res.where == "reg" or k != slot],
               memory=a.mem, ptrsize=ptr)
+    r.layout = p.layout
     assert r.clobbered == [0]
     if res.where == "reg":
         got = [v == FAULT for v in r.rax[0]]
@@ -342,7 +346,7 @@ def test_matchers(h64, h32, abi_name, expr, pred):
     want = [bool(pred(c)) for c in calls]
     assert got == want, (expr, got, want)
     assert any(want) or expr.startswith("p.n"), "each matcher should select some call"
-    assert read_counters(r.counters) == {"calls_seen": len(calls), "calls_faulted": sum(want)}
+    assert read_counters(r.counters, r.layout) == {"calls_seen": len(calls), "calls_faulted": sum(want)}
 
 
 def test_matchers_with_count_and_percent_compose(h64):
@@ -352,10 +356,11 @@ def test_matchers_with_count_and_percent_compose(h64):
     a = Args(params, 8)
     sets = [a.call(**c) for c in CALLS]
     r = H.run(h64, patches, sets, 1, 50, keep_regs=keep64(), memory=a.mem)
+    r.layout = p.layout
     fired = [(k % 5, v == FAULT) for k, v in enumerate(r.rax[0])]
     # only calls 0, 1, 4 of each round match; the first 3 of them fault, then none
     assert [k for k, f in fired if f] == [0, 1, 4]
-    assert read_counters(r.counters) == {"calls_seen": 50, "calls_faulted": 3}
+    assert read_counters(r.counters, r.layout) == {"calls_seen": 50, "calls_faulted": 3}
 
 
 # --------------------------------------------------------------------------- --after
@@ -369,6 +374,7 @@ def test_after_replaces_results_on_every_return_path_amd64(h64):
     sets = [a.call(id=7, name="abc"), a.call(id=-3, name="x")]
     r = H.run(h64, patches, sets, 1, 10, keep_regs=keep64(), keep_stack=range(H.NSTACK),
               memory=a.mem)
+    r.layout = p.layout
     assert r.clobbered == [0]
     assert r.rax[0] == [FAULT] * 4 + [10, (1 << 64) - 1] * 3
 
@@ -382,6 +388,7 @@ def test_after_replaces_results_on_every_return_path_386(h32):
     sets = [a.call(id=7, name="abc"), a.call(id=-3, name="x")]
     r = H.run(h32, patches, sets, 1, 8, slot=3, keep_regs=("ebx", "edx", "esi", "edi"),
               keep_stack=[k for k in range(H.NSTACK) if k != 3], memory=a.mem, ptrsize=4)
+    r.layout = p.layout
     assert r.slot[0] == [FAULT] * 3 + [0xFFFFFFFF, 10, 0xFFFFFFFF, 10, 0xFFFFFFFF]
 
 
@@ -395,3 +402,23 @@ def test_after_refusals():
     into = bytes.fromhex("4885c0" "7401" "90" "c3")  # a branch lands on the RET: inside the site
     with pytest.raises(BladeError, match="every return of F must be patched"):
         plan("amd64", REGABI_AMD64, sig, {"count": 1}, after=True, fcode=into)
+
+
+def test_stack_check_runs_before_the_prefix_so_a_growing_call_is_decided_once(h64):
+    # F's first instructions mimic Go's stack check: a conditional branch to a block that
+    # calls (morestack) and jumps back to F's entry; here the "slow path" negates id first.
+    f = bytearray(b"\xcc" * 0x41)
+    f[0:22] = bytes.fromhex("4885c0" "7804" "4801c8" "c3"       # test; js ms; add; ret
+                            "48f7d8" "e82f000000" "e9eaffffff")  # ms: neg rax; call; jmp F
+    f[0x40] = 0xC3                                              # the "morestack" callee
+    sig = sig_of(8, SIMPLE)
+    patches, p, params, _ = plan("amd64", REGABI_AMD64, sig, match="id==7", fcode=bytes(f))
+    assert "(F's entry, relocated" in p.listing.split("lock inc")[0]  # before the prefix
+    a = Args(params, 8)
+    sets = [a.call(id=-7, name="abc"), a.call(id=3, name="abc")]
+    r = H.run(h64, patches, sets, 1, 4, keep_regs=keep64(), keep_stack=range(H.NSTACK),
+              memory=a.mem)
+    r.layout = p.layout
+    assert r.rax[0] == [FAULT, 6, FAULT, 6]
+    # each call seen once: the pass through the slow path is decided after it, not before
+    assert read_counters(r.counters, r.layout) == {"calls_seen": 4, "calls_faulted": 2}

@@ -88,7 +88,8 @@ class CodeFaultExecutor(ReturnExecutor):
                 patches.insert(1, counters)
             record = _record(fn, patches, binary)
             if counters is not None:
-                record.update(conditions=target.conds.describe(), counters=counters.addr)
+                record.update(conditions=target.conds.describe(), counters=counters.addr,
+                              counters_layout=target.conds.layout(binary.goarch))
             record["target_start_time"] = start_time(ctx.pid)
             record["fault"] = self.fault
             state["experiments"][ctx.uid]["record"] = record

@@ -232,7 +232,7 @@ def _conditions_record(ctx, conds, plan):
     desc = conds.describe()
     if ctx.flags.get("after"):
         desc["after"] = True
-    return {"conditions": desc, "counters": plan.counters_addr}
+    return {"conditions": desc, "counters": plan.counters_addr, "counters_layout": plan.layout}
 
 
 def _read_counters(pid, record):
@@ -240,4 +240,4 @@ def _read_counters(pid, record):
     raw = _peek(pid, int(record["counters"]), COUNTERS_SIZE)
     if raw is None or len(raw) < COUNTERS_SIZE:
         return {"counters": "unreadable"}
-    return read_counters(raw)
+    return read_counters(raw, record.get("counters_layout"))

@@ -11,7 +11,11 @@ SKIP when the call must run untouched, and otherwise falls through into the acti
 
 Order (each block jumps to SKIP when it fails): `seen += 1`; every matcher (`&&`); the percent
 draw; the count (`lock xadd`, so N racing calls take exactly N tickets); `faulted += 1`. The
-count block is last, so only calls that will fault consume it.
+count block is last, so only calls that will fault consume it. On amd64 one locked operation on
+a shared line per call is the main cost of an armed condition under concurrency, so the prefix
+makes at most one: with a percent draw, the draw comes first (before the matchers: still one
+independent draw per call) and its state counts the calls; with a count and no matcher, every
+call takes a ticket and the ticket counts them; otherwise `seen += 1` (see seen_source).
 
 Worked example (amd64 register ABI): `func F(id int, name string) int` at 0x4a1840 with
 `--value -1 --match 'id==42 && name^="ten"' --effect-count 2`, the cave at 0x400810, the
@@ -132,6 +136,10 @@ class Conditions:
         seed = self.seed & ((1 << (8 * ptrsize)) - 1)
         return bytes(RNG) + seed.to_bytes(8, "little")
 
+    def layout(self, arch: str) -> dict:
+        """What `read_counters` needs to know about this prefix's counter block."""
+        return {"seen": seen_source(self, arch), "seed": self.seed & ((1 << 64) - 1)}
+
     def describe(self) -> dict:
         d = {}
         if self.count is not None:
@@ -143,10 +151,36 @@ class Conditions:
         return d
 
 
-def read_counters(raw: bytes) -> dict:
-    """{"calls_seen": n, "calls_faulted": n} from the counter block's bytes."""
-    return {"calls_seen": int.from_bytes(raw[SEEN:SEEN + 8], "little"),
-            "calls_faulted": int.from_bytes(raw[FAULTED:FAULTED + 8], "little")}
+# How `calls seen` is kept. One atomic on a shared line per call is what an armed condition
+# costs most under concurrency, so on amd64 a prefix that already makes one per call lets it
+# count the calls too: the draw's state advances by GOLDEN per call (seen = (state - seed) /
+# GOLDEN, GOLDEN odd so invertible mod 2^64), a lone count's ticket is taken by every call.
+SEEN_COUNTER, SEEN_DRAW, SEEN_TICKET = "counter", "draw", "ticket"
+GOLDEN = 0x9E3779B97F4A7C15
+
+
+def seen_source(conds: "Conditions", arch: str) -> str:
+    if arch != "amd64":
+        return SEEN_COUNTER  # 386: the draw state is 32 bits and the ticket saturates
+    if conds.percent is not None and conds.percent < 100:
+        return SEEN_DRAW
+    if conds.count is not None and not conds.matches:
+        return SEEN_TICKET
+    return SEEN_COUNTER
+
+
+def read_counters(raw: bytes, layout: Optional[dict] = None) -> dict:
+    """{"calls_seen": n, "calls_faulted": n} from the counter block's bytes; `layout` is
+    Conditions.layout() as recorded at create (None: a plain seen counter)."""
+    u64 = lambda off: int.from_bytes(raw[off:off + 8], "little")
+    how = (layout or {}).get("seen", SEEN_COUNTER)
+    if how == SEEN_DRAW:
+        seen = ((u64(RNG) - int(layout["seed"])) * pow(GOLDEN, -1, 1 << 64)) % (1 << 64)
+    elif how == SEEN_TICKET:
+        seen = u64(COUNT)
+    else:
+        seen = u64(SEEN)
+    return {"calls_seen": seen, "calls_faulted": u64(FAULTED)}
 
 
 # ----------------------------------------------------------------------------- assembler
@@ -290,13 +324,17 @@ def percent_threshold(percent: int, bits: int) -> int:
 def emit_prefix(asm: Asm, conds: Conditions, skip: str = SKIP):
     """The shared condition prefix (see the module docstring); jumps to `skip` on no."""
     be = backend(asm.arch)
-    be.bump(asm, SEEN)
+    seen = seen_source(conds, asm.arch)
+    if seen == SEEN_DRAW:  # drawn first: the draw counts every call (independent of matches)
+        be.percent(asm, conds.percent, skip)
+    elif seen == SEEN_COUNTER:
+        be.bump(asm, SEEN)
     for i, m in enumerate(conds.matches):
         if m.kind == STRING:
             be.match_string(asm, m, f"m{i}", skip)
         else:
             be.match_int(asm, m, skip)
-    if conds.percent is not None and conds.percent < 100:
+    if seen != SEEN_DRAW and conds.percent is not None and conds.percent < 100:
         be.percent(asm, conds.percent, skip)
     if conds.count is not None:
         be.count(asm, conds.count, skip)

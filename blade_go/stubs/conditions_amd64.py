@@ -27,7 +27,7 @@ _JCC = {"e": C.JE_REL32_64, "ne": C.JNE_REL32_64, "l": C.JL_REL32_64, "le": C.JL
         "g": C.JG_REL32_64, "ge": C.JGE_REL32_64, "b": C.JB_REL32_64, "be": C.JBE_REL32_64,
         "a": C.JA_REL32_64, "ae": C.JAE_REL32_64}
 
-GOLDEN = 0x9E3779B97F4A7C15      # SplitMix64's Weyl increment
+from .conditions import GOLDEN  # noqa: E402 (SplitMix64's Weyl increment)
 MIX1, MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
 

@@ -2,10 +2,17 @@
 
 At the entry (the route replaces F's first instructions, the "site"):
 
-    stub:  [condition prefix]          ; jumps to skip when the call must run untouched
+    stub:  [the site's instructions, relocated]   ; Go's stack check: cmp rsp,[r14+0x10];
+                                                  ; jbe morestack (rel32 now)
+           [condition prefix]          ; jumps to skip when the call must run untouched
            [load the values] ret       ; planner.stub_code, as for an unconditional return
-    skip:  [the site's instructions, relocated]   ; e.g. cmp rsp,[r14+0x10]; jbe morestack
-           jmp site.end                ; back into F, which runs as if never patched
+    skip:  jmp site.end                ; back into F, which runs as if never patched
+
+The stack check runs first because its slow path (morestack) comes back to F's entry, so a
+prefix placed before it would decide (and count) a call that grows its stack twice. That order
+needs displaced instructions that only check (see `check_first`); otherwise (a frameless leaf,
+which has no stack check and so no second pass) the prefix comes first and `skip` runs the
+relocated instructions.
 
 After F's body (`--after`): every RET of F with the instructions before it that make up 5
 bytes (the epilogue, e.g. `add rsp,0x18; pop rbp; ret`) is routed to its own stub:
@@ -46,6 +53,7 @@ class ConditionalPlan:
     data_size: int
     counters_addr: int
     sites: tuple                      # addresses routed (entry, or each return's epilogue)
+    layout: dict = field(default_factory=dict)  # Conditions.layout(): how to read the counters
     listing: str = field(repr=False, default="")
 
 
@@ -94,6 +102,49 @@ def return_sites(code: FunctionCode) -> List[Site]:
     return sites
 
 
+def check_first(code: FunctionCode, site: Site) -> bool:
+    """Whether the displaced instructions are F's stack check and may run before the prefix:
+    they fall through, write no memory and no register but the prefix's scratch ones (the
+    check's `lea r12` on big frames, ECX on 386), so the prefix and the action still see F's
+    arguments untouched; and each conditional branch among them goes to a morestack block (a
+    run of F's code that calls and then jumps back to F's entry), never into F's body, which
+    would bypass the prefix."""
+    import iced_x86 as x86
+    R = x86.Register
+    scratch = ({R.R12, R.R12D, R.R12W, R.R12L, R.R13, R.R13D, R.R13W, R.R13L}
+               if site.arch.bitness == 64 else {R.EAX, R.AX, R.AL, R.AH, R.ECX, R.CX, R.CL, R.CH})
+    writes = (x86.OpAccess.WRITE, x86.OpAccess.READ_WRITE, x86.OpAccess.COND_WRITE,
+              x86.OpAccess.READ_COND_WRITE)
+    if site.instructions[-1].flow != "cond":
+        return False  # the check must end the displaced run (what it computes dies there)
+    info = x86.InstructionInfoFactory()
+    for i in site.instructions:
+        if i.flow not in ("next", "cond"):
+            return False
+        used = info.info(i.raw)
+        if any(m.access in writes for m in used.used_memory()):
+            return False
+        if any(u.access in writes and u.register not in scratch for u in used.used_registers()):
+            return False
+        if i.flow == "cond" and not _comes_back(code, i.target):
+            return False
+    return True
+
+
+def _comes_back(code: FunctionCode, target: int) -> bool:
+    """The straight run of F's code at `target` makes a call and ends jumping to F's entry."""
+    run = [i for i in code.insns if i.addr >= target]
+    called = False
+    for i in run[:64]:
+        if i.flow == "call":
+            called = True
+        elif i.flow == "branch":
+            return called and i.target == code.addr
+        elif i.flow != "next":
+            return False
+    return False
+
+
 def _without_ret(site: Site) -> Site:
     return Site(site.addr, site.need, site.instructions[:-1], site.arch)
 
@@ -125,6 +176,10 @@ def plan_conditional_return(results: Sequence[ResultLocation], values: Sequence[
         for k, site in enumerate(sites):
             skip = f"{SKIP}{k}"
             asm.label(f"site{k}")
+            first = not after and check_first(code, site)
+            if first:
+                asm.raw(lambda at, s=site: relocate(s, at), "(F's entry, relocated: "
+                        f"{'; '.join(i.text for i in site.instructions)})")
             if after:
                 head = _without_ret(site)
                 if head.instructions:
@@ -137,8 +192,9 @@ def plan_conditional_return(results: Sequence[ResultLocation], values: Sequence[
             if after:
                 asm.raw(lambda at: b"\xC3", "ret   (F's own results)")
             else:
-                asm.raw(lambda at, s=site: relocate(s, at), "(F's entry, relocated: "
-                        f"{'; '.join(i.text for i in site.instructions)})")
+                if not first:
+                    asm.raw(lambda at, s=site: relocate(s, at), "(F's entry, relocated: "
+                            f"{'; '.join(i.text for i in site.instructions)})")
                 if falls_through(site):
                     asm.ins(lambda sym, s=site: _jmp(arch, s.end))
         return asm
@@ -180,7 +236,7 @@ def plan_conditional_return(results: Sequence[ResultLocation], values: Sequence[
     for k, site in enumerate(sites):
         text += f"\n{site.addr:#010x}  jmp {labels[f'site{k}']:#x}   (route)"
     return ConditionalPlan(patches, stub, code_len, len(area.buf), counters,
-                           tuple(s.addr for s in sites), text)
+                           tuple(s.addr for s in sites), layout=conds.layout(arch), listing=text)
 
 
 def _jmp(arch: str, dst: int):

@@ -36,6 +36,7 @@ from ..patch import ARM, CAVE, ROUTE, Patch
 from . import values as V
 from .asm import Asm, C, I, R, absolute, gpr, load, mem, store, xmm
 from .conditions import emit_prefix_into
+from .conditions_return import check_first
 from .image import Const, DataArea, build_images, no_errorstring_itab, word
 from .placement import CALL_LEN, JMP_LEN, FunctionCode, call, falls_through, jump, relocate
 
@@ -375,10 +376,13 @@ def plan_args(code: FunctionCode, params: Sequence[ParamLocation], new: Dict[int
     sp = _sp(arch)
     chosen = [params[i] for i in sorted(new)]
     vals = [new[i] for i in sorted(new)]
+    first = conds is not None and check_first(code, site)
 
     def emit(stub: int, data_base: int):
         images, data = build_images(chosen, vals, ptr, resolve, data_base)
         a = Asm(arch)
+        if first:  # F's stack check first: a call that grows its stack is decided once
+            a.raw(lambda at: relocate(site, at), site.relocated_len)
         if conds is not None:  # issue 10: a rejected call keeps its arguments
             extra = DataArea(data_base + len(data))
             emit_prefix_into(a, conds, "skip", counters, extra)
@@ -392,7 +396,8 @@ def plan_args(code: FunctionCode, params: Sequence[ParamLocation], new: Dict[int
                     a.add(*_set_from(arch, p, img.addr + p.value_offset, sp))
         if conds is not None:
             a.label("skip")
-        a.raw(lambda at: relocate(site, at), site.relocated_len)
+        if not first:
+            a.raw(lambda at: relocate(site, at), site.relocated_len)
         if falls_through(site):
             a.branch("jmp", site.end)
         return a, data
