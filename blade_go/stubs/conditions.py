@@ -19,32 +19,34 @@ call takes a ticket and the ticket counts them; otherwise `seen += 1` (see seen_
 
 Worked example (amd64 register ABI): `func F(id int, name string) int` at 0x4a1840 with
 `--value -1 --match 'id==42 && name^="ten"' --effect-count 2`, the cave at 0x400810, the
-counters at 0x5c18e0 (id in RAX, name in RBX/RCX; listing from conditions_return):
+counters at 0x5c18e0 (id in RAX, name in RBX/RCX; listing from conditions_return). F's stack
+check runs first (conditions_return.check_first), then the prefix, then the action:
 
-    0x400810  f0 48 ff 05 c8 10 1c 00         lock inc qword ptr [0x5c18e0]  ; seen
-    0x400818  4c 8b e0                        mov r12, rax                   ; id
-    0x40081b  49 81 fc 2a 00 00 00            cmp r12, 0x2a
-    0x400822  0f 85 6c 00 00 00               jne 0x400894                   ; -> skip
-    0x400828  4c 8b e1                        mov r12, rcx                   ; len(name)
-    0x40082b  49 81 fc 03 00 00 00            cmp r12, 3
-    0x400832  0f 82 5c 00 00 00               jb 0x400894
-    0x400838  4c 8b eb                        mov r13, rbx                   ; name's bytes
-    0x40083b  66 45 8b a5 00 00 00 00         mov r12w, [r13]
-    0x400843  66 44 3b 25 65 00 00 00         cmp r12w, [0x4008b0]           ; "te" (cave data)
-    0x40084b  0f 85 43 00 00 00               jne 0x400894
-    0x400851  45 8a a5 02 00 00 00            mov r12b, [r13+2]
-    0x400858  44 3a 25 53 00 00 00            cmp r12b, [0x4008b2]           ; "n"
-    0x40085f  0f 85 2f 00 00 00               jne 0x400894
-    0x400865  41 bc 01 00 00 00               mov r12d, 1
-    0x40086b  f0 4c 0f c1 25 7c 10 1c 00      lock xadd [0x5c18f0], r12      ; count ticket
-    0x400874  49 81 fc 02 00 00 00            cmp r12, 2
-    0x40087b  0f 83 13 00 00 00               jae 0x400894                   ; tickets 0, 1 fault
-    0x400881  f0 48 ff 05 5f 10 1c 00         lock inc qword ptr [0x5c18e8]  ; faulted
-    0x400889  48 b8 ff ff ff ff ff ff ff ff   movabs rax, 0xffffffffffffffff ; the action
-    0x400893  c3                              ret
-    0x400894  49 3b 66 10 0f 86 c8 0f 0a 00   (skip: F's entry relocated: cmp rsp,[r14+0x10];
-                                              jbe F+0x26, now rel32)
-    0x40089e  e9 a3 0f 0a 00                  jmp 0x4a1846                   ; back into F
+    0x400810  49 3b 66 10 0f 86 44 10 0a 00   cmp rsp,[r14+0x10]; jbe 0x4a185e  ; F's stack
+                                              ; check, relocated (morestack block of F)
+    0x40081a  f0 48 ff 05 be 10 1c 00         lock inc qword ptr [0x5c18e0]  ; seen
+    0x400822  4c 8b e0                        mov r12, rax                   ; id
+    0x400825  49 81 fc 2a 00 00 00            cmp r12, 0x2a
+    0x40082c  0f 85 6c 00 00 00               jne 0x40089e                   ; -> skip
+    0x400832  4c 8b e1                        mov r12, rcx                   ; len(name)
+    0x400835  49 81 fc 03 00 00 00            cmp r12, 3
+    0x40083c  0f 82 5c 00 00 00               jb 0x40089e
+    0x400842  4c 8b eb                        mov r13, rbx                   ; name's bytes
+    0x400845  66 45 8b a5 00 00 00 00         mov r12w, [r13]
+    0x40084d  66 44 3b 25 5b 00 00 00         cmp r12w, [0x4008b0]           ; "te" (cave data)
+    0x400855  0f 85 43 00 00 00               jne 0x40089e
+    0x40085b  45 8a a5 02 00 00 00            mov r12b, [r13+2]
+    0x400862  44 3a 25 49 00 00 00            cmp r12b, [0x4008b2]           ; "n"
+    0x400869  0f 85 2f 00 00 00               jne 0x40089e
+    0x40086f  41 bc 01 00 00 00               mov r12d, 1
+    0x400875  f0 4c 0f c1 25 72 10 1c 00      lock xadd [0x5c18f0], r12      ; count ticket
+    0x40087e  49 81 fc 02 00 00 00            cmp r12, 2
+    0x400885  0f 83 13 00 00 00               jae 0x40089e                   ; tickets 0, 1 fault
+    0x40088b  f0 48 ff 05 55 10 1c 00         lock inc qword ptr [0x5c18e8]  ; faulted
+    0x400893  48 b8 ff ff ff ff ff ff ff ff   movabs rax, 0xffffffffffffffff ; the action
+    0x40089d  c3                              ret
+    0x40089e  e9 a3 0f 0a 00                  jmp 0x4a1846      ; skip: back into F after the
+                                                                ; displaced check
 
 Counters live in writable memory (the stub's code and constants are in an executable cave,
 which is read-only to the target): COUNTERS_SIZE bytes laid out as below, little endian, so
