@@ -139,6 +139,8 @@ def test_repl_call_waits_and_values_are_unchanged(blade, faults_binary, target_f
 @pytest.mark.parametrize("func,why", [
     ("main.makeMultiplier.func1", "frameless"),
     ("main.Pick[int]", "frameless"),
+    ("main.makeGreeter.func1", "context register"),
+    ("runtime.mallocgc", "system stack"),
     ("main.nosuch", "not found"),
 ])
 def test_refusals_are_precise_and_leave_nothing(blade, faults_binary, target_factory, func, why):
@@ -147,3 +149,26 @@ def test_refusals_are_precise_and_leave_nothing(blade, faults_binary, target_fac
     assert why in resp["error"], resp
     assert text_differences(t.pid) == []
     assert t.alive()
+
+
+def test_destroy_of_a_hot_delay_waits_for_threads_inside_the_stub(blade, target_factory):
+    # bench/target: 8 goroutines call Lookup in a tight loop, so at any halt some thread is
+    # likely inside H (between `call H` and its return into the route). Restoring the route
+    # then made it return into F's original bytes mid-instruction (SIGSEGV): the revert must
+    # wait for threads inside the cave too (delve cannot unwind their return address).
+    # The race is timing-dependent, so this is a smoke test on a live target; the
+    # deterministic check is test_delay_unit.py::test_routes_wait_for_threads_inside_the_stub.
+    from tests.support.fixtures import REPO_ROOT
+    t = target_factory(build_fixture(REPO_ROOT / "bench" / "target"), args=["8", "calls"])
+    # an experiment on another function keeps the session attached between cycles, so each
+    # destroy is quick (as in bench/call_overhead.py, where the crash showed within 5 cycles)
+    anchor = blade.ok("create", "go", "return", "--pid", t.pid, "--func", "main.Version",
+                      "--value", "2")
+    for _ in range(6):
+        uid = blade.ok("create", "go", "delay", "--pid", t.pid, "--func", "main.Lookup",
+                       "--time", "0")
+        time.sleep(1)
+        blade.ok("destroy", uid)
+        assert t.alive(), t.describe()
+    blade.ok("destroy", anchor)
+    assert text_differences(t.pid) == []

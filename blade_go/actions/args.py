@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from ..errors import BladeError, Code
 from ..stubs import values as V
-from ..stubs.faults import plan_args
+from ..stubs.args_stub import plan_args
 from ..stubs.image import BinaryResolver
 from .code_fault import CodeFaultExecutor
 
@@ -41,7 +41,11 @@ def parse_assignments(text: str, params) -> dict:
             loc = hits[0]
         if loc.index in out:
             raise BladeError(Code.PARAMETER_ILLEGAL, f"--set: {name} is set twice")
-        v = V.parse_element(loc.index, loc.type, value)
+        try:
+            v = V.parse_element(loc.index, loc.type, value)
+        except BladeError as e:  # the grammar speaks of results; here it is a parameter
+            raise BladeError(e.code, str(e.message).replace(
+                f"--value: result {loc.index} ", f"--set: parameter {name} ")) from None
         out[loc.index] = replace(v, index=loc.index)
     if not out:
         raise BladeError(Code.PARAMETER_ILLEGAL, "--set: give at least one name=value")

@@ -17,9 +17,9 @@ class DelayExecutor(CodeFaultExecutor):
         sleep = target.symbol("time.Sleep", "delay needs it to put the calling goroutine to "
                                             "sleep")
         return plan_delay(target.code, target.params, target.regabi, sleep,
-                          int(ctx.flags["time"]), int(ctx.flags.get("offset") or 0),
+                          int(ctx.flags.get("time") or 0), int(ctx.flags.get("offset") or 0),
                           target.allocate, target.read_original,
                           conds=target.conds, counters=target.counters)
 
     def describe(self, ctx):
-        return {"time_ms": int(ctx.flags["time"]), "offset_ms": int(ctx.flags.get("offset") or 0)}
+        return {"time_ms": int(ctx.flags.get("time") or 0), "offset_ms": int(ctx.flags.get("offset") or 0)}

@@ -110,23 +110,29 @@ class Patcher:
         threads, gs, stacks = gathered or self._gather(guard)
         return unsafe_pcs(threads, gs, ranges, include_start, stacks)
 
-    def halt_when_safe(self, patches: list[Patch], include_start: bool, guard=None) -> int:
-        """Halt the target at a moment where no PC is inside the patches; returns attempts."""
+    def halt_when_safe(self, patches: list[Patch], include_start: bool, guard=None,
+                       inside: list[Patch] = (), attempts: int = MAX_ATTEMPTS) -> int:
+        """Halt the target at a moment where no PC is inside the patches (nor anywhere inside
+        the `inside` ones, start included); returns attempts."""
         ranges = [(p.addr, p.end) for p in patches]
+        extra = [(p.addr, p.end) for p in inside]
         reasons = []
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             state = self.client.halt()
             if state.get("exited"):
                 raise BladeError(Code.PROCESS_NOT_EXIST, "target process exited "
                                  f"(status {state.get('exitStatus')})")
-            reasons = self._snapshot(ranges, include_start, guard)
+            seen = self._gather(guard)
+            reasons = self._snapshot(ranges, include_start, guard, seen)
+            if extra:
+                reasons += self._snapshot(extra, True, guard, seen)
             if not reasons:
                 return attempt
             self.resume()
             time.sleep(random.uniform(0.002, 0.010))
         self.client.halt()  # stay halted so the caller's finally resumes exactly once
         raise BladeError(Code.UNEXPECTED_STATUS, "the target keeps executing inside the bytes to be "
-                         f"patched after {MAX_ATTEMPTS} attempts: " + "; ".join(reasons[:3]))
+                         f"patched after {attempts} attempts: " + "; ".join(reasons[:3]))
 
     def _write_verified(self, p: Patch, data: bytes):
         write_bytes(self.client, p.addr, data)
@@ -211,7 +217,11 @@ class Patcher:
         restored = 0
         t0 = time.monotonic()
         drained = None
+        attempts = MAX_ATTEMPTS
         if arms:
+            # disarmed, nothing new can get stuck in there: keep trying for longer than usual
+            # (8 goroutines calling F in a tight loop keep passing through the stub)
+            attempts = MAX_ATTEMPTS * 10
             try:
                 state = self.client.halt()
                 if state.get("exited"):
@@ -223,7 +233,13 @@ class Patcher:
             drained = self.drain(routes, caves, float(guard.get("drain") or DRAIN_BOUND), guard)
         if routes:
             try:
-                self.halt_when_safe(routes, include_start=False, guard=guard)
+                # Nor in a cave: a stub that was called from the route (delay's `call H`) would
+                # return into the route's bytes, which are F's original instructions again.
+                # delve cannot unwind a cave PC, so that return address is invisible to
+                # the stack check; being in a stub that returns to F's caller (return) is
+                # merely waited out.
+                self.halt_when_safe(routes, include_start=False, guard=guard, inside=caves,
+                                    attempts=attempts)
                 restored += self._restore(routes)
             finally:
                 self.resume()
@@ -231,7 +247,7 @@ class Patcher:
             time.sleep(self.SETTLE if settle is None else settle)
         if caves:
             try:
-                self.halt_when_safe(caves, include_start=True, guard=guard)
+                self.halt_when_safe(caves, include_start=True, guard=guard, attempts=attempts)
                 restored += self._restore(caves)
             finally:
                 self.resume()

@@ -1,4 +1,4 @@
-"""Stubs for faults that keep F running: delay, panic and args (placement: placement.py).
+"""Stubs that call out of F: delay and panic (where: placement.py; args: args_stub.py).
 
 delay and panic: a call out of F, made from right after its frame setup (go-abi.md,
 "Goroutine-level delay"). The site's first bytes become `call H; jmp H2`:
@@ -19,30 +19,27 @@ have that much scratch below its saved frame pointer (`FrameSetup.scratch`). Und
 old amd64) arguments already live on the stack: nothing to spill, the callee's arguments go to
 [SP+ptrsize] in H, which is F's scratch too. panic's route is only `call H` (it never returns).
 
-args: F's entry becomes `jmp S`; S loads the new values into the argument registers / stack
-slots, runs the displaced entry instructions (relocated: the prologue's `jbe morestack` becomes
-a rel32 branch back into F) and jumps back. The morestack path re-enters at the entry, so S runs
-again after a stack growth and stores the same values.
+args (an entry stub, no call out of F) lives in args_stub.py.
 
 Data (strings, errors.errorString, the arm byte) follows the code in the same cave block.
 """
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from ..abi import REG, ParamLocation
 from ..errors import BladeError, Code
 from ..patch import ARM, CAVE, ROUTE, Patch
 from . import values as V
-from .asm import Asm, C, I, R, absolute, gpr, load, mem, store, xmm
+from .asm import Asm, C, I, R, absolute, load, mem, store
 from .conditions import emit_prefix_into
-from .conditions_return import check_first
-from .image import Const, DataArea, build_images, no_errorstring_itab, word
+from .image import DataArea, no_errorstring_itab, word
 from .placement import CALL_LEN, JMP_LEN, FunctionCode, call, falls_through, jump, relocate
 
 ALIGN = 16
 INT3 = b"\xcc"
 NS_PER_MS = 1_000_000
+RUNTIME_PACKAGES = ("runtime.", "runtime/", "internal/runtime/", "internal/abi.", "sync/atomic.")
 
 
 @dataclass(frozen=True)
@@ -120,6 +117,11 @@ def _refuse_unsafe_callout(code: FunctionCode, area: int, what: str, context_ok:
                            bp_usable: bool = False):
     """bp_usable: F never resumes (panic), so its saved frame pointer slot may be overwritten
     once RBP no longer points at it."""
+    if code.name.startswith(RUNTIME_PACKAGES):
+        raise BladeError(Code.PARAMETER_INVALID,
+                         f"{what} is refused on {code.name}: the runtime's functions may run on "
+                         "the system stack or with locks held, where a goroutine must not sleep "
+                         "or panic")
     fr = code.frame
     if fr is None:
         raise BladeError(Code.PARAMETER_INVALID,
@@ -361,120 +363,3 @@ def _check_panic_var(value: PanicValue, found):
                          f"--value: {value.text} has type {getattr(t, 'name', '?')}; panic "
                          "takes var: of an interface type (an error such as io.EOF, or any) or "
                          "of type string")
-
-
-# --------------------------------------------------------------------------- args
-
-def plan_args(code: FunctionCode, params: Sequence[ParamLocation], new: Dict[int, V.Value],
-              resolve, allocate: Callable[[int], int],
-              read_original: Callable[[int, int], bytes], conds=None, counters=None
-              ) -> FaultPlan:
-    """Every call of F runs with the parameters at the keys of `new` replaced."""
-    arch = code.arch
-    ptr = arch.ptrsize
-    site = code.entry_site(JMP_LEN)
-    sp = _sp(arch)
-    chosen = [params[i] for i in sorted(new)]
-    vals = [new[i] for i in sorted(new)]
-    first = conds is not None and check_first(code, site)
-
-    def emit(stub: int, data_base: int):
-        images, data = build_images(chosen, vals, ptr, resolve, data_base)
-        a = Asm(arch)
-        if first:  # F's stack check first: a call that grows its stack is decided once
-            a.raw(lambda at: relocate(site, at), site.relocated_len)
-        if conds is not None:  # issue 10: a rejected call keeps its arguments
-            extra = DataArea(data_base + len(data))
-            emit_prefix_into(a, conds, "skip", counters, extra)
-            data += bytes(extra.buf)
-        for loc, img in zip(chosen, images):
-            for p in loc.pieces:
-                if isinstance(img, Const):
-                    raw = img.data[p.value_offset:p.value_offset + p.size]
-                    a.add(*_set_const(arch, p, int.from_bytes(raw, "little"), sp))
-                else:
-                    a.add(*_set_from(arch, p, img.addr + p.value_offset, sp))
-        if conds is not None:
-            a.label("skip")
-        if not first:
-            a.raw(lambda at: relocate(site, at), site.relocated_len)
-        if falls_through(site):
-            a.branch("jmp", site.end)
-        return a, data
-
-    probe, pdata = emit(code.addr, code.addr + 0x1000)
-    code_len = probe.size(code.addr)
-    total = len(_block(b"\x00" * code_len, pdata))
-    stub = allocate(total)
-    asm_, data = emit(stub, _data_base(stub, code_len))
-    body, _, text = asm_.assemble(stub)
-    block = _block(body, data)
-    if len(block) != total:
-        raise BladeError(Code.UNEXPECTED_STATUS, "args stub size changed with its address")
-    route = jump(site.addr, stub, arch) + INT3 * (site.length - JMP_LEN)
-    patches = [Patch(stub, bytes(read_original(stub, total)), block, CAVE),
-               Patch(site.addr, site.original, route, ROUTE)]
-    listing = (f"S (args):\n{text}\nroute at {site.addr:#x}: {route.hex(' ')}   (jmp S)\n"
-               f"displaced:\n{site.listing()}")
-    return FaultPlan(patches, stub, code_len, len(data), site.addr, listing)
-
-
-SCRATCH64 = "R12"  # free at F's entry: not an argument register, not g, not the GOT pointer
-_MOV_LOAD = {8: C.MOV_R64_RM64, 4: C.MOV_R32_RM32, 2: C.MOV_R16_RM16, 1: C.MOV_R8_RM8}
-_MOV_STORE = {8: C.MOV_RM64_R64, 4: C.MOV_RM32_R32, 2: C.MOV_RM16_R16, 1: C.MOV_RM8_R8}
-_MOV_IMM = {4: C.MOV_RM32_IMM32, 2: C.MOV_RM16_IMM16, 1: C.MOV_RM8_IMM8}
-
-
-def _set_const(arch, p, v: int, sp) -> List:
-    if arch.bitness == 64:
-        if p.where == REG and not p.reg.upper().startswith("X"):
-            return [I.create_reg_u64(C.MOV_R64_IMM64, gpr(p.reg, 8), v)]
-        if p.where == REG:
-            out = [I.create_reg_u64(C.MOV_R64_IMM64, R.R12, v)]
-            if p.size == 8:
-                return out + [I.create_reg_reg(C.MOVQ_XMM_RM64, xmm(p.reg), R.R12)]
-            return out + [I.create_reg_reg(C.MOVD_XMM_RM32, xmm(p.reg), R.R12D)]
-        return _wide_const(p, v, sp)
-    return [I.create_mem_u32(_MOV_IMM[w], mem(sp, p.sp_offset + off),
-                             (v >> (8 * off)) & ((1 << (8 * w)) - 1))
-            for off, w in _chunks(p.size, 4)]
-
-
-def _wide_const(p, v: int, sp) -> List:
-    """A stack piece wider than 8 bytes (a whole stack-assigned value): 8 bytes at a time."""
-    out = []
-    for off, w in _chunks(p.size, 8):
-        part = (v >> (8 * off)) & ((1 << (8 * w)) - 1)
-        out += [I.create_reg_u64(C.MOV_R64_IMM64, R.R12, part),
-                I.create_mem_reg(_MOV_STORE[w], mem(sp, p.sp_offset + off), gpr(SCRATCH64, w))]
-    return out
-
-
-def _set_from(arch, p, addr: int, sp) -> List:
-    """Copy p.size bytes of a package variable (runtime address addr) into p's place."""
-    if arch.bitness == 64:
-        if p.where == REG and not p.reg.upper().startswith("X"):
-            return [I.create_reg_mem(_MOV_LOAD[p.size], gpr(p.reg, p.size), absolute(addr, 64))]
-        if p.where == REG:
-            code = C.MOVSD_XMM_XMMM64 if p.size == 8 else C.MOVSS_XMM_XMMM32
-            return [I.create_reg_mem(code, xmm(p.reg), absolute(addr, 64))]
-        out = []
-        for off, w in _chunks(p.size, 8):
-            out += [I.create_reg_mem(_MOV_LOAD[w], gpr(SCRATCH64, w), absolute(addr + off, 64)),
-                    I.create_mem_reg(_MOV_STORE[w], mem(sp, p.sp_offset + off), gpr(SCRATCH64, w))]
-        return out
-    out = []  # 386: through EAX, which holds nothing at a Go function's entry
-    for off, w in _chunks(p.size, 4):
-        out += [I.create_reg_mem(_MOV_LOAD[w], gpr("RAX", w), absolute(addr + off, 32)),
-                I.create_mem_reg(_MOV_STORE[w], mem(sp, p.sp_offset + off), gpr("RAX", w))]
-    return out
-
-
-def _chunks(size: int, widest: int):
-    off = 0
-    for w in (8, 4, 2, 1):
-        if w > widest:
-            continue
-        while size - off >= w:
-            yield off, w
-            off += w
