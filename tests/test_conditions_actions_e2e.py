@@ -8,7 +8,7 @@ result computed with id 1000 as faulted (args --set id=1000), and counts calls s
 import pytest
 
 from tests.test_conditions_e2e import LOOKUP, binary, command, finish, live, run_window, \
-    stats, target  # noqa: F401 (fixtures)
+    target  # noqa: F401 (binary, target: fixtures)
 
 
 def armed_action(blade, t, action, *flags):

@@ -7,7 +7,7 @@ import pytest
 from tests.support.blade import Blade
 from tests.support.fixtures import build_fixture
 from tests.support.targets import text_differences
-from tests.test_conditions_e2e import FAULT, LOAD_ENV, LOOKUP, armed, binomial_bounds, \
+from tests.test_conditions_e2e import LOAD_ENV, armed, binomial_bounds, \
     finish, live, run_window
 from tests.test_return_matrix import VARIANTS, _dlv_env
 

@@ -161,14 +161,8 @@ def parse_term(term: str, params, func: str, ptrsize: int) -> Match:
     else:
         raise _fail(f"{ref} is {t.name}: only integers, bools, strings and pointers (against "
                     "nil) can be matched")
-    size = t.size
-    if size > ptrsize:  # 8-byte integers on 386: both words from the stack or memory
-        operands = (place.operand(0, size),)
-        if isinstance(operands[0], Reg):  # pragma: no cover - 386 passes nothing in registers
-            raise _fail(f"{ref}: a {size}-byte value in registers")
-    else:
-        operands = (place.operand(0, size),)
-    return Match(text, INT, op, value, operands, size, signed)
+    # one operand of t.size bytes (an 8-byte integer on 386: both words, stack or memory)
+    return Match(text, INT, op, value, (place.operand(0, t.size),), t.size, signed)
 
 
 def parse_match(text: Optional[str], params: Sequence, ptrsize: int,

@@ -30,7 +30,7 @@ direct jump out of F (a tail call) is refused, as is a RET whose epilogue cannot
 Patches: [cave (code + read-only data), counters (writable, role DATA), routes...].
 """
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Sequence
 
 from ..abi import ResultLocation
 from ..errors import BladeError, Code
