@@ -55,3 +55,39 @@ def test_conditions_matrix(variant, tmp_path, target_factory):
     assert not failures, "\n".join(failures)
     assert text_differences(t.pid) == []
     assert t.alive()
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_conditions_on_other_actions_matrix(variant, tmp_path, target_factory):
+    """The prefix inside delay's and panic's H (SP below F's frame: stack operands rebased)
+    and before args' new values, on every toolchain."""
+    from tests.test_conditions_actions_e2e import armed_action
+    opts, dlv = VARIANTS[variant]
+    blade = Blade(tmp_path / "home", env=_dlv_env(dlv))
+    t = target_factory(build_fixture("conditions_target", **opts), env=LOAD_ENV)
+    failures = []
+
+    uid = armed_action(blade, t, "args", "--set", "id=1000", "--effect-count", "50")
+    s = run_window(t, 1.0)
+    if s["faulted"] != 50 or live(blade, uid)["calls_faulted"] != 50:
+        failures.append(f"args count 50: {s}")
+    finish(blade, t, uid)
+
+    uid = armed_action(blade, t, "panic", "--value", '"chaos"', "--match", "small<0 && #1>=60",
+                       "--effect-count", "5")
+    s = run_window(t, 1.0)
+    if not (s["faulted"] == 5 and s["p3_faulted_not"] == 0):
+        failures.append(f"panic p3 count 5: {s}")
+    finish(blade, t, uid)
+
+    uid = armed_action(blade, t, "delay", "--time", "60", "--match",
+                       's.region=="eu" && enabled==true && #1==42')
+    s = run_window(t, 1.5)
+    if not (s["faulted"] == 0 and live(blade, uid)["calls_faulted"] > 0
+            and s["slow"] >= live(blade, uid)["calls_faulted"]):
+        failures.append(f"delay with a matcher through the receiver: {s}")
+    finish(blade, t, uid)
+
+    assert not failures, "\n".join(failures)
+    assert text_differences(t.pid) == []
+    assert t.alive()
