@@ -422,3 +422,24 @@ def test_stack_check_runs_before_the_prefix_so_a_growing_call_is_decided_once(h6
     assert r.rax[0] == [FAULT, 6, FAULT, 6]
     # each call seen once: the pass through the slow path is decided after it, not before
     assert read_counters(r.counters, r.layout) == {"calls_seen": 4, "calls_faulted": 2}
+
+
+def test_whole_stack_check_displaced_on_386(h32):
+    # 386's check is longer than the 5-byte jmp (mov ecx,...; cmp; jbe): the site grows to
+    # the whole check so it can run first; here: mov ecx,[esp+4]; test ecx,ecx; js ms.
+    f = bytearray(b"\xcc" * 0x41)
+    f[0:35] = bytes.fromhex("8b4c2404" "85c9" "780d"                     # the "check"
+                            "8b442404" "0344240c" "89442410" "c3"          # body
+                            "f75c2404" "e822000000" "e9ddffffff")        # ms: neg id; call; jmp F
+    f[0x40] = 0xC3
+    sig = sig_of(4, SIMPLE)
+    patches, p, params, results = plan("386", ABI0_386, sig, match="id==7", fcode=bytes(f))
+    head = p.listing.split("lock add")[0]
+    assert "mov ecx,[esp+4]" in head and "js " in head  # all three, before the prefix
+    a = Args(params, 4)
+    sets = [a.call(id=-7, name="abc"), a.call(id=3, name="abc")]
+    r = H.run(h32, patches, sets, 1, 4, slot=3, keep_regs=("ebx", "edx", "esi", "edi"),
+              memory=a.mem, ptrsize=4)
+    r.layout = p.layout
+    assert r.slot[0] == [FAULT, 6, FAULT, 6]
+    assert read_counters(r.counters, r.layout) == {"calls_seen": 4, "calls_faulted": 2}

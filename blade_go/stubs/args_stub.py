@@ -16,7 +16,7 @@ from ..patch import CAVE, ROUTE, Patch
 from . import values as V
 from .asm import Asm, C, I, R, absolute, gpr, mem, xmm
 from .conditions import emit_prefix_into
-from .conditions_return import check_first
+from .conditions_return import check_first, entry_site
 from .faults import INT3, FaultPlan, _block, _data_base, _sp
 from .image import Const, DataArea, build_images
 from .placement import JMP_LEN, FunctionCode, falls_through, jump, relocate
@@ -30,7 +30,8 @@ def plan_args(code: FunctionCode, params: Sequence[ParamLocation], new: Dict[int
     (issue 10) the prefix decides each call; a rejected one keeps its arguments."""
     arch = code.arch
     ptr = arch.ptrsize
-    site = code.entry_site(JMP_LEN)
+    # with conditions, the whole stack check when it can run first (conditions_return)
+    site = entry_site(code) if conds is not None else code.entry_site(JMP_LEN)
     sp = _sp(arch)
     chosen = [params[i] for i in sorted(new)]
     vals = [new[i] for i in sorted(new)]

@@ -131,6 +131,27 @@ def check_first(code: FunctionCode, site: Site) -> bool:
     return True
 
 
+def entry_site(code: FunctionCode) -> Site:
+    """The entry site for a conditional stub: F's whole stack check when check_first accepts
+    it (on 386, `mov ecx,gs:[0]; mov ecx,[ecx-4]; cmp esp,[ecx+8]; jbe`, and on amd64 big frames
+    `lea r12,[rsp-N]; cmp r12,[r14+0x10]; jbe`, are longer than the 5-byte jmp), else the first
+    5 bytes. The route still writes 5 bytes: the rest of the check stays as it was."""
+    run = []
+    for i in code.insns[:6]:
+        run.append(i)
+        if i.flow != "next":
+            break
+    length = sum(len(i.code) for i in run)
+    if run and run[-1].flow == "cond" and length >= JMP_LEN:
+        try:
+            site = code.entry_site(length)
+        except BladeError:
+            site = None
+        if site is not None and check_first(code, site):
+            return site
+    return code.entry_site(JMP_LEN)
+
+
 def _comes_back(code: FunctionCode, target: int) -> bool:
     """The straight run of F's code at `target` makes a call and ends jumping to F's entry."""
     run = [i for i in code.insns if i.addr >= target]
@@ -168,7 +189,7 @@ def plan_conditional_return(results: Sequence[ResultLocation], values: Sequence[
                          "instead, or use --effect-count/--effect-percent with --after")
     enc = encoder_for(arch, ptrsize)
     backend(arch)  # refuses an unsupported arch early
-    sites = return_sites(code) if after else [code.entry_site(JMP_LEN)]
+    sites = return_sites(code) if after else [entry_site(code)]
 
     def build(images) -> Asm:
         asm = Asm(arch)
