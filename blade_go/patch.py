@@ -9,6 +9,8 @@ Roles decide the order of application and removal:
 - ``route``: the few bytes at a function's entry that send execution into the cave. Applied
   last, removed first; after removing routes the supervisor lets the target run briefly before
   removing caves, so no thread that was already inside a stub is left executing freed bytes.
+- ``data``: writable bytes a stub updates while it runs (condition counters). Applied with the
+  caves' group, before routes; restored with the caves, whatever the stub left there.
 - ``arm``: a byte inside a cave that the stub reads on every call to decide whether to act
   (delay). Its `original` equals the cave's own byte there (disarmed), so it is written after
   the cave and restored first: revert disarms, waits until no goroutine is still inside the
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 
 ROUTE = "route"
 CAVE = "cave"
+DATA = "data"
 ARM = "arm"
 
 

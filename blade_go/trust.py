@@ -15,7 +15,10 @@ itself would have planned for this executable:
   and 386) whose targets lie inside this record's own cave patches, then INT3/NOP fill;
 - patches do not overlap, originals and replacements have the same non-zero length;
 - an arm patch (delay's on/off byte) is one byte inside one of this record's cave patches, and
-  its `original` is that cave patch's own byte there (revert only ever disarms).
+  its `original` is that cave patch's own byte there (revert only ever disarms);
+- a data patch (condition counters) lies in the zero-filled tail of the last writable segment's
+  page (stubs/conditions_data.py) and its `original` is zeros: it is not file-backed, and
+  revert only ever writes zeros there.
 Anything else is refused with 43000 Forbidden and nothing is written.
 """
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 from typing import List
 
 from .errors import BladeError, Code
-from .patch import ARM, CAVE, ROUTE, Patch
+from .patch import ARM, CAVE, DATA, ROUTE, Patch
 from .procfs import start_time
 
 MAX_PATCH = 1 << 16  # no stub blade-go plans is anywhere near this
@@ -48,7 +51,7 @@ def parse_patches(record: dict, uid: str = "?") -> List[Patch]:
     for i, d in enumerate(raw):
         try:
             p = Patch.from_json(d)
-            if p.role not in (CAVE, ROUTE, ARM):
+            if p.role not in (CAVE, ROUTE, ARM, DATA):
                 raise ValueError(f"unknown role {p.role!r}")
         except KeyError as e:
             raise BladeError(Code.DATABASE_ERROR, f"experiment {uid}: patch #{i} in the state "
@@ -79,6 +82,8 @@ def check_against(binary, patches: List[Patch], function=None, uid: str = "?") -
     """Refuse (43000) patches that blade-go would not plan for this binary (module doc)."""
     bias = binary.load_bias
     arms = [p for p in patches if p.role == ARM]
+    for d in (p for p in patches if p.role == DATA):
+        _check_data(binary, d, uid)
     patches = [p for p in patches if p.role != ARM]
     spans = sorted((p.addr, p.end) for p in patches)
     for (_, hi), (lo, _) in zip(spans, spans[1:]):
@@ -92,6 +97,8 @@ def check_against(binary, patches: List[Patch], function=None, uid: str = "?") -
             _refuse(uid, f"patch at {p.addr:#x}: {len(p.original)} original and {n} replacement "
                          "bytes")
         lo = p.addr - bias
+        if p.role == DATA:
+            continue  # checked above: not file-backed
         try:
             file_bytes = binary.read(lo, n)
         except BladeError:
@@ -109,6 +116,17 @@ def check_against(binary, patches: List[Patch], function=None, uid: str = "?") -
             _check_route(binary, p, cave_patches, function, uid)
     for a in arms:
         _check_arm(a, cave_patches, uid)
+
+
+def _check_data(binary, d: Patch, uid):
+    from .stubs.conditions_data import data_cave
+    cave = data_cave(binary.image)
+    lo = d.addr - binary.load_bias
+    n = len(d.replacement)
+    if (cave is None or not (cave[0] <= lo and lo + n <= cave[1]) or n != len(d.original)
+            or any(d.original)):
+        _refuse(uid, f"the data patch at {d.addr:#x}+{n} is not zeroed bytes in the free tail "
+                     "of the writable segment")
 
 
 def _check_arm(a: Patch, caves: List[Patch], uid):

@@ -62,7 +62,8 @@ class ArgsExecutor(CodeFaultExecutor):
                 var = target.binary.variable(v.data)
                 V.check_var_type(v, getattr(var, "type", None))
         return plan_args(target.code, target.params, new, BinaryResolver(target.binary),
-                         target.allocate, target.read_original)
+                         target.allocate, target.read_original,
+                         conds=target.conds, counters=target.counters)
 
     def describe(self, ctx):
         return {"set": ctx.flags.get("set")}

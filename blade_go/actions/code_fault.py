@@ -38,6 +38,8 @@ class FaultTarget:
     bias: int
     allocate: Callable[[int], int] = None
     read_original: Callable[[int, int], bytes] = None
+    conds: object = None     # stubs.conditions.Conditions (issue 10), None: every call
+    counters: int = None     # runtime address of the conditions' counter block
 
     def runtime(self, file_addr):
         return None if file_addr is None else file_addr + self.bias
@@ -88,9 +90,15 @@ class CodeFaultExecutor(ReturnExecutor):
             target.allocate = lambda n: allocator.allocate(n, near=fn.entry) + bias
             # Originals come from the executable file; the session checks the live bytes.
             target.read_original = lambda addr, n: binary.read(addr - bias, n)
+            counters = _reserve_counters(ctx, binary, fn, target, state)  # issue 10
             plan = self.plan(ctx, target)
             patches = list(plan.patches)
+            if counters is not None:
+                patches.insert(1, counters)
             record = _record(fn, patches, binary)
+            if counters is not None:
+                record.update(conditions=target.conds.describe(), counters=counters.addr,
+                              counters_layout=target.conds.layout(binary.goarch))
             record["target_start_time"] = start_time(ctx.pid)
             record["fault"] = self.fault
             state["experiments"][ctx.uid]["record"] = record
@@ -108,6 +116,8 @@ class CodeFaultExecutor(ReturnExecutor):
                   "patched_at": hex(plan.site), "stub": hex(plan.stub_addr),
                   "stub_size": plan.code_size, "data_size": plan.data_size}
         result.update(self.describe(ctx))
+        if target.conds is not None:
+            result.update(conditions=record["conditions"], counters=hex(target.counters))
         if ctx.debug:
             result["listing"] = plan.listing
         owned = dict(record, result=result)
@@ -129,3 +139,19 @@ class CodeFaultExecutor(ReturnExecutor):
         done = session.revert(ctx.uid, patches, guard={"stacks": True, "drain": DRAIN_BOUND})
         session.release(ctx.uid)
         return done
+
+
+def _reserve_counters(ctx, binary, fn, target, state):
+    """Conditions (issue 10): parse --effect-count/--effect-percent/--match and reserve the
+    counter block; None (and no condition code in the stub) when none is given."""
+    from ..patch import DATA
+    from ..stubs.conditions import COUNTERS_ALIGN, COUNTERS_SIZE
+    from ..stubs.conditions_data import DataAllocator, conditions_from_flags, data_cave
+    conds = conditions_from_flags(ctx.flags, target.params, binary.ptrsize, fn.name)
+    if conds is None:
+        return None
+    data = DataAllocator(data_cave(binary.image), _taken_ranges(state, ctx.pid, target.bias))
+    target.conds = conds
+    target.counters = data.allocate(COUNTERS_SIZE, COUNTERS_ALIGN, near=fn.entry) + target.bias
+    return Patch(target.counters, bytes(COUNTERS_SIZE), conds.counters_image(binary.ptrsize),
+                 DATA)

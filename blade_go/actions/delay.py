@@ -18,7 +18,8 @@ class DelayExecutor(CodeFaultExecutor):
                                             "sleep")
         return plan_delay(target.code, target.params, target.regabi, sleep,
                           int(ctx.flags.get("time") or 0), int(ctx.flags.get("offset") or 0),
-                          target.allocate, target.read_original)
+                          target.allocate, target.read_original,
+                          conds=target.conds, counters=target.counters)
 
     def describe(self, ctx):
         return {"time_ms": int(ctx.flags.get("time") or 0), "offset_ms": int(ctx.flags.get("offset") or 0)}

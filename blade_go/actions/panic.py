@@ -25,7 +25,8 @@ class PanicExecutor(CodeFaultExecutor):
             errorstring_itab=target.runtime(b.itab("*errors.errorString", "error")),
             variable=variable)
         return plan_panic(target.code, target.params, target.regabi, value, syms,
-                          target.allocate, target.read_original)
+                          target.allocate, target.read_original,
+                          conds=target.conds, counters=target.counters)
 
     def describe(self, ctx):
         return {"value": ctx.flags.get("value")}

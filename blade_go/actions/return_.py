@@ -16,7 +16,7 @@ destroy hands the same patches back to the session, which restores routes first 
 """
 from ..denylist import check_injectable
 from ..errors import BladeError, Code
-from ..patch import CAVE, ROUTE
+from ..patch import CAVE, DATA, ROUTE
 from ..procfs import start_time
 from ..state import CREATED, SUCCESS
 from ..trust import parse_patches, trusted_patches
@@ -45,13 +45,18 @@ class ReturnExecutor(Executor):
         values = parse_values(ctx.flags.get("value"), results, binary, func=fn.name)
         entry_original = _route_original(binary, fn)
         bias = binary.load_bias
+        conds = _conditions(ctx, binary, fn)  # None: unconditional, planned as before
 
         # Plan and reserve in one state transaction: two creates on one process never pick
         # the same cave bytes, and the originals are on disk before anything is written.
         with ctx.store.transaction() as state:
             _refuse_conflicts(state, ctx, fn)
             allocator = CaveAllocator(binary.caves(int3=False), taken=_taken_ranges(state, ctx.pid, bias))
-            plan = plan_return(
+            if conds is not None:
+                plan = _plan_conditional(ctx, binary, fn, results, values, conds, allocator,
+                                         _taken_ranges(state, ctx.pid, bias))
+            else:
+                plan = plan_return(
                 results, values, arch=binary.goarch, ptrsize=binary.ptrsize,
                 resolve=BinaryResolver(binary),
                 allocate=lambda n: allocator.allocate(n, near=fn.entry) + bias,
@@ -69,6 +74,8 @@ class ReturnExecutor(Executor):
                     read_original=lambda addr, n: binary.read(addr - bias, n),
                     register=instance.register)
             record = _record(fn, patches, binary)
+            if conds is not None:
+                record.update(_conditions_record(ctx, conds, plan))
             record["target_start_time"] = start_time(ctx.pid)
             state["experiments"][ctx.uid]["record"] = record
 
@@ -90,6 +97,9 @@ class ReturnExecutor(Executor):
             result["instance"] = {"name": instance.instance, "dictionary":
                                   hex(instance.dictionary + bias),
                                   "other_instances_untouched": list(instance.others)}
+        if conds is not None:
+            result.update(conditions=record["conditions"], counters=hex(plan.counters_addr),
+                          sites=[hex(a) for a in plan.sites])
         owned = dict(record, result=result)
         if inlined:  # all compile units; says when no direct call of the copy is left
             fields, warning = inlined_report(binary, fn, inlined)
@@ -110,9 +120,10 @@ class ReturnExecutor(Executor):
             # left in any live memory, and writing into a stranger would be harm.
             return {"restored": 0, "note": f"target process {ctx.pid} is gone; nothing to restore"}
         session = ensure_session(ctx.pid, str(ctx.store.home))
+        final = _read_counters(ctx.pid, record) if record.get("counters") else {}  # conditions
         done = session.revert(ctx.uid, patches)
         session.release(ctx.uid)
-        return done
+        return dict(done, **final)
 
     def status(self, ctx, record):
         from ..session import connect_session
@@ -124,6 +135,8 @@ class ReturnExecutor(Executor):
             live = _peek(ctx.pid, route[0].addr, len(route[0].replacement))
             if live is not None:
                 facts["patch_in_place"] = live == route[0].replacement
+        if record.get("counters") and facts["target_alive"]:
+            facts.update(_read_counters(ctx.pid, record))
         return facts
 
 
@@ -196,7 +209,7 @@ def _taken_ranges(state, pid, bias):
         if not _live_on(exp, pid, started):
             continue
         for p in (exp.get("record") or {}).get("patches", []):
-            if p.get("role") == CAVE:
+            if p.get("role") in (CAVE, DATA):  # DATA: condition counters (writable bytes)
                 lo = int(p["addr"]) - bias
                 taken.append((lo, lo + len(p["replacement"]) // 2))
     return taken
@@ -210,3 +223,45 @@ def _peek(pid, addr, n):
             return mem.read(n)
     except OSError:
         return None
+
+
+# ----------------------------------------------------------------------------- conditions
+# --effect-count, --effect-percent, --match and --after (issue 10): a condition prefix in the
+# stub decides each call; its counters live in writable bytes that `status` reads live.
+
+def _conditions(ctx, binary, fn):
+    from ..stubs.conditions_data import conditions_from_flags
+    params = binary.abi.param_locations(binary.signature(fn))
+    return conditions_from_flags(ctx.flags, params, binary.ptrsize, fn.name)
+
+
+def _plan_conditional(ctx, binary, fn, results, values, conds, allocator, taken):
+    from ..stubs import BinaryResolver
+    from ..stubs.conditions_data import DataAllocator, data_cave
+    from ..stubs.conditions_return import plan_conditional_return
+    from ..stubs.placement import FunctionCode
+    bias = binary.load_bias
+    data = DataAllocator(data_cave(binary.image), taken)
+    code = FunctionCode.decode(binary.read(fn.entry, fn.end - fn.entry), fn.entry + bias,
+                               binary.goarch, fn.name)
+    return plan_conditional_return(
+        results, values, conds, binary.goarch, binary.ptrsize, BinaryResolver(binary),
+        allocate=lambda n: allocator.allocate(n, near=fn.entry) + bias,
+        allocate_data=lambda n, align: data.allocate(n, align, near=fn.entry) + bias,
+        code=code, read_original=lambda addr, n: binary.read(addr - bias, n),
+        after=bool(ctx.flags.get("after")))
+
+
+def _conditions_record(ctx, conds, plan):
+    desc = conds.describe()
+    if ctx.flags.get("after"):
+        desc["after"] = True
+    return {"conditions": desc, "counters": plan.counters_addr, "counters_layout": plan.layout}
+
+
+def _read_counters(pid, record):
+    from ..stubs.conditions import COUNTERS_SIZE, read_counters
+    raw = _peek(pid, int(record["counters"]), COUNTERS_SIZE)
+    if raw is None or len(raw) < COUNTERS_SIZE:
+        return {"counters": "unreadable"}
+    return read_counters(raw, record.get("counters_layout"))

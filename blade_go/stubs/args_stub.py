@@ -15,25 +15,38 @@ from ..errors import BladeError, Code
 from ..patch import CAVE, ROUTE, Patch
 from . import values as V
 from .asm import Asm, C, I, R, absolute, gpr, mem, xmm
+from .conditions import emit_prefix_into
+from .conditions_return import check_first, entry_site
 from .faults import INT3, FaultPlan, _block, _data_base, _sp
-from .image import Const, build_images
+from .image import Const, DataArea, build_images
 from .placement import JMP_LEN, FunctionCode, falls_through, jump, relocate
 
 
 def plan_args(code: FunctionCode, params: Sequence[ParamLocation], new: Dict[int, V.Value],
               resolve, allocate: Callable[[int], int],
-              read_original: Callable[[int, int], bytes]) -> FaultPlan:
-    """Every call of F runs with the parameters at the keys of `new` replaced."""
+              read_original: Callable[[int, int], bytes], conds=None, counters=None
+              ) -> FaultPlan:
+    """Every call of F runs with the parameters at the keys of `new` replaced. With conditions
+    (issue 10) the prefix decides each call; a rejected one keeps its arguments."""
     arch = code.arch
     ptr = arch.ptrsize
-    site = code.entry_site(JMP_LEN)
+    # with conditions, the whole stack check when it can run first (conditions_return)
+    site = entry_site(code) if conds is not None else code.entry_site(JMP_LEN)
     sp = _sp(arch)
     chosen = [params[i] for i in sorted(new)]
     vals = [new[i] for i in sorted(new)]
+    # F's stack check first: a call that grows its stack is then decided (and counted) once
+    first = conds is not None and check_first(code, site)
 
     def emit(stub: int, data_base: int):
         images, data = build_images(chosen, vals, ptr, resolve, data_base)
         a = Asm(arch)
+        if first:
+            a.raw(lambda at: relocate(site, at), site.relocated_len)
+        if conds is not None:
+            extra = DataArea(data_base + len(data))
+            emit_prefix_into(a, conds, "skip", counters, extra)
+            data += bytes(extra.buf)
         for loc, img in zip(chosen, images):
             for p in loc.pieces:
                 if isinstance(img, Const):
@@ -41,7 +54,10 @@ def plan_args(code: FunctionCode, params: Sequence[ParamLocation], new: Dict[int
                     a.add(*_set_const(arch, p, int.from_bytes(raw, "little"), sp))
                 else:
                     a.add(*_set_from(arch, p, img.addr + p.value_offset, sp))
-        a.raw(lambda at: relocate(site, at), site.relocated_len)
+        if conds is not None:
+            a.label("skip")
+        if not first:
+            a.raw(lambda at: relocate(site, at), site.relocated_len)
         if falls_through(site):
             a.branch("jmp", site.end)
         return a, data

@@ -32,6 +32,7 @@ from ..errors import BladeError, Code
 from ..patch import ARM, CAVE, ROUTE, Patch
 from . import values as V
 from .asm import Asm, C, I, R, absolute, load, mem, store
+from .conditions import emit_prefix_into
 from .image import DataArea, no_errorstring_itab, word
 from .placement import CALL_LEN, JMP_LEN, FunctionCode, call, falls_through, jump, relocate
 
@@ -213,7 +214,8 @@ def _branch_bytes(arch, kind: str, src: int, dst: int) -> bytes:
 
 def plan_delay(code: FunctionCode, params: Sequence[ParamLocation], regabi: bool, sleep: int,
                time_ms: int, offset_ms: int, allocate: Callable[[int], int],
-               read_original: Callable[[int, int], bytes]) -> FaultPlan:
+               read_original: Callable[[int, int], bytes], conds=None, counters=None
+               ) -> FaultPlan:
     """Every call of F first sleeps time_ms (uniformly +- offset_ms, per call) in its own
     goroutine. `sleep`: runtime address of time.Sleep (ABIInternal under the register ABI)."""
     arch = code.arch
@@ -224,9 +226,11 @@ def plan_delay(code: FunctionCode, params: Sequence[ParamLocation], regabi: bool
     span = 2 * offset_ms + 1
     sp = _sp(arch)
 
-    def fill(a: Asm, _what, arm_addr, armed):
+    def fill(a: Asm, area, arm_addr, armed):
         a.add(I.create_mem_u32(C.CMP_RM8_IMM8, absolute(arm_addr, arch.bitness), armed))
         a.branch("jne", "out")
+        if conds is not None:  # issue 10: a call the conditions reject just goes on
+            emit_prefix_into(a, conds, "out", counters, area, arch.ptrsize + code.frame.sp_delta)
         if offset_ms:  # rdtsc's low bits: a cheap per-call uniform pick in [0, span)
             a.add(I.create(C.RDTSC), I.create_reg_reg(C.XOR_R32_RM32, R.EDX, R.EDX),
                   I.create_reg_u32(C.MOV_R32_IMM32, R.ECX, span), I.create_reg(C.DIV_RM32, R.ECX))
@@ -256,7 +260,7 @@ def plan_delay(code: FunctionCode, params: Sequence[ParamLocation], regabi: bool
         a.ret()
 
     return _callout_plan(code, params, allocate, read_original, CALL_LEN + JMP_LEN, fill,
-                         lambda area: None, True, True,
+                         lambda area: area, True, True,
                          f"H (delay {time_ms} ms +- {offset_ms} ms, tail call of time.Sleep):")
 
 
@@ -273,8 +277,10 @@ class PanicSymbols:
 
 def plan_panic(code: FunctionCode, params: Sequence[ParamLocation], regabi: bool,
                value: PanicValue, syms: PanicSymbols, allocate: Callable[[int], int],
-               read_original: Callable[[int, int], bytes]) -> FaultPlan:
-    """Every call of F panics with `value` as if panic(value) were its first statement."""
+               read_original: Callable[[int, int], bytes], conds=None, counters=None
+               ) -> FaultPlan:
+    """Every call of F panics with `value` as if panic(value) were its first statement.
+    With conditions (issue 10) a rejected call returns from H into `jmp H2` and F goes on."""
     arch = code.arch
     ptr = arch.ptrsize
     _refuse_unsafe_callout(code, 2 * ptr, "panic", context_ok=True, bp_usable=True)
@@ -303,7 +309,10 @@ def plan_panic(code: FunctionCode, params: Sequence[ParamLocation], regabi: bool
             return area.put(word(s, ptr) + word(len(value.data), ptr), align=ptr)
         return None
 
-    def fill(a: Asm, header, _arm, _armed):
+    def fill(a: Asm, what, _arm, _armed):
+        header, area = what
+        if conds is not None:
+            emit_prefix_into(a, conds, "out", counters, area, arch.ptrsize + code.frame.sp_delta)
         if value.kind == V.STRING:   # (type of string, &header)
             a.add(I.create_reg_mem(mov, t_reg, absolute(syms.string_type_slot, arch.bitness)),
                   movi(d_reg, header))
@@ -334,9 +343,14 @@ def plan_panic(code: FunctionCode, params: Sequence[ParamLocation], regabi: bool
             a.add(I.create_mem_reg(st, mem(sp, ptr), t_reg),
                   I.create_mem_reg(st, mem(sp, 2 * ptr), d_reg))
         a.branch("jmp", syms.gopanic)
+        if conds is not None:
+            a.label("out")
+            a.ret()
 
-    return _callout_plan(code, params, allocate, read_original, CALL_LEN, fill, data_fill,
-                         False, False, f"H (panic {value.text}, tail call of runtime.gopanic):")
+    need, h2 = (CALL_LEN + JMP_LEN, True) if conds is not None else (CALL_LEN, False)
+    return _callout_plan(code, params, allocate, read_original, need, fill,
+                         lambda area: (data_fill(area), area), h2, False,
+                         f"H (panic {value.text}, tail call of runtime.gopanic):")
 
 
 def _check_panic_var(value: PanicValue, found):

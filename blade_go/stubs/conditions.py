@@ -1,0 +1,404 @@
+"""Conditions decided inside the injected code: `--effect-count`, `--effect-percent`, `--match`.
+
+A condition prefix is shared by every action: it runs first in the stub, jumps to the label
+SKIP when the call must run untouched, and otherwise falls through into the action's code.
+
+    conds = Conditions(count=3, percent=50, matches=parse_match('id==42', params, ptrsize))
+    asm = Asm(arch)
+    emit_prefix(asm, conds)          # seen++, matchers, percent draw, count, faulted++
+    ...action code...; asm.label(SKIP); ...what runs when the condition does not hold...
+    code, listing = asm.assemble(stub_addr, {COUNTERS: rw_addr, **constants})
+
+Order (each block jumps to SKIP when it fails): `seen += 1`; every matcher (`&&`); the percent
+draw; the count (`lock xadd`, so N racing calls take exactly N tickets); `faulted += 1`. The
+count block is last, so only calls that will fault consume it. On amd64 one locked operation on
+a shared line per call is the main cost of an armed condition under concurrency, so the prefix
+makes at most one: with a percent draw, the draw comes first (before the matchers: still one
+independent draw per call) and its state counts the calls; with a count and no matcher, every
+call takes a ticket and the ticket counts them; otherwise `seen += 1` (see seen_source).
+
+Worked example (amd64 register ABI): `func F(id int, name string) int` at 0x4a1840 with
+`--value -1 --match 'id==42 && name^="ten"' --effect-count 2`, the cave at 0x400810, the
+counters at 0x5c18e0 (id in RAX, name in RBX/RCX; listing from conditions_return). F's stack
+check runs first (conditions_return.check_first), then the prefix, then the action:
+
+    0x400810  49 3b 66 10 0f 86 44 10 0a 00   cmp rsp,[r14+0x10]; jbe 0x4a185e  ; F's stack
+                                              ; check, relocated (morestack block of F)
+    0x40081a  f0 48 ff 05 be 10 1c 00         lock inc qword ptr [0x5c18e0]  ; seen
+    0x400822  4c 8b e0                        mov r12, rax                   ; id
+    0x400825  49 81 fc 2a 00 00 00            cmp r12, 0x2a
+    0x40082c  0f 85 6c 00 00 00               jne 0x40089e                   ; -> skip
+    0x400832  4c 8b e1                        mov r12, rcx                   ; len(name)
+    0x400835  49 81 fc 03 00 00 00            cmp r12, 3
+    0x40083c  0f 82 5c 00 00 00               jb 0x40089e
+    0x400842  4c 8b eb                        mov r13, rbx                   ; name's bytes
+    0x400845  66 45 8b a5 00 00 00 00         mov r12w, [r13]
+    0x40084d  66 44 3b 25 5b 00 00 00         cmp r12w, [0x4008b0]           ; "te" (cave data)
+    0x400855  0f 85 43 00 00 00               jne 0x40089e
+    0x40085b  45 8a a5 02 00 00 00            mov r12b, [r13+2]
+    0x400862  44 3a 25 49 00 00 00            cmp r12b, [0x4008b2]           ; "n"
+    0x400869  0f 85 2f 00 00 00               jne 0x40089e
+    0x40086f  41 bc 01 00 00 00               mov r12d, 1
+    0x400875  f0 4c 0f c1 25 72 10 1c 00      lock xadd [0x5c18f0], r12      ; count ticket
+    0x40087e  49 81 fc 02 00 00 00            cmp r12, 2
+    0x400885  0f 83 13 00 00 00               jae 0x40089e                   ; tickets 0, 1 fault
+    0x40088b  f0 48 ff 05 55 10 1c 00         lock inc qword ptr [0x5c18e8]  ; faulted
+    0x400893  48 b8 ff ff ff ff ff ff ff ff   movabs rax, 0xffffffffffffffff ; the action
+    0x40089d  c3                              ret
+    0x40089e  e9 a3 0f 0a 00                  jmp 0x4a1846      ; skip: back into F after the
+                                                                ; displaced check
+
+Counters live in writable memory (the stub's code and constants are in an executable cave,
+which is read-only to the target): COUNTERS_SIZE bytes laid out as below, little endian, so
+`status` reads them from /proc/PID/mem. Registers: the prefix writes only the arch's scratch
+registers (amd64 R12/R13, 386 EAX/ECX) and the flags; every argument register, RDX/EDX (the
+closure context), R14 (g) and R15 stay intact, so the skip path can run F as if untouched.
+
+Statistics of the percent draw: a shared state advanced by a Weyl step with `lock xadd` (no
+lost update under concurrency: every call gets its own state value) and hashed by a bijective
+mixer (amd64: SplitMix64's finalizer on 64 bits; 386: the "lowbias32" mixer on 32 bits). The
+call faults when the hash is below floor(P/100 * 2^bits): over a full period the hashes are each
+value exactly once, so the share is P/100 to within 2^-32, and the mixers' avalanche makes
+consecutive calls behave as independent draws (tests/test_conditions_exec.py checks the count
+and the pairs of consecutive calls against binomial bounds at 1e-6). The state starts at a
+random seed per experiment.
+"""
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import iced_x86 as x86
+
+SKIP = "skip"
+COUNTERS = "counters"
+SEEN, FAULTED, COUNT, RNG = 0, 8, 16, 24
+COUNTERS_SIZE = 32
+COUNTERS_ALIGN = 32
+MAX_STRING = 256  # longest string a matcher compares (the compare is unrolled)
+
+
+# ----------------------------------------------------------------------------- operands
+
+@dataclass(frozen=True)
+class Reg:
+    """A register holding the value at F's entry ("RAX".."R11")."""
+    name: str
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Bytes at [SP + sp_offset] at F's entry (SP points at the return address)."""
+    sp_offset: int
+
+
+@dataclass(frozen=True)
+class Mem:
+    """Bytes at [p + offset] where p is the pointer held by `base` (a nil p: no match)."""
+    base: "Operand"
+    offset: int
+
+
+Operand = Union[Reg, Stack, Mem]
+
+
+@dataclass(frozen=True)
+class Match:
+    """One `ref op literal` term. Integers, bools and pointers (against nil) are `INT` terms of
+    `size` bytes; strings are `STRING` terms over their (ptr, len) operands."""
+    text: str                 # the term as written, for listings and messages
+    kind: str                 # INT or STRING
+    op: str                   # == != < <= > >= ^=
+    value: Union[int, bytes]
+    operands: Tuple[Operand, ...]  # INT: (value,) or (lo, hi) for 8 bytes on 386; STRING: (ptr, len)
+    size: int = 0             # INT: bytes of the value
+    signed: bool = False
+
+
+INT, STRING = "int", "string"
+
+
+@dataclass(frozen=True)
+class Conditions:
+    count: Optional[int] = None     # fault the first `count` calls that pass every other check
+    percent: Optional[int] = None   # 0..100
+    matches: Tuple[Match, ...] = ()
+    seed: int = field(default_factory=lambda: int.from_bytes(os.urandom(8), "little"))
+
+    @property
+    def active(self) -> bool:
+        return self.count is not None or self.percent is not None or bool(self.matches)
+
+    def constants(self) -> List[Tuple[str, bytes]]:
+        """Read-only data the prefix refers to: (symbol, bytes) of each string literal."""
+        return [(f"m{i}", m.value) for i, m in enumerate(self.matches)
+                if m.kind == STRING and m.value]
+
+    def counters_image(self, ptrsize: int) -> bytes:
+        """Initial bytes of the counter block: zeros and the draw's seed."""
+        seed = self.seed & ((1 << (8 * ptrsize)) - 1)
+        return bytes(RNG) + seed.to_bytes(8, "little")
+
+    def layout(self, arch: str) -> dict:
+        """What `read_counters` needs to know about this prefix's counter block."""
+        return {"seen": seen_source(self, arch), "seed": self.seed & ((1 << 64) - 1)}
+
+    def describe(self) -> dict:
+        d = {}
+        if self.count is not None:
+            d["effect_count"] = self.count
+        if self.percent is not None:
+            d["effect_percent"] = self.percent
+        if self.matches:
+            d["match"] = " && ".join(m.text for m in self.matches)
+        return d
+
+
+# How `calls seen` is kept. One atomic on a shared line per call is what an armed condition
+# costs most under concurrency, so on amd64 a prefix that already makes one per call lets it
+# count the calls too: the draw's state advances by GOLDEN per call (seen = (state - seed) /
+# GOLDEN, GOLDEN odd so invertible mod 2^64), a lone count's ticket is taken by every call.
+SEEN_COUNTER, SEEN_DRAW, SEEN_TICKET = "counter", "draw", "ticket"
+GOLDEN = 0x9E3779B97F4A7C15
+
+
+def seen_source(conds: "Conditions", arch: str) -> str:
+    if arch != "amd64":
+        return SEEN_COUNTER  # 386: the draw state is 32 bits and the ticket saturates
+    if conds.percent is not None and conds.percent < 100:
+        return SEEN_DRAW
+    if conds.count is not None and not conds.matches:
+        return SEEN_TICKET
+    return SEEN_COUNTER
+
+
+def read_counters(raw: bytes, layout: Optional[dict] = None) -> dict:
+    """{"calls_seen": n, "calls_faulted": n} from the counter block's bytes; `layout` is
+    Conditions.layout() as recorded at create (None: a plain seen counter)."""
+    u64 = lambda off: int.from_bytes(raw[off:off + 8], "little")
+    how = (layout or {}).get("seen", SEEN_COUNTER)
+    if how == SEEN_DRAW:
+        seen = ((u64(RNG) - int(layout["seed"])) * pow(GOLDEN, -1, 1 << 64)) % (1 << 64)
+    elif how == SEEN_TICKET:
+        seen = u64(COUNT)
+    else:
+        seen = u64(SEEN)
+    return {"calls_seen": seen, "calls_faulted": u64(FAULTED)}
+
+
+# ----------------------------------------------------------------------------- assembler
+
+@dataclass
+class _Item:
+    make: Callable[[int, Dict[str, int]], Tuple[bytes, str]]
+
+
+class Asm:
+    """Instructions with labels and data symbols, assembled in two passes.
+
+    Every item has a length independent of addresses (branches are rel32, data operands are
+    RIP-relative disp32 on amd64 and absolute disp32 on 386), so the first pass, against dummy
+    addresses, sizes the code; the second emits it.
+    """
+
+    def __init__(self, arch: str):
+        self.arch = arch
+        self.bitness = 64 if arch == "amd64" else 32
+        self.items: List[Union[_Item, str]] = []
+        self._n = 0
+        self.sp_bias = 0  # SP here is SP at F's entry minus this (0: the prefix runs at entry)
+
+    def fresh(self, stem: str) -> str:
+        self._n += 1
+        return f".{stem}{self._n}"
+
+    def label(self, name: str):
+        self.items.append(name)
+
+    def ins(self, make: Callable[[Dict[str, int]], "x86.Instruction"]):
+        """An instruction built from the symbol table (data addresses, labels)."""
+        def build(at, sym):
+            ins = make(sym)
+            enc = x86.Encoder(self.bitness)
+            enc.encode(ins, at)
+            return bytes(enc.take_buffer()), _fmt(ins)
+        self.items.append(_Item(build))
+
+    def fixed(self, ins: "x86.Instruction"):
+        self.ins(lambda sym: ins)
+
+    def raw(self, make: Callable[[int], bytes], text: str):
+        """Bytes that depend only on their own address (relocated instructions)."""
+        self.items.append(_Item(lambda at, sym: (make(at), text)))
+
+    def jcc(self, code: int, label: str):
+        self.ins(lambda sym: x86.Instruction.create_branch(code, sym[label]))
+
+    def size(self, near: int) -> int:
+        """Code length, assembled at `near` (any address in rel32 reach of the branch targets
+        and relocated instructions: lengths do not depend on it)."""
+        return len(self.assemble(near, _Dummy(near))[0])
+
+    def assemble(self, base: int, symbols) -> Tuple[bytes, List[Tuple[int, bytes, str]]]:
+        """(code, [(addr, bytes, text)]) with labels resolved; `symbols` gives data addresses."""
+        dummy = _Dummy(base)
+        lengths, at, labels = [], base, {}
+        for it in self.items:
+            if isinstance(it, str):
+                labels[it] = at
+            else:
+                n = len(it.make(at, dummy)[0])
+                lengths.append(n)
+                at += n
+        sym = _Chain(labels, symbols)
+        out, listing, at, k = bytearray(), [], base, 0
+        for it in self.items:
+            if isinstance(it, str):
+                listing.append((at, b"", it + ":"))
+                continue
+            code, text = it.make(at, sym)
+            if len(code) != lengths[k]:
+                raise AssertionError(f"{text}: length changed with its address")
+            listing.append((at, code, text))
+            out += code
+            at += len(code)
+            k += 1
+        return bytes(out), listing
+
+
+class _Dummy(dict):
+    def __init__(self, base):
+        super().__init__()
+        self.base = base
+
+    def __missing__(self, key):
+        return self.base
+
+
+class _Chain:
+    def __init__(self, *maps):
+        self.maps = maps
+
+    def __getitem__(self, key):
+        for m in self.maps:
+            if key in m or isinstance(m, _Dummy):
+                return m[key]
+        raise KeyError(f"unknown symbol {key!r}")
+
+
+_FORMATTER = None
+
+
+def _fmt(ins) -> str:
+    global _FORMATTER
+    if _FORMATTER is None:
+        f = x86.Formatter(x86.FormatterSyntax.INTEL)
+        f.hex_prefix, f.hex_suffix, f.uppercase_hex = "0x", "", False
+        f.space_after_operand_separator = True
+        f.branch_leading_zeros = False
+        _FORMATTER = f
+    return _FORMATTER.format(ins)
+
+
+def listing_text(listing) -> str:
+    return "\n".join(f"{a:#010x}  {c.hex(' '):<36} {t}" if c else f"{a:#010x}  {t}"
+                     for a, c, t in listing)
+
+
+# ----------------------------------------------------------------------------- the prefix
+
+def backend(arch: str):
+    if arch == "amd64":
+        from .conditions_amd64 import Amd64Conditions
+        return Amd64Conditions()
+    if arch == "386":
+        from .conditions_386 import I386Conditions
+        return I386Conditions()
+    from ..errors import BladeError, Code
+    raise BladeError(Code.ACTION_NOT_SUPPORT, f"conditions are implemented for amd64 and 386, "
+                                              f"not {arch}")
+
+
+def percent_threshold(percent: int, bits: int) -> int:
+    """Hashes below this fault: floor(P/100 * 2^bits)."""
+    return (percent << bits) // 100
+
+
+def emit_prefix(asm: Asm, conds: Conditions, skip: str = SKIP):
+    """The shared condition prefix (see the module docstring); jumps to `skip` on no."""
+    be = backend(asm.arch)
+    seen = seen_source(conds, asm.arch)
+    if seen == SEEN_DRAW:  # drawn first: the draw counts every call (independent of matches)
+        be.percent(asm, conds.percent, skip)
+    elif seen == SEEN_COUNTER:
+        be.bump(asm, SEEN)
+    for i, m in enumerate(conds.matches):
+        if m.kind == STRING:
+            be.match_string(asm, m, f"m{i}", skip)
+        else:
+            be.match_int(asm, m, skip)
+    if seen != SEEN_DRAW and conds.percent is not None and conds.percent < 100:
+        be.percent(asm, conds.percent, skip)
+    if conds.count is not None:
+        be.count(asm, conds.count, skip)
+    be.bump(asm, FAULTED)
+
+
+def chunks(n: int, word: int) -> List[Tuple[int, int]]:
+    """(offset, width) loads covering n bytes: whole words, the last one overlapping back when
+    n is not a multiple (never reading past n); below a word, exact 4/2/1 pieces."""
+    if n >= word:
+        out = [(off, word) for off in range(0, n - word + 1, word)]
+        if n % word:
+            out.append((n - word, word))
+        return out
+    out, off = [], 0
+    for w in (4, 2, 1):
+        while n - off >= w:
+            out.append((off, w))
+            off += w
+    return out
+
+
+# jcc that leaves the matcher (to SKIP) when `value op k` is false; (signed, unsigned)
+FAIL_JCC = {"==": ("ne", "ne"), "!=": ("e", "e"), "<": ("ge", "ae"), "<=": ("g", "a"),
+            ">": ("le", "be"), ">=": ("l", "b")}
+
+
+# ----------------------------------------------------------------------------- other stubs
+
+class _FaultAsm:
+    """The prefix's view of a fault stub's assembler (stubs/asm.py, used by delay, panic and
+    args): the same calls as Asm, with data addresses already known."""
+
+    def __init__(self, a, symbols: Dict[str, int], sp_bias: int):
+        self.a, self.symbols, self.sp_bias = a, symbols, sp_bias
+        self.arch = "amd64" if a.bitness == 64 else "386"
+        self._n = 0
+
+    def fresh(self, stem: str) -> str:
+        self._n += 1
+        return f".cond_{stem}{self._n}"
+
+    def label(self, name: str):
+        self.a.label(name)
+
+    def fixed(self, ins):
+        self.a.add(ins)
+
+    def ins(self, make):
+        self.a.add(make(self.symbols))
+
+    def jcc(self, code: int, label: str):
+        self.a.items.append(("branch", (code, label)))  # asm.Asm's rel32 branch to a label
+
+
+def emit_prefix_into(a, conds: Conditions, skip: str, counters: int, area,
+                     sp_bias: int = 0):
+    """Emit the prefix into a fault stub's asm.Asm `a`. `counters`: runtime address of the
+    counter block; `area` (image.DataArea): where the string constants go; `sp_bias`: how far
+    SP at this point lies below SP at F's entry (delay/panic run the prefix in H, called from
+    after F's frame setup: 8 + the frame's SP delta)."""
+    symbols = {COUNTERS: counters}
+    for name, data in conds.constants():
+        symbols[name] = area.put(data)
+    emit_prefix(_FaultAsm(a, symbols, sp_bias), conds, skip)

@@ -1,0 +1,161 @@
+"""amd64 condition blocks (register ABI and ABI0): scratch R12/R13 and the flags only.
+
+Data operands are RIP-relative (the counters and string constants are within rel32 of the
+stub), branches rel32; lengths never depend on addresses.
+"""
+import iced_x86 as x86
+
+from .conditions import COUNT, COUNTERS, FAIL_JCC, RNG, Asm, Match, Mem, Reg, Stack, \
+    chunks, percent_threshold
+
+R = x86.Register
+C = x86.Code
+I = x86.Instruction
+MO = x86.MemoryOperand
+S, T = R.R12, R.R13  # scratch: value, pointer/temporary
+
+_GPR = {"RAX": R.RAX, "RBX": R.RBX, "RCX": R.RCX, "RDX": R.RDX, "RDI": R.RDI, "RSI": R.RSI,
+        "R8": R.R8, "R9": R.R9, "R10": R.R10, "R11": R.R11}
+_SUB = {  # 64-bit register -> (32, 16, 8)-bit names
+    R.RAX: (R.EAX, R.AX, R.AL), R.RBX: (R.EBX, R.BX, R.BL), R.RCX: (R.ECX, R.CX, R.CL),
+    R.RDX: (R.EDX, R.DX, R.DL), R.RDI: (R.EDI, R.DI, R.DIL), R.RSI: (R.ESI, R.SI, R.SIL),
+    R.R8: (R.R8D, R.R8W, R.R8L), R.R9: (R.R9D, R.R9W, R.R9L), R.R10: (R.R10D, R.R10W, R.R10L),
+    R.R11: (R.R11D, R.R11W, R.R11L), R.R12: (R.R12D, R.R12W, R.R12L),
+    R.R13: (R.R13D, R.R13W, R.R13L)}
+
+_JCC = {"e": C.JE_REL32_64, "ne": C.JNE_REL32_64, "l": C.JL_REL32_64, "le": C.JLE_REL32_64,
+        "g": C.JG_REL32_64, "ge": C.JGE_REL32_64, "b": C.JB_REL32_64, "be": C.JBE_REL32_64,
+        "a": C.JA_REL32_64, "ae": C.JAE_REL32_64}
+
+from .conditions import GOLDEN  # noqa: E402 (SplitMix64's Weyl increment)
+MIX1, MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def _sized(r, size):
+    return r if size == 8 else _SUB[r][{4: 0, 2: 1, 1: 2}[size]]
+
+
+def _rip(sym: str, off: int = 0):
+    return lambda s: MO(R.RIP, displ=s[sym] + off)
+
+
+def _mem_sp(off: int):
+    return MO(R.RSP, displ=off, displ_size=8)
+
+
+# (size, signed) -> instruction code loading into a 64-bit register, from r/m of that size
+_LOAD = {(8, True): C.MOV_R64_RM64, (8, False): C.MOV_R64_RM64,
+         (4, True): C.MOVSXD_R64_RM32, (4, False): C.MOV_R32_RM32,
+         (2, True): C.MOVSX_R64_RM16, (2, False): C.MOVZX_R32_RM16,
+         (1, True): C.MOVSX_R64_RM8, (1, False): C.MOVZX_R32_RM8}
+
+
+class Amd64Conditions:
+    name = "amd64"
+    ptrsize = 8
+
+    # -- operands ----------------------------------------------------------------------
+    def _pointer(self, asm: Asm, op, skip: str):
+        """Leave in R13 the pointer `op` names (following Mem chains, nil -> skip)."""
+        if isinstance(op, Reg):
+            asm.fixed(I.create_reg_reg(C.MOV_R64_RM64, T, _GPR[op.name.upper()]))
+        elif isinstance(op, Stack):
+            asm.fixed(I.create_reg_mem(C.MOV_R64_RM64, T, _mem_sp(asm.sp_bias + op.sp_offset)))
+        else:
+            self._deref_base(asm, op, skip)
+            asm.fixed(I.create_reg_mem(C.MOV_R64_RM64, T, MO(T, displ=op.offset, displ_size=8)))
+
+    def _deref_base(self, asm: Asm, op: Mem, skip: str):
+        self._pointer(asm, op.base, skip)
+        asm.fixed(I.create_reg_reg(C.TEST_RM64_R64, T, T))
+        asm.jcc(C.JE_REL32_64, skip)
+
+    def _load(self, asm: Asm, op, size: int, signed: bool, skip: str, into=S):
+        """Load the `size`-byte value `op` names into `into`, sign/zero-extended to 64 bits."""
+        code = _LOAD[(size, signed)]
+        dst = into if code in (C.MOV_R64_RM64, C.MOVSXD_R64_RM32, C.MOVSX_R64_RM16,
+                               C.MOVSX_R64_RM8) else _SUB[into][0]
+        if isinstance(op, Reg):
+            asm.fixed(I.create_reg_reg(code, dst, _sized(_GPR[op.name.upper()], size)))
+        elif isinstance(op, Stack):
+            asm.fixed(I.create_reg_mem(code, dst, _mem_sp(asm.sp_bias + op.sp_offset)))
+        else:
+            self._deref_base(asm, op, skip)
+            asm.fixed(I.create_reg_mem(code, dst, MO(T, displ=op.offset, displ_size=8)))
+
+    def _cmp_imm(self, asm: Asm, k: int):
+        """cmp r12, k (k as a 64-bit two's complement constant)."""
+        k &= (1 << 64) - 1
+        sk = k - (1 << 64) if k >> 63 else k
+        if -(1 << 31) <= sk < (1 << 31):
+            asm.fixed(I.create_reg_i32(C.CMP_RM64_IMM32, S, sk))
+        else:
+            asm.fixed(I.create_reg_u64(C.MOV_R64_IMM64, T, k))
+            asm.fixed(I.create_reg_reg(C.CMP_RM64_R64, S, T))
+
+    # -- blocks ------------------------------------------------------------------------
+    def bump(self, asm: Asm, offset: int):
+        ins = lambda s: _lock(I.create_mem(C.INC_RM64, MO(R.RIP, displ=s[COUNTERS] + offset)))
+        asm.ins(ins)
+
+    def match_int(self, asm: Asm, m: Match, skip: str):
+        self._load(asm, m.operands[0], m.size, m.signed, skip)
+        self._cmp_imm(asm, m.value)
+        asm.jcc(_JCC[FAIL_JCC[m.op][0 if m.signed else 1]], skip)
+
+    def match_string(self, asm: Asm, m: Match, sym: str, skip: str):
+        ptr, length = m.operands
+        n = len(m.value)
+        equal = asm.fresh("neq")  # != : leave the matcher (true) at the first difference
+        fail_len = {"==": C.JNE_REL32_64, "^=": C.JB_REL32_64}.get(m.op)
+        self._load(asm, length, 8, False, skip)
+        asm.fixed(I.create_reg_i32(C.CMP_RM64_IMM32, S, n))
+        if m.op == "!=":
+            asm.jcc(C.JNE_REL32_64, equal)
+        else:
+            asm.jcc(fail_len, skip)
+        if n:
+            self._pointer(asm, ptr, skip)
+            for off, w in chunks(n, 8):
+                r = _sized(S, w)
+                mov = {8: C.MOV_R64_RM64, 4: C.MOV_R32_RM32, 2: C.MOV_R16_RM16, 1: C.MOV_R8_RM8}[w]
+                cmp = {8: C.CMP_R64_RM64, 4: C.CMP_R32_RM32, 2: C.CMP_R16_RM16, 1: C.CMP_R8_RM8}[w]
+                asm.fixed(I.create_reg_mem(mov, r, MO(T, displ=off, displ_size=8)))
+                asm.ins(lambda s, r=r, cmp=cmp, off=off: I.create_reg_mem(
+                    cmp, r, MO(R.RIP, displ=s[sym] + off)))
+                asm.jcc(C.JNE_REL32_64, equal if m.op == "!=" else skip)
+        if m.op == "!=":
+            asm.ins(lambda s: I.create_branch(C.JMP_REL32_64, s[skip]))
+            asm.label(equal)
+
+    def percent(self, asm: Asm, percent: int, skip: str):
+        # z = state; state += GOLDEN (atomically); z = splitmix64_mix(z)
+        asm.fixed(I.create_reg_u64(C.MOV_R64_IMM64, S, GOLDEN))
+        asm.ins(lambda s: _lock(I.create_mem_reg(C.XADD_RM64_R64,
+                                                 MO(R.RIP, displ=s[COUNTERS] + RNG), S)))
+        for shift, mul in ((30, MIX1), (27, MIX2), (31, None)):
+            asm.fixed(I.create_reg_reg(C.MOV_R64_RM64, T, S))
+            asm.fixed(I.create_reg_i32(C.SHR_RM64_IMM8, T, shift))
+            asm.fixed(I.create_reg_reg(C.XOR_R64_RM64, S, T))
+            if mul:
+                asm.fixed(I.create_reg_u64(C.MOV_R64_IMM64, T, mul))
+                asm.fixed(I.create_reg_reg(C.IMUL_R64_RM64, S, T))
+        asm.fixed(I.create_reg_u64(C.MOV_R64_IMM64, T, percent_threshold(percent, 64)))
+        asm.fixed(I.create_reg_reg(C.CMP_RM64_R64, S, T))
+        asm.jcc(C.JAE_REL32_64, skip)
+
+    def count(self, asm: Asm, n: int, skip: str):
+        # ticket = count++ (atomically); fault while ticket < n. 64 bits never wrap.
+        asm.fixed(I.create_reg_u32(C.MOV_R32_IMM32, _SUB[S][0], 1))
+        asm.ins(lambda s: _lock(I.create_mem_reg(C.XADD_RM64_R64,
+                                                 MO(R.RIP, displ=s[COUNTERS] + COUNT), S)))
+        self._cmp_imm(asm, n)
+        asm.jcc(C.JAE_REL32_64, skip)
+
+    def jmp(self, asm: Asm, label: str):
+        asm.ins(lambda s: I.create_branch(C.JMP_REL32_64, s[label]))
+
+
+def _lock(ins):
+    ins.has_lock_prefix = True
+    return ins
