@@ -18,7 +18,7 @@ from typing import Callable
 from ..denylist import check_injectable
 from ..errors import BladeError, Code
 from ..inspector.references import inlined_report
-from ..patch import ARM
+from ..patch import ARM, Patch
 from ..trust import trusted_patches
 from ..procfs import start_time
 from .return_ import (ReturnExecutor, _find_out_of_line, _record, _refuse_conflicts,
