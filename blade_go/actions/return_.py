@@ -26,11 +26,15 @@ INT3 = 0xCC
 
 class ReturnExecutor(Executor):
     def create(self, ctx):
-        from ..inspector import CaveAllocator, open_binary
+        from ..inspector import CaveAllocator
+        from ..inspector.typed import open_typed_binary
         from ..session import ensure_session
         from ..stubs import BinaryResolver, parse_values, plan_return
 
-        binary = open_binary(pid=ctx.pid)
+        # Stripped targets (-ldflags="-s -w") take their types from --signature/--debug-binary.
+        binary = open_typed_binary(pid=ctx.pid, signature=ctx.flags.get("signature"),
+                                   debug_binary=ctx.flags.get("debug-binary"),
+                                   func=ctx.flags["func"])
         fn = _find_out_of_line(binary, ctx.flags["func"])
         inlined = binary.inlined_sites(fn.name)
         results = binary.result_locations(fn)
@@ -76,6 +80,8 @@ class ReturnExecutor(Executor):
             result["not_covered_inlined_sites"] = sites
             owned["warnings"] = [f"{len(sites)} call site(s) where the compiler inlined "
                                  f"{fn.name} keep the original behaviour: " + "; ".join(sites[:10])]
+        if getattr(binary, "warnings", None):  # e.g. inlined sites unknown without DWARF
+            owned.setdefault("warnings", []).extend(binary.warnings)
         return owned
 
     def destroy(self, ctx, record):

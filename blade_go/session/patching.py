@@ -76,6 +76,36 @@ def branches_into(instructions: list, routes: list[Patch]) -> list[str]:
     return reasons
 
 
+NO_GOROUTINES = "could not find goroutine array"
+
+
+def goroutines_or_none(client, need_stacks: bool):
+    """Every goroutine, or None when dlv cannot list them (it finds `runtime.allgs` through
+    DWARF, absent from a `-s -w` executable or the debug-less copy dlv was given).
+
+    Without goroutines only the threads are checked, which is enough for patches whose code
+    never calls out (return stubs): a goroutine not running on a thread resumes at a PC the
+    scheduler saved, and no such PC lies strictly inside a route or anywhere in a cave: a
+    route covers the first 5 bytes of a function, its stack-check prologue, which the compiler
+    marks as not async-preemptible; caves lie outside every function, where the runtime never
+    preempts; a stub is a leaf, so no goroutine has a return address into it; and morestack
+    restarts a function at its entry, which a route patch may hold. Code that calls out
+    (guard "stacks") leaves return addresses on goroutine stacks and is refused instead.
+    """
+    from .delve_client import DelveError
+    try:
+        return client.list_goroutines()
+    except DelveError as e:
+        if NO_GOROUTINES not in str(e):
+            raise
+        if need_stacks:
+            raise BladeError(Code.ACTION_NOT_SUPPORT,
+                             "this action needs every goroutine's stack, and dlv cannot list "
+                             "goroutines of an executable without DWARF: use a build with "
+                             "DWARF (or keep the runtime's DWARF)") from None
+        return None
+
+
 class Patcher:
     """Halts, checks, writes, verifies and resumes; ``client`` is a DelveClient."""
 
@@ -91,8 +121,10 @@ class Patcher:
 
     def _snapshot(self, ranges, include_start, guard):
         c = self.client
-        gs = c.list_goroutines()
         all_stacks = bool(guard and guard.get("stacks"))
+        gs = goroutines_or_none(c, all_stacks)
+        if gs is None:  # dlv without DWARF: the threads are all there is (see the function)
+            return unsafe_pcs(c.list_threads(), [], ranges, include_start)
         depth = (guard or {}).get("depth", 32)
         # A goroutine stopped by async preemption sits in runtime.asyncPreempt2 waiting to be
         # rescheduled; the PC it was interrupted at is a frame of its stack (usually, but not
