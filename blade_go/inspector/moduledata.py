@@ -15,6 +15,11 @@ symbols from stripped Go binaries do. Then, in pointer-sized words:
       1.18-1.19   ... types etypes rodata gofunc                              (7)
       1.20-1.25   covctrs ecovctrs end gcdata gcbss types etypes rodata gofunc (9)
       1.26        ... gofunc epclntab                                          (10)
+      1.27        covctrs ecovctrs end gcdata gcbss types typedesclen etypes itaboffset
+                  itabsize rodata gofunc epclntab, then textsectmap and ptab: no typelinks
+                  or itablinks any more; the itabs are packed at types+itaboffset, each
+                  {inter, _type, hash, fun[n]} with n = 1, or the interface's method count
+                  when fun[0] != 0 (abi.ITab.Size)
 
 Rather than trusting a version table, every layout is tried and the one whose fields are
 consistent (text equals the pclntab's text start, slices with len == cap pointing into the
@@ -45,6 +50,14 @@ LAYOUTS = (("go1.20-1.25", 5, 9), ("go1.26+", 5, 10), ("go1.18-1.19", 3, 7),
 FIXED_WORDS = 32  # pcHeader .. enoptrbss
 
 
+def _by_version(go_version: str):
+    """LAYOUTS with the one the version names first (the checks decide among the rest)."""
+    v = version_tuple(go_version or "go0")
+    want = ("go1.26+" if v >= (1, 26) else "go1.20-1.25" if v >= (1, 20) else
+            "go1.18-1.19" if v >= (1, 18) else "go1.16-1.17")
+    return sorted(LAYOUTS, key=lambda lay: lay[0] != want)
+
+
 @dataclass(frozen=True)
 class Slice:
     addr: int
@@ -60,6 +73,7 @@ class ModuleData:
         self.go_version = go_version
         self._relocs: Optional[Dict[int, int]] = None
         self.addr = self._locate(pcln_addr)
+        self.itab_area: Optional[Slice] = None  # Go 1.27+: packed itabs (addr, bytes)
         self.layout, self.types, self.etypes, self.typelinks, self.itablinks = \
             self._decode(text_start)
         self._itabs: Optional[Dict[Tuple[str, str], int]] = None
@@ -130,7 +144,10 @@ class ModuleData:
             raise BladeError(Code.PARAMETER_INVALID,
                              f"{self.image.path}: module data at {self.addr:#x} disagrees with "
                              "the pclntab about the text start")
-        for name, types_i, tsm_i in LAYOUTS:
+        packed = self._decode_packed(base)
+        if packed:
+            return packed
+        for name, types_i, tsm_i in _by_version(self.go_version):
             try:
                 types, etypes = self.word(base + types_i * w), self.word(base + (types_i + 1) * w)
                 tsm = self._slice(base + tsm_i * w)
@@ -147,6 +164,38 @@ class ModuleData:
         raise BladeError(Code.PARAMETER_INVALID,
                          f"{self.image.path}: module data at {self.addr:#x} matches no known "
                          f"layout (Go {self.go_version or 'unknown'})")
+
+    def _decode_packed(self, base: int):
+        """Go 1.27+: types typedesclen etypes itaboffset itabsize at words 5-9 after
+        enoptrbss, textsectmap at 13."""
+        w = self.w
+        try:
+            types, desclen, etypes, itoff, itsize = (self.word(base + i * w) for i in range(5, 10))
+            tsm = self._slice(base + 13 * w)
+        except BladeError:
+            return None
+        if tsm is None or not 0 < tsm.length < 1024 or not types or not \
+                desclen <= etypes - types < 1 << 31 or itoff + itsize > etypes - types:
+            return None
+        self.itab_area = Slice(types + itoff, itsize)
+        return "go1.27+", types, etypes, Slice(0, 0), Slice(0, 0)
+
+    def _itab_addresses(self):
+        w = self.w
+        if self.itab_area is None:
+            for i in range(self.itablinks.length):
+                yield self.word(self.itablinks.addr + i * w)
+            return
+        type_size = 4 * w + 16  # abi.Type
+        p, end = self.itab_area.addr, self.itab_area.addr + self.itab_area.length
+        while p < end:
+            p = (p + w - 1) // w * w
+            yield p
+            n = 1
+            if self.word(p + 3 * w):  # fun[0] != 0: one word per interface method
+                inter = self.word(p)
+                n = max(1, self.word(inter + type_size + 2 * w))  # Methods slice length
+            p += 3 * w + n * w
 
     # -- names ----------------------------------------------------------------------------------
     def type_name(self, typ: int) -> str:
@@ -167,8 +216,7 @@ class ModuleData:
         "error")."""
         if self._itabs is None:
             out = {}
-            for i in range(self.itablinks.length):
-                tab = self.word(self.itablinks.addr + i * self.w)
+            for tab in self._itab_addresses():
                 inter, typ = self.word(tab), self.word(tab + self.w)
                 out.setdefault((self.type_name(typ), self.type_name(inter)), tab)
             self._itabs = out
@@ -177,6 +225,8 @@ class ModuleData:
     def typelink_types(self) -> Dict[str, int]:
         """Names of the types listed in typelinks (composite types reflection may build:
         pointers, slices, maps, chans, funcs, structs) -> descriptor address."""
+        if self._typenames is None and not self.typelinks.length:
+            self._typenames = {}  # Go 1.27+ has no typelinks (descriptors are walked instead)
         if self._typenames is None:
             raw = self.image.read(self.typelinks.addr, 4 * self.typelinks.length)
             fmt = ("<" if self.image.little_endian else ">") + f"{self.typelinks.length}i"
@@ -188,7 +238,7 @@ class ModuleData:
 
     def to_json(self) -> dict:
         return {"address": hex(self.addr), "layout": self.layout, "types": hex(self.types),
-                "etypes": hex(self.etypes), "itabs": self.itablinks.length,
+                "etypes": hex(self.etypes), "itabs": len(self.itabs()),
                 "typelinks": self.typelinks.length}
 
 
