@@ -100,9 +100,11 @@ def goroutines_or_none(client, need_stacks: bool):
             raise
         if need_stacks:
             raise BladeError(Code.ACTION_NOT_SUPPORT,
-                             "this action needs every goroutine's stack, and dlv cannot list "
-                             "goroutines of an executable without DWARF: use a build with "
-                             "DWARF (or keep the runtime's DWARF)") from None
+                             "this action needs every goroutine's stack, and this session's dlv "
+                             "cannot list goroutines (the executable has no DWARF, or an "
+                             "earlier experiment started the session with a debug-less copy: "
+                             "destroy the experiments on this process, or start them with "
+                             "BLADE_GO_DLV_EXE=full)") from None
         return None
 
 
