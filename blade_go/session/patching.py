@@ -222,6 +222,8 @@ class Patcher:
     SETTLE = 0.5
 
     def revert(self, patches: list[Patch], guard=None, settle: float | None = None) -> dict:
+        if settle is None and not (guard or {}).get("stacks"):
+            return self.revert_in_one_stop(patches, guard)  # leaf stubs: no settle needed
         routes = [p for p in patches if p.role == ROUTE]
         caves = [p for p in patches if p.role != ROUTE]
         restored = 0
@@ -242,3 +244,95 @@ class Patcher:
                 self.resume()
         return {"restored": restored, "verified": True,
                 "elapsed_ms": round((time.monotonic() - t0) * 1000, 2)}
+
+    # -- destroy without a fixed settle (issue 11) ----------------------------------------------
+    # How long a destroy waits for the program to drop values it holds that point into a cave
+    # (see revert_in_one_stop); past it the cave is restored anyway. It equals the fixed settle
+    # it replaces: a destroy is never slower than before, and is immediate when the scan finds
+    # no reference (a conservative scan also sees stale copies in dead stack slots and freed
+    # heap memory, so a program calling the function in a tight loop usually waits it out).
+    HOLD_WAIT = SETTLE
+
+    def revert_in_one_stop(self, patches: list[Patch], guard=None) -> dict:
+        """Restore routes and caves at moments proven safe, with no fixed settle.
+
+        Code: once a route's bytes are the original again no call can enter its stub, and the
+        stub may go when nothing is *in* it: no thread's PC in the cave (first byte included)
+        or strictly inside a route, no thread in signal handling (its interrupted PC is in a
+        signal frame we cannot see), no goroutine parked at a PC there (the runtime never
+        preempts outside a Go function, and caves are outside all of them; goroutines
+        stopped by async preemption have their frames checked), and none can return into a
+        stub: a return stub is a leaf (loads and `ret`), so no return address points into a
+        cave.
+        Values: a stub's results may point into its cave (string bytes, the errorString of an
+        `error:` value); such values already returned must stay readable, so the cave is
+        restored only in a stop where no thread register and no word of the process's
+        writable memory points into it (references.py). Usually the first stop (routes and
+        caves go together); a program that keeps such a value longer than HOLD_WAIT sees its
+        bytes become zeros afterwards: an empty string or message, never invalid memory
+        (header and text-end caves are zeros in the file).
+        """
+        routes = [p for p in patches if p.role == ROUTE]
+        caves = [p for p in patches if p.role != ROUTE]
+        cave_ranges = [(p.addr, p.end) for p in caves]
+        t0 = time.monotonic()
+        restored, reasons, routes_done = 0, [], not routes
+        attempts = unsafe = 0
+        while True:
+            attempts += 1
+            state = self.client.halt()
+            try:
+                if state.get("exited"):
+                    raise BladeError(Code.PROCESS_NOT_EXIST, "target process exited "
+                                     f"(status {state.get('exitStatus')})")
+                route_bad, cave_bad = self._both_snapshots(routes, caves)
+                if not routes_done and not route_bad:
+                    restored += self._restore(routes)
+                    routes_done = True
+                reasons = route_bad if not routes_done else cave_bad
+                waited = time.monotonic() - t0
+                if routes_done and not cave_bad:
+                    held = [] if waited > self.HOLD_WAIT else self._held_values(cave_ranges)
+                    if not held:
+                        restored += self._restore(caves)
+                        self.log(f"revert: {attempts} stop(s), {waited * 1000:.0f} ms"
+                                 + (", values still held: restored anyway"
+                                    if waited > self.HOLD_WAIT else ""))
+                        return {"restored": restored, "verified": True,
+                                "elapsed_ms": round((time.monotonic() - t0) * 1000, 2)}
+                    reasons = held
+                else:
+                    unsafe += 1  # a PC in the way, not a held value
+            finally:
+                self.resume()
+            if unsafe >= MAX_ATTEMPTS:
+                break
+            time.sleep(random.uniform(0.005, 0.015))
+        raise BladeError(Code.UNEXPECTED_STATUS, "the target keeps executing inside the bytes to be "
+                         f"restored after {attempts} attempts: " + "; ".join(reasons[:3]))
+
+    def _held_values(self, ranges) -> list[str]:
+        from .references import memory_references, register_references
+        held = register_references(self.client, ranges)
+        if held:
+            return held
+        pid = getattr(self.client, "proc_pid", None)
+        if pid is None:
+            pid = self.client.proc_pid = self.client.call("ProcessPid", {})["Pid"]
+        with open(f"/proc/{pid}/exe", "rb") as exe:
+            ptrsize = 4 if exe.read(5)[4] == 1 else 8  # ELF class: 32- or 64-bit words
+        return [f"the word at {a:#x} holds {v:#x}"
+                for a, v in memory_references(pid, ranges, ptrsize, limit=1)]
+
+    def _both_snapshots(self, routes, caves):
+        """unsafe_pcs for routes (PC at the first byte allowed) and caves (not), one listing."""
+        c = self.client
+        gs = goroutines_or_none(c, False)
+        threads = c.list_threads()
+        stacks = None
+        if gs:
+            stacks = {g["id"]: [f["pc"] for f in c.stacktrace(g["id"], 8)] for g in gs
+                      if _fn_name(g.get("currentLoc")).startswith(SIGNAL_CODE_PREFIXES)}
+        gs = gs or []
+        return (unsafe_pcs(threads, gs, [(p.addr, p.end) for p in routes], False, stacks),
+                unsafe_pcs(threads, gs, [(p.addr, p.end) for p in caves], True, stacks))
