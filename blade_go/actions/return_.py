@@ -14,8 +14,6 @@ How one experiment reaches the target's bytes:
    reads back and resumes.
 destroy hands the same patches back to the session, which restores routes first and caves last.
 """
-import os
-
 from ..errors import BladeError, Code
 from ..patch import CAVE, ROUTE, Patch
 from ..procfs import start_time
@@ -62,9 +60,6 @@ class ReturnExecutor(Executor):
             record["target_start_time"] = start_time(ctx.pid)
             state["experiments"][ctx.uid]["record"] = record
 
-        # A return stub never calls out: a session started for it may give dlv a debug-less
-        # copy of the executable (no DWARF parsing while the target is stopped at attach).
-        os.environ.setdefault("BLADE_GO_DLV_EXE", "debugless")
         session = ensure_session(ctx.pid, str(ctx.store.home))
         try:
             # The function's code range: no branch in it may land inside the route bytes.

@@ -196,19 +196,14 @@ class DlvProcess:
         self.proc.wait()
 
 
-def launch_dlv(pid: int, log_path: str, timeout: float = 30.0, exe: str | None = None) -> DlvProcess:
-    """Start a headless dlv attached to pid, listening on a free loopback port.
-
-    `exe`: the executable file dlv reads instead of /proc/PID/exe (a debug-less copy of it,
-    see exe_copy.py); when that dlv refuses it, dlv is started again on the real one.
-    """
+def launch_dlv(pid: int, log_path: str, timeout: float = 30.0) -> DlvProcess:
+    """Start a headless dlv attached to pid, listening on a free loopback port."""
     check_traceable(pid)
     machine = target_machine(pid)
     check_go_program(pid)
     dlv = find_dlv(machine)
-    argv = [dlv, "attach", str(pid)] + ([exe] if exe else []) + [
-        "--headless", "--accept-multiclient", "--api-version=2", "--check-go-version=false",
-        "--listen=127.0.0.1:0"]
+    argv = [dlv, "attach", str(pid), "--headless", "--accept-multiclient", "--api-version=2",
+            "--check-go-version=false", "--listen=127.0.0.1:0"]
     # Output goes to a file, not a pipe: dlv keeps writing after startup and a full pipe would
     # block it while it holds the target stopped.
     log = open(log_path, "ab+")
@@ -224,9 +219,6 @@ def launch_dlv(pid: int, log_path: str, timeout: float = 30.0, exe: str | None =
             if m:
                 return DlvProcess(proc, int(m.group(1)), dlv)
             if proc.poll() is not None:
-                from .exe_copy import refused_without_debug
-                if exe and refused_without_debug(out):  # dlv < 1.21: give it the real file
-                    return launch_dlv(pid, log_path, timeout)
                 raise explain_failure(pid, out)
             if time.monotonic() > deadline:
                 proc.kill()

@@ -81,7 +81,7 @@ NO_GOROUTINES = "could not find goroutine array"
 
 def goroutines_or_none(client, need_stacks: bool):
     """Every goroutine, or None when dlv cannot list them (it finds `runtime.allgs` through
-    DWARF, absent from a `-s -w` executable or the debug-less copy dlv was given).
+    DWARF, absent from a `-s -w` executable).
 
     Without goroutines only the threads are checked, which is enough for patches whose code
     never calls out (return stubs): a goroutine not running on a thread resumes at a PC the
@@ -100,11 +100,9 @@ def goroutines_or_none(client, need_stacks: bool):
             raise
         if need_stacks:
             raise BladeError(Code.ACTION_NOT_SUPPORT,
-                             "this action needs every goroutine's stack, and this session's dlv "
-                             "cannot list goroutines (the executable has no DWARF, or an "
-                             "earlier experiment started the session with a debug-less copy: "
-                             "destroy the experiments on this process, or start them with "
-                             "BLADE_GO_DLV_EXE=full)") from None
+                             "this action needs every goroutine's stack, and dlv cannot list "
+                             "goroutines of an executable without DWARF "
+                             "(-ldflags=\"-s -w\")") from None
         return None
 
 

@@ -71,9 +71,7 @@ class Supervisor:
         _resume_if_stopped(self.pid)
         records.fix_async_preempt(self.p, self.pid, log)
         log_start = os.path.getsize(self.p.dlv_log) if os.path.exists(self.p.dlv_log) else 0
-        from .exe_copy import dlv_executable  # issue 11: dlv skips DWARF parsing at attach
-        self.dlv = launch_dlv(self.pid, self.p.dlv_log,
-                              exe=dlv_executable(self.pid, self.home, log))
+        self.dlv = launch_dlv(self.pid, self.p.dlv_log)
         try:
             try:
                 self.client = DelveClient("127.0.0.1", self.dlv.port)
