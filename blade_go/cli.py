@@ -1,8 +1,9 @@
 """The `blade-go` command line, generated at run time from the spec registry.
 
-Every command writes exactly one chaosblade Response (JSON) on stdout and exits 0 or 1; the only
-exceptions are help (-h/--help) and `spec`, which print text. Usage errors become JSON too:
-unknown flag/command -> CommandIllegal 49000, missing value -> ParameterLess 45000.
+Every command writes exactly one chaosblade Response (JSON) on stdout and exits 0 or 1 (always 0
+under blade, which reads `success`: see chaosblade/conventions.py); the only exceptions are help
+(-h/--help), `spec` and `server`. Usage errors become JSON too: unknown flag/command ->
+CommandIllegal 49000, missing value -> ParameterLess 45000, a flag given twice -> 46000.
 """
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ import traceback
 import click
 
 from . import __version__
+from .chaosblade import conventions as cb
 from .errors import BladeError, Code
 from .response import emit, fail, ok
 
 log = logging.getLogger("blade_go")
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-_TRUE = ("", "true", "1", "yes", "on")
+_TRUE = cb.TRUE
 
 
 class Respond(Exception):
@@ -86,20 +88,11 @@ class ActionCommand(click.Command):
         self.target = target
 
     def parse_args(self, ctx, args):
+        if any(a in CONTEXT["help_option_names"] for a in args):
+            return super().parse_args(ctx, args)
+        cb.refuse_repeats(args, {f.name for f in self.spec.flags if not f.no_args})
         # chaosblade passes noArgs flags as --name=true|false; click flags take no value
-        names = {f.name for f in self.spec.flags if f.no_args}
-        out = []
-        for a in args:
-            name, eq, value = a[2:].partition("=")
-            if a.startswith("--") and eq and name in names:
-                low = value.strip().lower()
-                if low not in _TRUE + ("false", "0", "no", "off"):
-                    raise BladeError(Code.PARAMETER_ILLEGAL, f"illegal value {value!r} for "
-                                     f"--{name}: expected a boolean (true or false)")
-                if low in _TRUE:
-                    out.append(f"--{name}")
-                continue
-            out.append(a)
+        out = cb.normalize_bools(args, {f.name for f in self.spec.flags if f.no_args})
         return super().parse_args(ctx, out)
 
     def format_epilog(self, ctx, formatter):
@@ -107,13 +100,27 @@ class ActionCommand(click.Command):
         formatter.write_heading("Examples")
         with formatter.indentation():
             for line in self.spec.example.splitlines():
+                # the spec's examples are written for blade; here the command is blade-go's
+                if line.startswith("blade create "):
+                    line = "blade-go create " + line[len("blade create "):]
                 formatter.write((" " * formatter.current_indent + line).rstrip() + "\n")
 
     def _create(self, **kwargs):
         from . import experiment
         by_param = {f.name.replace("-", "_"): f.name for f in self.spec.flags}
         flags = {by_param[k]: v for k, v in kwargs.items() if v not in (None, False)}
-        _respond(experiment.create, self.target, self.spec.name, flags)
+        blade = cb.under_blade()
+        if blade:
+            flags.pop("endpoint", None)  # blade POSTs its own record to the endpoint
+        with _stdout_to_stderr():
+            result = experiment.create(self.target, self.spec.name, flags)
+        warnings = None
+        if isinstance(result, dict) and "uid" in result:  # the result is always the uid
+            warnings = result.get("warnings") or None
+            result = result["uid"]
+        for w in warnings or ():
+            log.warning("create %s: %s", result, w)
+        raise Respond(ok(result, warnings=warnings, under_blade=blade))
 
 
 class TargetGroup(click.Group):
@@ -165,19 +172,29 @@ def create():
 @cli.command(context_settings={**CONTEXT, "ignore_unknown_options": True,
                                "allow_extra_args": True},
              help="Destroy an experiment and restore the process: destroy <uid>. chaosblade's "
-             "form `destroy go <action> --uid=<uid> [flags]` is accepted too.")
+             "forms are accepted too: `destroy go <action> --uid=<uid> [flags]`, and destroy by "
+             "matchers `destroy go <action> [--uid=unknown] --func F [flags]`, which destroys "
+             "every live experiment of that action whose flags match and lists them.")
 @click.argument("words", nargs=-1, type=click.UNPROCESSED)
 @click.option("--uid", default=None, help="Experiment uid (instead of the positional uid)")
 @click.option("--debug", is_flag=True, help="Diagnostics to stderr and the log file")
 def destroy(words, uid, debug):
     from . import experiment
-    positional = [w for w in words if not w.startswith("-")]
-    if uid is None:
-        if positional and positional[0] in _registry().targets:
-            raise BladeError(Code.PARAMETER_LESS, "less parameter: uid (--uid=<uid>)")
-        if not positional:
-            raise BladeError(Code.PARAMETER_LESS, "less parameter: uid (destroy <uid>)")
-        uid = positional[0]
+    words = list(words)
+    registry = _registry()
+    if len(words) >= 2 and words[0] in registry.targets and not words[1].startswith("-"):
+        target, action, rest = words[0], words[1], words[2:]
+        if uid is None or uid == cb.UNKNOWN_UID:
+            _respond(cb.destroy_by_matchers, target, action, rest)
+        registry.target(target).action(action)  # an unknown action is refused, not ignored
+    elif uid is None:
+        if not words or words[0].startswith("-"):
+            raise BladeError(Code.PARAMETER_LESS, "less parameter: uid (destroy <uid>, or "
+                             "destroy go <action> --uid=<uid>)")
+        if len(words) > 1:
+            raise BladeError(Code.COMMAND_ILLEGAL, "unexpected argument(s) after the uid: "
+                             + " ".join(words[1:]))
+        uid = words[0]
     _respond(experiment.destroy, uid, debug=debug)
 
 
@@ -238,6 +255,49 @@ def inspect(pid, binary, func, signature, debug_binary, debug):
              debug_binary=debug_binary)
 
 
+@cli.group(context_settings=CONTEXT, help="Install blade-go into a chaosblade release, so that "
+           "its `blade create go ...` reaches blade-go, or remove it again.")
+def chaosblade():
+    pass
+
+
+@chaosblade.command("install", context_settings=CONTEXT, help="Merge blade-go's experiments "
+                    "into the release's os spec and put a dispatcher at bin/chaos_os (target go "
+                    "-> blade-go, the rest -> the real chaos_os). Idempotent; rerun after a "
+                    "blade upgrade.")
+@click.option("--home", required=True, help="The chaosblade release directory (holds blade)")
+@click.option("--version", "version_", default=None,
+              help="blade's version (default: from the release's yaml/ or `blade version`)")
+@click.option("--via", default="os", show_default=True,
+              help="os: through bin/chaos_os (blade runs blade-go per command); cplus: as "
+              "blade's HTTP cplus agent (`blade prepare cplus --port P` starts blade-go server)")
+def chaosblade_install(home, version_, via):
+    from .chaosblade.install import install
+    _respond(install, home, version_, via)
+
+
+@chaosblade.command("uninstall", context_settings=CONTEXT, help="Restore bin/chaos_os and the "
+                    "os spec file exactly as they were before install.")
+@click.option("--home", required=True, help="The chaosblade release directory (holds blade)")
+def chaosblade_uninstall(home):
+    from .chaosblade.install import uninstall
+    _respond(uninstall, home)
+
+
+@cli.command(context_settings=CONTEXT, help="Serve chaosblade's external-executor HTTP protocol "
+             "(GET /create?target=go&action=A&suid=UID&flag=value..., /destroy?suid=UID, "
+             "/status[?suid=UID], /remove) until stopped; each answer is one JSON Response.")
+@click.option("--port", required=True, type=int, help="TCP port")
+@click.option("--ip", default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback unless you mean otherwise)")
+@click.option("--name", default=None, help="A label kept in the command line (blade finds its "
+              "cplus agent by the name chaosblade-exec-cplus)")
+@click.option("--debug", is_flag=True, help="Diagnostics to stderr and the log file")
+def server(port, ip, name, debug):
+    from .server import serve
+    serve(ip, port)
+
+
 # ---- entry point ------------------------------------------------------------------------
 
 def _wants_debug(argv) -> bool:
@@ -245,22 +305,43 @@ def _wants_debug(argv) -> bool:
                for a in argv)
 
 
-def _setup_logging(debug: bool) -> str | None:
-    if not debug:
-        return None
-    log.setLevel(logging.DEBUG)
-    fmt = logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
-    handlers = [logging.StreamHandler(sys.stderr)]
-    path = None
+def _log_file():
     try:
         from .state import log_path
-        path = str(log_path())
-        handlers.append(logging.FileHandler(path))
+        return str(log_path())
     except (BladeError, OSError) as e:
         print(f"blade-go: no log file: {e}", file=sys.stderr)
+        return None
+
+
+def _stderr_to(path):
+    """Under blade, fd 2 (ours and every child's) is the log file: blade parses stderr."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError:
+        fd = os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _setup_logging(debug: bool, blade: bool) -> str | None:
+    """Debug: details to stderr (standalone) and the log file. Warnings always go to the log."""
+    for h in list(log.handlers):  # run() may be called more than once in one process (tests)
+        log.removeHandler(h)
+        h.close()
+    path = _log_file() if (debug or blade) else None
+    if blade and path:
+        _stderr_to(path)
+    log.setLevel(logging.DEBUG if debug else logging.WARNING)
+    fmt = logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    handlers = [] if blade else [logging.StreamHandler(sys.stderr)] if debug else []
+    if path:
+        handlers.append(logging.FileHandler(path))
     for h in handlers:
         h.setFormatter(fmt)
         log.addHandler(h)
+    log.propagate = not handlers
     return path
 
 
@@ -276,19 +357,33 @@ def _usage_code(e: click.UsageError) -> int:
     return Code.COMMAND_ILLEGAL
 
 
+def _prepare_argv(argv) -> list:
+    """blade's encodings undone: `@@##` -> space everywhere; `--debug=true|false` (every
+    command accepts --debug, and blade replays it on destroy)."""
+    return cb.normalize_bools(cb.decode_spaces(argv), {"debug"})
+
+
 def run(argv) -> int:
     """Run one command; returns the exit status. Response (or help/spec text) goes to stdout."""
-    argv = list(argv)
+    blade = cb.under_blade()
+    status = _run(list(argv), blade)
+    return 0 if blade else status  # under blade, `success` is the signal (as chaos_os does)
+
+
+def _run(argv, blade) -> int:
     debug = _wants_debug(argv)
-    log_file = _setup_logging(debug)
-    log.debug("argv: %r", argv)
+    log_file = _setup_logging(debug, blade)
+    log.debug("argv: %r (under blade: %s)", argv, blade)
     try:
+        argv = _prepare_argv(argv)
         code = cli.main(args=argv, prog_name="blade-go", standalone_mode=False)
         return code if isinstance(code, int) else 0  # help, spec
     except Respond as r:
         return emit(r.resp)
     except BladeError as e:
         log.debug("failed: %s", e, exc_info=True)
+        if blade:
+            log.warning("%s failed: %s", " ".join(argv[:3]), e.message)
         return emit(fail(e.code, e.message))
     except click.exceptions.NoArgsIsHelpError as e:  # bare `blade-go`
         click.echo(e.ctx.get_help())
@@ -302,6 +397,8 @@ def run(argv) -> int:
     except Exception as e:  # a bug: reported as JSON, details only with --debug
         detail = traceback.format_exc()
         log.debug("internal error:\n%s", detail)
+        if blade:
+            log.error("internal error:\n%s", detail)
         where = f"; details in {log_file}" if log_file else "; rerun with --debug for details"
         return emit(fail(Code.UNEXPECTED_STATUS,
                          f"internal error: {type(e).__name__}: {e}{where}"))

@@ -76,7 +76,9 @@ def create(target: str, action: str, flags: dict, registry=None, store=None) -> 
     spec = registry.target(target).action(action)
     values = spec.validate(flags)
     uid = values.get("uid") or secrets.token_hex(8)
-    proc = resolve_process(values.get("pid"), values.get("process"), values.get("process-cmd"))
+    proc = resolve_process(values.get("pid"), values.get("process"), values.get("process-cmd"),
+                           container_id=values.get("container-id"),
+                           ns_target=values.get("ns_target"))
     executor = executor_for(spec.name)
     stored = {k: _jsonable(v) for k, v in values.items()
               if k not in _NOT_STORED and v not in (None, False)}

@@ -251,7 +251,7 @@ def _typed(path, where, value, kind, default=None):
 def _load_flag(path, where, data) -> FlagSpec:
     _check_keys(path, where, data, _FLAG_KEYS, ("name", "desc"))
     name = _typed(path, where + ".name", data["name"], "str")
-    if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):  # _: blade's ns_target, ns_pid
         raise SpecError(path, where + ".name", f"{name!r} is not a lower-case flag name")
     ftype = data.get("type", "string")
     if ftype not in FLAG_TYPES:

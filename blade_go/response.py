@@ -1,6 +1,9 @@
 """chaosblade's Response: {"code", "success", "error" (failures only), "result" (when not nil)}.
 
 Every CLI command writes exactly one of these on stdout; blade treats anything else as error 60000.
+`result` of a create is always the uid. Warnings travel in their own field, "warnings" (a list);
+blade keeps only code/success/error/result, and for a successful create it stores `error` in its
+record (shown by `blade status <uid>`), so under blade the warnings are also joined into `error`.
 """
 import json
 import sys
@@ -8,10 +11,14 @@ import sys
 from .errors import Code
 
 
-def ok(result=None) -> dict:
+def ok(result=None, warnings=None, under_blade=False) -> dict:
     resp = {"code": Code.OK, "success": True}
+    if warnings and under_blade:
+        resp["error"] = "warning: " + "; warning: ".join(map(str, warnings))
     if result is not None:  # like Go's omitempty on an interface: only nil is left out
         resp["result"] = result
+    if warnings:
+        resp["warnings"] = [str(w) for w in warnings]
     return resp
 
 

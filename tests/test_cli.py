@@ -30,7 +30,10 @@ class FakeExecutor(Executor):
         if ctx.flags["func"] == "main.crash":
             raise ZeroDivisionError("boom")
         print("noise from a handler")  # must not reach stdout
-        return {"patches": ["p1"], "result": {"func": ctx.flags["func"]}}
+        out = {"patches": ["p1"], "result": {"func": ctx.flags["func"]}}
+        if ctx.flags["func"] == "main.warns":
+            out["warnings"] = ["2 call site(s) inlined"]
+        return out
 
     def destroy(self, ctx, record):
         FakeExecutor.calls.append(("destroy", record))
@@ -110,8 +113,104 @@ def test_chaosblade_invocation_forms(capsys, target):
     code, resp, _ = cli(capsys, "destroy", "go", "return", "--uid=cb-1",
                         f"--pid={target.pid}", "--func=main.f")
     assert code == 0 and resp["result"]["status"] == "Destroyed"
-    code, resp, _ = cli(capsys, "destroy", "go", "return", f"--pid={target.pid}")
-    assert code == 1 and resp["code"] == Code.PARAMETER_LESS and "uid" in resp["error"]
+    code, resp, _ = cli(capsys, "destroy", "go", "return", "--uid=cb-1", "--debug=true")
+    assert code == 0 and "already destroyed" in resp["result"]["message"]
+    code, resp, _ = cli(capsys, "destroy", "go", "explode", "--uid=cb-1")
+    assert code == 1 and resp["code"] == Code.COMMAND_ILLEGAL
+
+
+def test_destroy_by_matchers(capsys, target):
+    base = ["create", "go", "return", f"--pid={target.pid}", "--value=1"]
+    for uid, func in (("m1", "main.a"), ("m2", "main.a"), ("m3", "main.b")):
+        assert cli(capsys, *base, f"--func={func}", f"--uid={uid}")[1]["success"]
+    # blade's form: --uid=unknown plus the flags the user gave
+    code, resp, _ = cli(capsys, "destroy", "go", "return", "--uid=unknown", "--func=main.a",
+                        f"--pid={target.pid}", "--debug=true")
+    assert code == 0, resp
+    assert sorted(resp["result"]["destroyed"]) == ["m1", "m2"]
+    assert "m1" in resp["result"]["message"]
+    statuses = {r["uid"]: r["status"] for r in cli(capsys, "status", "--type", "create")[1]["result"]}
+    assert statuses == {"m1": "Destroyed", "m2": "Destroyed", "m3": "Success"}
+    # a value that matches nothing destroys nothing, and says so
+    code, resp, _ = cli(capsys, "destroy", "go", "return", "--func", "main.b", "--value", "2")
+    assert code == 0 and resp["result"]["destroyed"] == []
+    assert resp["result"]["message"] == "no live experiment matches"
+    # a flag the action does not have is refused, not ignored
+    code, resp, _ = cli(capsys, "destroy", "go", "return", "--fnuc=main.b")
+    assert code == 1 and resp["code"] == Code.COMMAND_ILLEGAL and "--fnuc" in resp["error"]
+    code, resp, _ = cli(capsys, "destroy", "go", "ret", "--func=main.b", "--value=1")
+    assert resp["result"]["destroyed"] == ["m3"]
+
+
+def test_repeated_flags_are_refused(capsys, target):
+    for argv in (["--func", "main.a", "--func=main.b"], ["--func=main.a", "--func=main.a"],
+                 ["--func=main.a", f"--pid={target.pid}"]):
+        code, resp, _ = cli(capsys, "create", "go", "return", f"--pid={target.pid}",
+                            "--value=1", *argv)
+        assert code == 1 and resp["code"] == Code.PARAMETER_ILLEGAL, resp
+        name = "--pid" if "--pid" in argv[-1] else "--func"
+        assert f"{name} given 2 times" in resp["error"]
+    code, resp, _ = cli(capsys, "destroy", "go", "return", "--func=a", "--func=b")
+    assert code == 1 and resp["code"] == Code.PARAMETER_ILLEGAL
+    # blade passes an imposed uid twice (its --uid=U, then the user's flags): same value, fine
+    code, resp, _ = cli(capsys, "create", "go", "return", "--uid=u2", f"--pid={target.pid}",
+                        "--value=1", "--func=main.a", "--uid=u2")
+    assert code == 0 and resp["result"] == "u2"
+    code, resp, _ = cli(capsys, "create", "go", "return", "--uid=u3", f"--pid={target.pid}",
+                        "--value=1", "--func=main.a", "--uid=u4")
+    assert code == 1 and "--uid given 2 times" in resp["error"]
+    # a value that looks like a flag name is a value, not a repetition
+    code, resp, _ = cli(capsys, "create", "go", "return", f"--pid={target.pid}", "--func",
+                        "--value", "--value=1")
+    assert code == 0, resp
+
+
+def test_blade_space_encoding_is_decoded(capsys, target):
+    code, resp, _ = cli(capsys, "create", "go", "return", f"--pid={target.pid}",
+                        "--func=main.f", "--value=nil,error:db@@##is@@##down", "--uid=sp")
+    assert code == 0
+    assert FakeExecutor.calls[-1][1].flags["value"] == "nil,error:db is down"
+    code, resp, _ = cli(capsys, "destroy", "go", "return", "--uid=unknown",
+                        "--value=nil,error:db@@##is@@##down")
+    assert resp["result"]["destroyed"] == ["sp"]
+
+
+def test_warnings_have_their_own_field(capsys, target):
+    code, resp, _ = cli(capsys, "create", "go", "return", f"--pid={target.pid}",
+                        "--func=main.warns", "--value=1", "--uid=w1")
+    assert code == 0 and resp["result"] == "w1"
+    assert resp["warnings"] == ["2 call site(s) inlined"] and "error" not in resp
+
+
+def _under_blade(home, *argv):
+    env = {**os.environ, "BLADE_GO_HOME": str(home), "BLADE_GO_UNDER_BLADE": "1",
+           "PYTHONPATH": str(REPO)}
+    code = ("import sys\nfrom tests.test_cli import FakeExecutor\nfrom blade_go import actions\n"
+            "actions.HANDLERS['return'] = FakeExecutor\nfrom blade_go.cli import main\n"
+            "main(sys.argv[1:])\n")
+    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=60)
+
+
+def test_under_blade_exit_zero_json_only_log_file(home, target):
+    # what blade needs: exit 0 whatever happened, stdout+stderr = the one Response
+    out = _under_blade(home, "create", "go", "return", f"--pid={target.pid}", "--func=main.fails",
+                       "--value=1", "--debug=true")
+    assert out.returncode == 0 and out.stderr == ""
+    resp = json.loads(out.stdout)
+    assert resp == {"code": Code.PARAMETER_INVALID, "success": False,
+                    "error": "function main.fails not found"}
+    log_text = (home / "blade-go.log").read_text()
+    assert "argv:" in log_text and "noise" not in out.stdout  # debug went to the log
+    out = _under_blade(home, "create", "go", "return", f"--pid={target.pid}", "--func=main.warns",
+                       "--value=1", "--uid=bw", "--endpoint=http://127.0.0.1:9/x")
+    assert out.returncode == 0 and out.stderr == ""
+    resp = json.loads(out.stdout)
+    # blade keeps `error` of a successful create in its record: the warning goes there too
+    assert resp["result"] == "bw" and resp["error"] == "warning: 2 call site(s) inlined"
+    # --endpoint is blade's job under blade: no "unreachable" warning from a second POST
+    assert resp["warnings"] == ["2 call site(s) inlined"]
+    assert "noise from a handler" in (home / "blade-go.log").read_text()
 
 
 @pytest.mark.parametrize("argv,code,words", [
@@ -137,6 +236,7 @@ def test_chaosblade_invocation_forms(capsys, target):
     (["frobnicate"], Code.COMMAND_ILLEGAL, ["frobnicate"]),
     (["destroy"], Code.PARAMETER_LESS, ["uid"]),
     (["destroy", "nope"], Code.DATA_NOT_FOUND, ["nope"]),
+    (["destroy", "nope", "extra"], Code.COMMAND_ILLEGAL, ["extra"]),
     (["status", "nope"], Code.DATA_NOT_FOUND, ["nope"]),
     (["status"], Code.PARAMETER_LESS, ["--type"]),
     (["status", "--type", "prepare"], Code.PARAMETER_ILLEGAL, ["--type"]),
@@ -238,8 +338,8 @@ def test_endpoint_receives_record_and_failure_is_a_warning(capsys, target):
     assert failed["status"] == "Error" and "not found" in failed["error"]
     # nothing listens on the port any more: the experiment still succeeds, with a warning
     code, resp, _ = cli(capsys, *base, "--func", "main.f", "--endpoint", url, "--uid", "e2")
-    assert code == 0 and resp["result"]["uid"] == "e2"
-    assert "unreachable" in resp["result"]["warnings"][0]
+    assert code == 0 and resp["result"] == "e2"
+    assert "unreachable" in resp["warnings"][0]
     _, resp, _ = cli(capsys, "status", "e2")
     assert resp["result"]["status"] == "Success"
 

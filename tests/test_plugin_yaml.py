@@ -44,20 +44,25 @@ def test_plugin_model_shape():
     assert "aliases: [ret]" in text  # flow list, as chaosblade writes it
     assert [m["name"] for m in ret["matchers"]] == ["func"]
     names = [f["name"] for f in ret["flags"]]
-    # target-level flags copied into the action; chaosblade's timeout/async/endpoint present;
-    # blade's own global flags (uid, debug) are not redeclared
-    for n in ("value", "pid", "process", "process-cmd", "timeout", "async", "endpoint"):
+    # target-level flags copied into the action; the flags blade 1.8 gives every experiment
+    # itself (create's --uid, -a/--async, -e/--endpoint, -n/--nohup, root -d/--debug, the
+    # action's --timeout) and those only its cri path passes are not redeclared: a second
+    # declaration would shadow blade's short forms
+    for n in ("value", "pid", "process", "process-cmd", "container-id"):
         assert names.count(n) == 1
-    assert "uid" not in names and "debug" not in names
+    for n in ("uid", "debug", "timeout", "async", "endpoint", "nohup", "channel", "ns_target",
+              "ns_pid", "ns_mnt"):
+        assert n not in names
     for f in ret["flags"] + ret["matchers"]:
         assert list(f) == [k for k in FLAG_KEYS if k in f]
-    assert next(f for f in ret["flags"] if f["name"] == "async")["noArgs"] is True
     assert ret["categories"] == ["application_go"] and "programs" not in ret
     assert ret["actionProcessHang"] is False
-    assert "blade-go create go return --pid 4242" in ret["example"]
+    # the examples show up in `blade create go return -h`
+    assert "blade create go return --pid 4242" in ret["example"]
+    assert "blade-go" not in ret["example"]
 
 
-def test_omission_rules_and_appended_flags(tmp_path):
+def test_omission_rules_and_nothing_appended(tmp_path):
     (tmp_path / "go.yaml").write_text(textwrap.dedent("""\
         target: go
         shortDesc: s
@@ -78,11 +83,9 @@ def test_omission_rules_and_appended_flags(tmp_path):
         """))
     doc = yaml.safe_load(render_plugin_yaml(load_registry(tmp_path)))
     bare, full = doc["items"][0]["actions"]
-    assert list(bare) == ["action", "shortDesc", "longDesc", "flags", "example",
-                          "actionProcessHang"]
+    assert list(bare) == ["action", "shortDesc", "longDesc", "example", "actionProcessHang"]
     assert bare["example"] == "e" and bare["actionProcessHang"] is False
-    assert [f["name"] for f in bare["flags"]] == ["timeout", "async", "endpoint"]
     assert full["programs"] == ["p"] and full["aliases"] == ["f"]
     assert full["flags"][0] == {"name": "n", "desc": "d", "noArgs": False, "required": False,
                                 "requiredWhenDestroyed": False, "default": "3"}
-    assert all("default" not in f for f in bare["flags"])
+    assert len(full["flags"]) == 1  # nothing appended: blade adds --timeout itself

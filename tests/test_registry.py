@@ -45,7 +45,7 @@ def test_shipped_spec_loads_with_common_flags_declared_once():
     for common in ("uid", "timeout", "debug", "endpoint", "pid", "process", "process-cmd"):
         assert names.count(common) == 1
     assert go.require_one_of == ("pid", "process", "process-cmd")
-    assert "blade-go create go return --pid 4242" in action.example
+    assert "blade create go return --pid 4242" in action.example
 
 
 def test_unknown_target_and_action_are_command_illegal():

@@ -85,11 +85,12 @@ def test_inlined_call_sites_are_reported_not_changed(blade, target):
     function value run the out-of-line copy and get the injected value; the create result
     says which sites are not covered."""
     assert call(target, "Small") == "5,5"
-    result = blade.create_return(target.pid, "main.Small", "-9")
-    assert isinstance(result, dict) and result["uid"], result
-    assert any("main.call" in w and "inlined" in w for w in result["warnings"]), result
+    code, resp = blade.run("create", "go", "return", "--pid", target.pid, "--func",
+                           "main.Small", "--value", "-9")
+    assert code == 0 and isinstance(resp["result"], str), resp  # the result is always the uid
+    assert any("main.call" in w and "inlined" in w for w in resp["warnings"]), resp
     assert call(target, "Small") == "5,-9"
-    blade.ok("destroy", result["uid"])
+    blade.ok("destroy", resp["result"])
     assert call(target, "Small") == "5,5"
 
 

@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from blade_go.errors import BladeError, Code
-from blade_go.targeting import find_processes, process_info, resolve_process, resolve_target
+from blade_go.targeting import (find_processes, is_blade_go_argv, process_info, resolve_process,
+                                resolve_target)
 
 
 @pytest.fixture
@@ -110,8 +111,38 @@ def test_dlv_and_blade_go_are_never_candidates(spawn, tag, tmp_path):
     with pytest.raises(BladeError) as e:
         resolve_target(pid=os.getpid())
     assert e.value.code == Code.PARAMETER_INVALID and "blade-go itself" in e.value.message
-    b = spawn("/usr/local/bin/blade-go")  # an argv that says blade-go
-    assert b.pid not in [i.pid for i in find_processes(process="blade-go")]
+    # blade-go's own processes: the console script (the kernel names the process after the
+    # script) and an interpreter running the package
+    script = tmp_path / "blade-go"
+    script.write_text(f"#!/bin/sh\nsleep 300\n")
+    script.chmod(0o755)
+    running = subprocess.Popen([str(script)], start_new_session=True)
+    try:
+        deadline = time.time() + 5
+        while (process_info(running.pid) or process_info(os.getpid())).comm != "blade-go":
+            assert time.time() < deadline
+            time.sleep(0.01)
+        assert process_info(running.pid).is_blade_go
+        assert running.pid not in [i.pid for i in find_processes(process=str(script))]
+        with pytest.raises(BladeError) as e:
+            resolve_target(pid=running.pid)
+        assert "blade-go itself" in e.value.message
+    finally:
+        os.killpg(running.pid, 9)  # the script and its sleep
+        running.wait()
+    assert is_blade_go_argv("python3", [sys.executable, "-m", "blade_go", "create"])
+    assert is_blade_go_argv("python3", [sys.executable, "-u", "-m", "blade_go.session.supervisor"])
+    assert is_blade_go_argv("python3", ["/usr/bin/python3", "/usr/local/bin/blade-go", "status"])
+    assert not is_blade_go_argv("sleep", ["/usr/local/bin/blade-go", "300"])
+    assert not is_blade_go_argv("app", ["/srv/app", "--config", "/etc/blade_go/app.yaml"])
+    assert not is_blade_go_argv("python3", [sys.executable, "-m", "blade_golf"])
+
+
+def test_arguments_mentioning_blade_go_do_not_make_a_process_blade_go(spawn, tag):
+    # issue 7: a target whose command line merely contains blade_go was refused as blade-go
+    t = spawn(f"/srv/{tag}/blade_go-config")
+    assert resolve_target(pid=t.pid) == t.pid
+    assert resolve_target(process=f"{tag}/blade_go-config") == t.pid
 
 
 def test_ancestor_shell_carrying_the_pattern_is_not_a_candidate(spawn, tag):

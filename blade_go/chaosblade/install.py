@@ -1,0 +1,259 @@
+"""`blade-go chaosblade install|uninstall --home DIR`: make an unmodified chaosblade release
+offer `blade create go ...`, reversibly.
+
+blade 1.8 reads only yaml/chaosblade-<kind>-spec-<its version>.yaml and runs os-spec
+experiments as `bin/chaos_os create|destroy <target> <action> --k=v ...`. So install
+  1. appends blade-go's targets to yaml/chaosblade-os-spec-<version>.yaml (original kept as
+     <that file>.blade-go-orig);
+  2. moves the real bin/chaos_os to bin/chaos_os.blade-go-orig and puts a small /bin/sh
+     dispatcher at bin/chaos_os: target `go` -> blade-go (the Python interpreter and package
+     directory recorded now, absolute), anything else -> exec of the real chaos_os with the same
+     arguments (same pid, same bin/ directory, so chaos_os behaves as before);
+  3. writes bin/chaos_os.blade-go.json (what was installed, for uninstall and upgrades).
+Running install again re-merges from the kept original (idempotent). After a blade upgrade
+overwrote bin/chaos_os and/or the spec, install takes the new files as the originals and puts
+back the previous version's spec file. uninstall moves the originals back: both files are
+byte for byte (same inode, even) what they were before install.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from ..errors import BladeError, Code
+
+MARK = "blade-go chaos_os dispatcher"
+SPEC_MARK = "# blade-go: target go appended by `blade-go chaosblade install`"
+ORIG = ".blade-go-orig"
+MANIFEST = "chaos_os.blade-go.json"
+_SPEC_NAME = re.compile(r"^chaosblade-os-spec-(.+)\.yaml$")
+
+DISPATCHER = """#!/bin/sh
+# {mark}: installed by `blade-go chaosblade install`; undo with
+# `blade-go chaosblade uninstall --home <this release>`. Target `go` goes to blade-go (exit 0,
+# one JSON Response on stdout, diagnostics in its log file); everything else goes, unchanged,
+# to the real chaos_os kept beside this file.
+if [ "$2" = go ]; then
+  case "$1" in
+    create|destroy)
+      BLADE_GO_UNDER_BLADE=1 PYTHONPATH={pythonpath}"${{PYTHONPATH:+:$PYTHONPATH}}" \\
+        exec {python} -m blade_go "$@" ;;
+  esac
+fi
+exec "$(dirname -- "$0")/chaos_os{orig}" "$@"
+"""
+
+
+def _sha(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _write_atomic(path: Path, data: bytes, mode: int):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def is_dispatcher(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(200)
+    except OSError:
+        return False
+    return head.startswith(b"#!/bin/sh\n") and MARK.encode() in head
+
+
+class Release:
+    def __init__(self, home):
+        self.home = Path(home).resolve()
+        self.bin = self.home / "bin"
+        self.yaml = self.home / "yaml"
+        self.chaos_os = self.bin / "chaos_os"
+        self.real = self.bin / ("chaos_os" + ORIG)
+        self.manifest = self.bin / MANIFEST
+        if not (self.home / "blade").is_file() or not self.chaos_os.exists():
+            raise BladeError(Code.CHAOSBLADE_FILE_NOT_FOUND, f"{self.home} is not a chaosblade "
+                             "release: it needs blade and bin/chaos_os")
+
+    def spec(self, version: str) -> Path:
+        return self.yaml / f"chaosblade-os-spec-{version}.yaml"
+
+    def read_manifest(self) -> dict:
+        try:
+            return json.loads(self.manifest.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise BladeError(Code.RESULT_UNMARSHAL_FAILED, f"{self.manifest}: unreadable: {e}")
+
+    def version(self, given=None) -> str:
+        """blade's version: the one os spec file of the release, else `blade version`."""
+        if given:
+            return given
+        found = sorted(m.group(1) for m in (_SPEC_NAME.match(p.name) for p in self.yaml.glob(
+            "chaosblade-os-spec-*.yaml")) if m)
+        if len(found) == 1:
+            return found[0]
+        try:  # several (an upgrade left the old one) or none: ask blade itself
+            out = subprocess.run([str(self.home / "blade"), "version"], capture_output=True,
+                                 text=True, timeout=60, cwd=self.home).stdout
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise BladeError(Code.OS_CMD_EXEC_FAILED, f"cannot run {self.home}/blade version: {e}")
+        m = re.search(r"Version:\s*(\S+)", out)
+        if not m:
+            raise BladeError(Code.UNEXPECTED_STATUS, f"cannot tell blade's version from "
+                             f"`blade version` ({out.strip()[:200]!r}) or yaml/ ({found})")
+        return m.group(1)
+
+
+def _our_items() -> str:
+    from ..plugin_yaml import plugin_yaml_items
+    return plugin_yaml_items()
+
+
+def merge_spec(original: str, items_text: str) -> str:
+    """The os spec with blade-go's items appended; the original text stays a byte-exact prefix
+    when its `items:` list is the last block (as chaosblade's generator writes it)."""
+    data = yaml.safe_load(original) or {}
+    items = data.get("items") or []
+    taken = sorted({i.get("target") for i in items} & {i["target"] for i in yaml.safe_load(
+        "items:\n" + items_text)["items"]})
+    if taken:
+        raise BladeError(Code.PARAMETER_INVALID, "the release's os spec already defines "
+                         f"target(s) {', '.join(taken)}: not merging blade-go over them")
+    ours = yaml.safe_load("items:\n" + items_text)["items"]
+    merged = original + ("" if original.endswith("\n") else "\n") + SPEC_MARK + "\n" + items_text
+    check = yaml.safe_load(merged)
+    if isinstance(check, dict) and check.get("items") == items + ours and \
+            {k: v for k, v in check.items() if k != "items"} == \
+            {k: v for k, v in data.items() if k != "items"}:
+        return merged
+    from ..plugin_yaml import dump_yaml  # unusual layout: re-dump the whole model
+    return SPEC_MARK + "\n" + dump_yaml({**data, "items": items + ours})
+
+
+def _dispatcher_text() -> str:
+    # sys.executable as is, not its realpath: a virtualenv's python is a symlink whose location
+    # is what makes it the venv's
+    pkg_parent = str(Path(__file__).resolve().parents[2])
+    return DISPATCHER.format(mark=MARK, python=shlex.quote(os.path.abspath(sys.executable)),
+                             pythonpath=shlex.quote(pkg_parent), orig=ORIG)
+
+
+def install(home, version=None, via="os") -> dict:
+    if via == "cplus":
+        from . import cplus
+        return cplus.install(home, version)
+    if via != "os":
+        raise BladeError(Code.PARAMETER_ILLEGAL, f"illegal value {via!r} for --via: expected "
+                         "os or cplus")
+    rel = Release(home)
+    from . import cplus
+    if cplus.installed(rel):
+        raise BladeError(Code.PARAMETER_INVALID, "blade-go is installed as the cplus agent in "
+                         f"{rel.home}: uninstall it first (blade cannot have two go targets)")
+    version = rel.version(version)
+    spec = rel.spec(version)
+    if not spec.is_file():
+        raise BladeError(Code.CHAOSBLADE_FILE_NOT_FOUND, f"{spec} not found: blade {version} "
+                         "reads its os experiments from that file")
+    manifest = rel.read_manifest()
+    changed = []
+    # a previous install for another blade version (an upgrade): put its spec file back
+    old = manifest.get("version")
+    if old and old != version:
+        changed += _restore_spec(rel, old)
+    # the spec: always merged from the original, never from a merged file
+    backup = Path(str(spec) + ORIG)
+    current = spec.read_bytes()
+    if backup.exists() and current.decode(errors="replace").find(SPEC_MARK) >= 0:
+        original = backup.read_bytes()
+    else:
+        original = current  # first install, or an upgrade rewrote the file
+        _write_atomic(backup, original, spec.stat().st_mode & 0o7777)
+        os.utime(backup, ns=(spec.stat().st_atime_ns, spec.stat().st_mtime_ns))
+    merged = merge_spec(original.decode(), _our_items()).encode()
+    if merged != current:
+        _write_atomic(spec, merged, spec.stat().st_mode & 0o7777)
+        changed.append(str(spec))
+    # the dispatcher: the real chaos_os moves aside (renamed, so it stays the same file)
+    if not is_dispatcher(rel.chaos_os):
+        os.replace(rel.chaos_os, rel.real)
+        changed.append(str(rel.real))
+    elif not rel.real.exists():
+        raise BladeError(Code.CHAOSBLADE_FILE_NOT_FOUND, f"{rel.chaos_os} is blade-go's "
+                         f"dispatcher but the real chaos_os ({rel.real}) is missing")
+    text = _dispatcher_text().encode()
+    if not rel.chaos_os.exists() or rel.chaos_os.read_bytes() != text:
+        _write_atomic(rel.chaos_os, text, 0o755)
+        changed.append(str(rel.chaos_os))
+    info = {"version": version, "spec": str(spec), "spec_sha256": hashlib.sha256(
+        merged).hexdigest(), "dispatcher": str(rel.chaos_os), "real_chaos_os": str(rel.real),
+        "python": os.path.abspath(sys.executable),
+        "pythonpath": str(Path(__file__).resolve().parents[2])}
+    if {k: v for k, v in manifest.items()} != info:
+        _write_atomic(rel.manifest, (json.dumps(info, indent=1) + "\n").encode(), 0o644)
+    return {**info, "home": str(rel.home), "changed": changed,
+            "message": f"blade {version} at {rel.home} now offers `blade create go ...`"}
+
+
+def _restore_spec(rel: Release, version: str) -> list:
+    spec = rel.spec(version)
+    backup = Path(str(spec) + ORIG)
+    if not backup.exists():
+        return []
+    try:
+        ours = SPEC_MARK in spec.read_text(errors="replace")
+    except FileNotFoundError:
+        ours = False
+    if ours:
+        os.replace(backup, spec)
+    else:  # blade rewrote the file since: the backup is stale
+        backup.unlink()
+    return [str(spec)]
+
+
+def uninstall(home) -> dict:
+    rel = Release(home)
+    manifest = rel.read_manifest()
+    changed = []
+    from . import cplus
+    if cplus.installed(rel):
+        changed += cplus.uninstall(rel)
+        manifest = manifest or {"via": "cplus"}
+    if is_dispatcher(rel.chaos_os):
+        if not rel.real.exists():
+            raise BladeError(Code.CHAOSBLADE_FILE_NOT_FOUND, f"cannot uninstall: the real "
+                             f"chaos_os {rel.real} is missing")
+        os.replace(rel.real, rel.chaos_os)
+        changed.append(str(rel.chaos_os))
+    elif rel.real.exists():  # an upgrade replaced the dispatcher: the kept binary is stale
+        rel.real.unlink()
+    versions = {manifest.get("version")} | {m.group(1) for m in (
+        _SPEC_NAME.match(p.name[:-len(ORIG)]) for p in rel.yaml.glob("*" + ORIG)) if m}
+    for v in sorted(x for x in versions if x):
+        changed += _restore_spec(rel, v)
+    if rel.manifest.exists():
+        rel.manifest.unlink()
+    return {"home": str(rel.home), "changed": changed,
+            "message": ("blade-go removed from " if changed or manifest else
+                        "blade-go was not installed in ") + str(rel.home)}
