@@ -85,6 +85,8 @@ def inspect_report(pid: Optional[int] = None, binary: Optional[str] = None,
             if err:
                 entry["result_locations_error"] = err
             sites, err = _attempt(lambda: b.inlined_sites(fn.name))
+            if sites == [] and getattr(b, "warnings", None):  # no DWARF: unknown, not none
+                sites, err = None, b.warnings[-1]
             entry["inlined_sites"] = ([dict(caller=s.caller, file=s.file, line=s.line)
                                        for s in sites] if sites is not None else None)
             if err:
