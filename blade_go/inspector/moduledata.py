@@ -72,10 +72,18 @@ class ModuleData:
         self.w = image.ptrsize
         self.go_version = go_version
         self._relocs: Optional[Dict[int, int]] = None
-        self.addr = self._locate(pcln_addr)
         self.itab_area: Optional[Slice] = None  # Go 1.27+: packed itabs (addr, bytes)
-        self.layout, self.types, self.etypes, self.typelinks, self.itablinks = \
-            self._decode(text_start)
+        error = None
+        for addr in self._locate(pcln_addr):  # a stray equal word fails the decode checks
+            self.addr = addr
+            try:
+                self.layout, self.types, self.etypes, self.typelinks, self.itablinks = \
+                    self._decode(text_start)
+                break
+            except BladeError as e:
+                error = e
+        else:
+            raise error
         self._itabs: Optional[Dict[Tuple[str, str], int]] = None
         self._typenames: Optional[Dict[str, int]] = None
 
@@ -108,7 +116,7 @@ class ModuleData:
         return Slice(ptr, n)
 
     # -- locating -------------------------------------------------------------------------------
-    def _locate(self, pcln_addr: int) -> int:
+    def _locate(self, pcln_addr: int) -> list:
         cands = []
         if self.image.pie and self.w == 8:
             cands = sorted(off for off, add in self._relative_relocs().items() if add == pcln_addr)
@@ -122,9 +130,9 @@ class ModuleData:
                 if pos % self.w == 0:
                     cands.append(sec.addr + pos)
                 pos = data.find(pattern, pos + 1)
-        for c in cands:
-            if self._plausible(c):
-                return c
+        found = [c for c in cands if self._plausible(c)]
+        if found:
+            return found
         raise BladeError(Code.PARAMETER_INVALID,
                          f"{self.image.path}: the runtime's module data was not found (no word "
                          f"in the data sections points at the pclntab header {pcln_addr:#x}; Go "

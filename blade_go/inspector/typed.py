@@ -119,10 +119,10 @@ class TypedGoBinary(GoBinary):
 
     def itab(self, concrete: str, iface: str) -> Optional[int]:
         if self.has_symtab:
-            hit = super().itab(concrete, iface)
+            hit = super().itab(concrete, iface)  # .symtab, then the module data
             if hit:
                 return hit
-        return self.moduledata.itabs().get((concrete, iface))
+        return self.moduledata.itabs().get((concrete, iface))  # errors say why
 
     def type_descriptor(self, name: str) -> Optional[int]:
         if self.has_dwarf or self.has_symtab:

@@ -310,7 +310,7 @@ class Patcher:
                          f"restored after {attempts} attempts: " + "; ".join(reasons[:3]))
 
     def _held_values(self, ranges) -> list[str]:
-        from .references import memory_references, register_references
+        from .references import TooLarge, memory_references, register_references
         held = register_references(self.client, ranges)
         if held:
             return held
@@ -319,8 +319,11 @@ class Patcher:
             pid = self.client.proc_pid = self.client.call("ProcessPid", {})["Pid"]
         with open(f"/proc/{pid}/exe", "rb") as exe:
             ptrsize = 4 if exe.read(5)[4] == 1 else 8  # ELF class: 32- or 64-bit words
-        return [f"the word at {a:#x} holds {v:#x}"
-                for a, v in memory_references(pid, ranges, ptrsize, limit=1)]
+        try:
+            return [f"the word at {a:#x} holds {v:#x}"
+                    for a, v in memory_references(pid, ranges, ptrsize, limit=1)]
+        except TooLarge as e:  # not scanned: wait HOLD_WAIT, like the settle it replaces
+            return [f"not scanned: {e}"]
 
     def _both_snapshots(self, routes, caves):
         """unsafe_pcs for routes (PC at the first byte allowed) and caves (not), one listing."""

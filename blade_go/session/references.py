@@ -17,6 +17,13 @@ equal a cave address counts as a reference, which only delays the restore.
 import re
 
 CHUNK = 16 << 20
+# Reading memory happens while the target is halted: past this much writable memory the scan
+# would pause the target longer than the settle it replaces, so it is not attempted.
+SCAN_LIMIT = 256 << 20
+
+
+class TooLarge(Exception):
+    pass
 
 
 def _groups(ranges, ptrsize):
@@ -43,6 +50,10 @@ def memory_references(pid: int, ranges, ptrsize: int = 8, limit: int = 4) -> lis
             if perms[0] == "r" and perms[1] == "w" and perms[3] == "p" and name not in (
                     "[vvar]", "[vsyscall]", "[vvar_vclock]"):
                 regions.append((lo, hi))
+    total = sum(hi - lo for lo, hi in regions)
+    if total > SCAN_LIMIT:
+        raise TooLarge(f"{total >> 20} MB of writable memory, more than the "
+                       f"{SCAN_LIMIT >> 20} MB scanned while the target is halted")
     with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
         for lo, hi in regions:
             for start in range(lo, hi, CHUNK):
