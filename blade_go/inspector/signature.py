@@ -153,7 +153,7 @@ class _Parser:
             elem = self.type_ref()
             return GoType(f"{prefix} {elem.name}", Kind.CHAN, w, w, elem=elem)
         if tok == "func":
-            params, results = self.func_rest()
+            self.func_rest()  # a func value is one pointer whatever its signature
             return GoType("func(...)", Kind.FUNC, w, w)
         if tok == "interface":
             empty = self.skip_braces()
@@ -244,7 +244,6 @@ class _Parser:
     def group(self, kind: str) -> List[Tuple[str, GoType]]:
         """A parenthesised parameter list: either all named (`a, b int, c string`) or none."""
         self.take("(")
-        items: List[List[str]] = []
         start = self.i
         # First pass: decide whether entries are named by looking for `name Type` pairs.
         entries: List[Tuple[int, int]] = []

@@ -306,8 +306,8 @@ class Patcher:
             if unsafe >= MAX_ATTEMPTS:
                 break
             time.sleep(random.uniform(0.005, 0.015))
-        raise BladeError(Code.UNEXPECTED_STATUS, "the target keeps executing inside the bytes to be "
-                         f"restored after {attempts} attempts: " + "; ".join(reasons[:3]))
+        raise BladeError(Code.UNEXPECTED_STATUS, "the target keeps executing inside the bytes "
+                         f"to be restored after {attempts} attempts: " + "; ".join(reasons[:3]))
 
     def _held_values(self, ranges) -> list[str]:
         from .references import TooLarge, memory_references, register_references
