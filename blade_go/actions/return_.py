@@ -94,7 +94,8 @@ class ReturnExecutor(Executor):
             # left in any live memory, and writing into a stranger would be harm.
             return {"restored": 0, "note": f"target process {ctx.pid} is gone; nothing to restore"}
         session = ensure_session(ctx.pid, str(ctx.store.home))
-        done = session.revert(ctx.uid, patches)
+        # A return stub is a leaf (loads and `ret`): the session may restore it in one stop.
+        done = session.revert(ctx.uid, patches, guard={"leaf": True})
         session.release(ctx.uid)
         return done
 

@@ -220,8 +220,9 @@ class Patcher:
     SETTLE = 0.5
 
     def revert(self, patches: list[Patch], guard=None, settle: float | None = None) -> dict:
-        if settle is None and not (guard or {}).get("stacks"):
-            return self.revert_in_one_stop(patches, guard)  # leaf stubs: no settle needed
+        if settle is None and (guard or {}).get("leaf") and not (guard or {}).get("stacks"):
+            # The caller vouches that its stubs are leaves (return): no settle needed.
+            return self.revert_in_one_stop(patches, guard)
         routes = [p for p in patches if p.role == ROUTE]
         caves = [p for p in patches if p.role != ROUTE]
         restored = 0
@@ -261,7 +262,8 @@ class Patcher:
         preempts outside a Go function, and caves are outside all of them; goroutines
         stopped by async preemption have their frames checked), and none can return into a
         stub: a return stub is a leaf (loads and `ret`), so no return address points into a
-        cave.
+        cave. Only used when the caller says so (guard {"leaf": true}); stubs that call out
+        (a delay's time.Sleep) leave return addresses on stacks and need a drain instead.
         Values: a stub's results may point into its cave (string bytes, the errorString of an
         `error:` value); such values already returned must stay readable, so the cave is
         restored only in a stop where no thread register and no word of the process's
