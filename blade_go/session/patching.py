@@ -295,7 +295,8 @@ class Patcher:
                     held = [] if waited > self.HOLD_WAIT else self._held_values(cave_ranges)
                     if not held:
                         restored += self._restore(caves)
-                        self.log(f"revert: {attempts} stop(s), {waited * 1000:.0f} ms"
+                        self.log(f"revert: {attempts} stop(s), "
+                                 f"{(time.monotonic() - t0) * 1000:.0f} ms"
                                  + (", values still held: restored anyway"
                                     if waited > self.HOLD_WAIT else ""))
                         return {"restored": restored, "verified": True,

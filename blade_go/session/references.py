@@ -15,6 +15,7 @@ stack, so the memory scan covers them. The scan is conservative: an integer that
 equal a cave address counts as a reference, which only delays the restore.
 """
 import re
+import struct
 
 CHUNK = 16 << 20
 # Reading memory happens while the target is halted: past this much writable memory the scan
@@ -50,12 +51,13 @@ def memory_references(pid: int, ranges, ptrsize: int = 8, limit: int = 4) -> lis
             if perms[0] == "r" and perms[1] == "w" and perms[3] == "p" and name not in (
                     "[vvar]", "[vsyscall]", "[vvar_vclock]"):
                 regions.append((lo, hi))
-    total = sum(hi - lo for lo, hi in regions)
+    runs = list(_resident_runs(pid, regions))
+    total = sum(hi - lo for lo, hi in runs)
     if total > SCAN_LIMIT:
-        raise TooLarge(f"{total >> 20} MB of writable memory, more than the "
+        raise TooLarge(f"{total >> 20} MB of resident writable memory, more than the "
                        f"{SCAN_LIMIT >> 20} MB scanned while the target is halted")
     with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
-        for lo, hi in regions:
+        for lo, hi in runs:
             for start in range(lo, hi, CHUNK):
                 n = min(CHUNK, hi - start)
                 try:
@@ -75,6 +77,40 @@ def memory_references(pid: int, ranges, ptrsize: int = 8, limit: int = 4) -> lis
                                     return found
                         pos = data.find(pattern, pos + 1)
     return found
+
+
+PAGE = 4096
+PRESENT_OR_SWAPPED = (1 << 63) | (1 << 62)
+
+
+def _resident_runs(pid: int, regions):
+    """The parts of `regions` whose pages are in memory or swap (/proc/PID/pagemap): Go maps
+    its heap arenas 64 MB at a time, mostly never touched; untouched pages read as zeros and
+    hold no pointer, and skipping them keeps the target's stop short. Without pagemap access
+    every page is read."""
+    try:
+        pagemap = open(f"/proc/{pid}/pagemap", "rb", buffering=0)
+    except OSError:
+        yield from regions
+        return
+    with pagemap:
+        for lo, hi in regions:
+            try:
+                pagemap.seek(lo // PAGE * 8)
+                raw = pagemap.read((hi - lo) // PAGE * 8)
+            except OSError:
+                yield (lo, hi)
+                continue
+            start = None
+            for i, (entry,) in enumerate(struct.iter_unpack("<Q", raw)):
+                if entry & PRESENT_OR_SWAPPED:
+                    if start is None:
+                        start = lo + i * PAGE
+                elif start is not None:
+                    yield (start, lo + i * PAGE)
+                    start = None
+            if start is not None:
+                yield (start, hi)
 
 
 _REG = re.compile(r"^\s*(\w+) = 0x([0-9a-fA-F]+)", re.M)
