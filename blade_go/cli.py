@@ -234,8 +234,12 @@ def spec():
 @click.option("--pid", default=None, help="A running process")
 @click.option("--binary", default=None, help="An executable file")
 @click.option("--func", "func", default=None, help="Only this function")
+@click.option("--signature", default=None,
+              help="The function's Go type, for binaries without DWARF (needs --func)")
+@click.option("--debug-binary", "debug_binary", default=None,
+              help="The unstripped build of the same source, for binaries without DWARF")
 @click.option("--debug", is_flag=True, help="Diagnostics to stderr and the log file")
-def inspect(pid, binary, func, debug):
+def inspect(pid, binary, func, signature, debug_binary, debug):
     if (pid is None) == (binary is None):
         raise BladeError(Code.PARAMETER_LESS, "less parameter: exactly one of --pid, --binary")
     if pid is not None:
@@ -248,7 +252,8 @@ def inspect(pid, binary, func, debug):
     except Exception as e:
         raise BladeError(Code.HANDLER_EXEC_NOT_FOUND,
                          f"the inspector report is not available: {type(e).__name__}: {e}")
-    _respond(inspect_report, pid=pid, binary=binary, func=func)
+    _respond(inspect_report, pid=pid, binary=binary, func=func, signature=signature,
+             debug_binary=debug_binary)
 
 
 @cli.group(context_settings=CONTEXT, help="Install blade-go into a chaosblade release, so that "

@@ -237,7 +237,9 @@ _FLAG_KEYS = {"name", "desc", "type", "required", "default", "min", "max", "patt
               "matcher", "plugin"}
 _ACTION_KEYS = {"action", "aliases", "shortDesc", "longDesc", "example", "categories",
                 "programs", "actionProcessHang", "flags"}
-_TARGET_KEYS = {"target", "shortDesc", "longDesc", "scope", "flags", "requireOneOf", "actions"}
+# sharedFlags: YAML anchors of flags several actions list (`- *signature`); not read itself
+_TARGET_KEYS = {"target", "shortDesc", "longDesc", "scope", "flags", "requireOneOf", "actions",
+                "sharedFlags"}
 
 
 def _check_keys(path, where, data, allowed, required=()):

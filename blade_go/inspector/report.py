@@ -6,7 +6,7 @@ It is what a user runs when an injection is refused, so every part that can fail
 from typing import Optional
 
 from ..errors import BladeError
-from .binary import open_binary
+from .typed import open_typed_binary
 from .caves import INT3_PAD, CaveAllocator
 
 
@@ -54,8 +54,10 @@ def _reachable(alloc: CaveAllocator, cave, near: int) -> bool:
 
 
 def inspect_report(pid: Optional[int] = None, binary: Optional[str] = None,
-                   func: Optional[str] = None) -> dict:
-    with open_binary(path=binary, pid=pid) as b:
+                   func: Optional[str] = None, signature: Optional[str] = None,
+                   debug_binary: Optional[str] = None) -> dict:
+    with open_typed_binary(path=binary, pid=pid, signature=signature,
+                           debug_binary=debug_binary, func=func) as b:
         report = {"binary": b.facts()}
         fn = None
         if func:
@@ -83,6 +85,8 @@ def inspect_report(pid: Optional[int] = None, binary: Optional[str] = None,
             if err:
                 entry["result_locations_error"] = err
             sites, err = _attempt(lambda: b.inlined_sites(fn.name))
+            if sites == [] and getattr(b, "warnings", None):  # no DWARF: unknown, not none
+                sites, err = None, b.warnings[-1]
             entry["inlined_sites"] = ([dict(caller=s.caller, file=s.file, line=s.line)
                                        for s in sites] if sites is not None else None)
             if err:

@@ -85,6 +85,36 @@ def _torn(live: bytes, p: Patch) -> bool:
     return all(b in (o, r) for b, o, r in zip(live, p.original, p.replacement))
 
 
+NO_GOROUTINES = "could not find goroutine array"
+
+
+def goroutines_or_none(client, need_stacks: bool):
+    """Every goroutine, or None when dlv cannot list them (it finds `runtime.allgs` through
+    DWARF, absent from a `-s -w` executable).
+
+    Without goroutines only the threads are checked, which is enough for patches whose code
+    never calls out (return stubs): a goroutine not running on a thread resumes at a PC the
+    scheduler saved, and no such PC lies strictly inside a route or anywhere in a cave: a
+    route covers the first 5 bytes of a function, its stack-check prologue, which the compiler
+    marks as not async-preemptible; caves lie outside every function, where the runtime never
+    preempts; a stub is a leaf, so no goroutine has a return address into it; and morestack
+    restarts a function at its entry, which a route patch may hold. Code that calls out
+    (guard "stacks") leaves return addresses on goroutine stacks and is refused instead.
+    """
+    from .delve_client import DelveError
+    try:
+        return client.list_goroutines()
+    except DelveError as e:
+        if NO_GOROUTINES not in str(e):
+            raise
+        if need_stacks:
+            raise BladeError(Code.ACTION_NOT_SUPPORT,
+                             "this action needs every goroutine's stack, and dlv cannot list "
+                             "goroutines of an executable without DWARF "
+                             "(-ldflags=\"-s -w\")") from None
+        return None
+
+
 class Patcher:
     """Halts, checks, writes, verifies and resumes; ``client`` is a DelveClient."""
 
@@ -100,8 +130,10 @@ class Patcher:
 
     def _gather(self, guard):
         c = self.client
-        gs = c.list_goroutines()
         all_stacks = bool(guard and guard.get("stacks"))
+        gs = goroutines_or_none(c, all_stacks)
+        if gs is None:  # dlv without DWARF: the threads are all there is (see the function)
+            return c.list_threads(), [], None
         depth = (guard or {}).get("depth", 32)
         # A goroutine stopped by async preemption sits in runtime.asyncPreempt2 waiting to be
         # rescheduled; the PC it was interrupted at is a frame of its stack (usually, but not
@@ -217,6 +249,10 @@ class Patcher:
         new call is affected) and its bytes in place; reverting again resumes the wait.
         """
         arms = [p for p in patches if p.role == ARM]
+        if settle is None and (guard or {}).get("leaf") and not (guard or {}).get("stacks") \
+                and not arms:
+            # The caller vouches that its stubs are leaves (return): no settle needed.
+            return self.revert_in_one_stop(patches, guard)
         routes = [p for p in patches if p.role == ROUTE]
         caves = [p for p in patches if p.role not in (ROUTE, ARM)]
         restored = 0
@@ -292,3 +328,100 @@ class Patcher:
                                  "disarmed, so no new call is affected: destroy again later. "
                                  + "; ".join(reasons[:3]))
             time.sleep(DRAIN_POLL)
+
+    # -- destroy without a fixed settle (issue 11) ----------------------------------------------
+    # How long a destroy waits for the program to drop values it holds that point into a cave
+    # (see revert_in_one_stop); past it the cave is restored anyway. It equals the fixed settle
+    # it replaces: a destroy is never slower than before, and is immediate when the scan finds
+    # no reference (a conservative scan also sees stale copies in dead stack slots and freed
+    # heap memory, so a program calling the function in a tight loop usually waits it out).
+    HOLD_WAIT = SETTLE
+
+    def revert_in_one_stop(self, patches: list[Patch], guard=None) -> dict:
+        """Restore routes and caves at moments proven safe, with no fixed settle.
+
+        Code: once a route's bytes are the original again no call can enter its stub, and the
+        stub may go when nothing is *in* it: no thread's PC in the cave (first byte included)
+        or strictly inside a route, no thread in signal handling (its interrupted PC is in a
+        signal frame we cannot see), no goroutine parked at a PC there (the runtime never
+        preempts outside a Go function, and caves are outside all of them; goroutines
+        stopped by async preemption have their frames checked), and none can return into a
+        stub: a return stub is a leaf (loads and `ret`), so no return address points into a
+        cave. Only used when the caller says so (guard {"leaf": true}); stubs that call out
+        (a delay's time.Sleep) leave return addresses on stacks and need a drain instead.
+        Values: a stub's results may point into its cave (string bytes, the errorString of an
+        `error:` value); such values already returned must stay readable, so the cave is
+        restored only in a stop where no thread register and no word of the process's
+        writable memory points into it (references.py). Usually the first stop (routes and
+        caves go together); a program that keeps such a value longer than HOLD_WAIT sees its
+        bytes become zeros afterwards: an empty string or message, never invalid memory
+        (header and text-end caves are zeros in the file).
+        """
+        routes = [p for p in patches if p.role == ROUTE]
+        caves = [p for p in patches if p.role != ROUTE]
+        cave_ranges = [(p.addr, p.end) for p in caves]
+        t0 = time.monotonic()
+        restored, reasons, routes_done = 0, [], not routes
+        attempts = unsafe = 0
+        while True:
+            attempts += 1
+            state = self.client.halt()
+            try:
+                if state.get("exited"):
+                    raise BladeError(Code.PROCESS_NOT_EXIST, "target process exited "
+                                     f"(status {state.get('exitStatus')})")
+                route_bad, cave_bad = self._both_snapshots(routes, caves)
+                if not routes_done and not route_bad:
+                    restored += self._restore(routes)
+                    routes_done = True
+                reasons = route_bad if not routes_done else cave_bad
+                waited = time.monotonic() - t0
+                if routes_done and not cave_bad:
+                    held = [] if waited > self.HOLD_WAIT else self._held_values(cave_ranges)
+                    if not held:
+                        restored += self._restore(caves)
+                        self.log(f"revert: {attempts} stop(s), "
+                                 f"{(time.monotonic() - t0) * 1000:.0f} ms"
+                                 + (", values still held: restored anyway"
+                                    if waited > self.HOLD_WAIT else ""))
+                        return {"restored": restored, "verified": True,
+                                "elapsed_ms": round((time.monotonic() - t0) * 1000, 2)}
+                    reasons = held
+                else:
+                    unsafe += 1  # a PC in the way, not a held value
+            finally:
+                self.resume()
+            if unsafe >= MAX_ATTEMPTS:
+                break
+            time.sleep(random.uniform(0.005, 0.015))
+        raise BladeError(Code.UNEXPECTED_STATUS, "the target keeps executing inside the bytes "
+                         f"to be restored after {attempts} attempts: " + "; ".join(reasons[:3]))
+
+    def _held_values(self, ranges) -> list[str]:
+        from .references import TooLarge, memory_references, register_references
+        held = register_references(self.client, ranges)
+        if held:
+            return held
+        pid = getattr(self.client, "proc_pid", None)
+        if pid is None:
+            pid = self.client.proc_pid = self.client.call("ProcessPid", {})["Pid"]
+        with open(f"/proc/{pid}/exe", "rb") as exe:
+            ptrsize = 4 if exe.read(5)[4] == 1 else 8  # ELF class: 32- or 64-bit words
+        try:
+            return [f"the word at {a:#x} holds {v:#x}"
+                    for a, v in memory_references(pid, ranges, ptrsize, limit=1)]
+        except TooLarge as e:  # not scanned: wait HOLD_WAIT, like the settle it replaces
+            return [f"not scanned: {e}"]
+
+    def _both_snapshots(self, routes, caves):
+        """unsafe_pcs for routes (PC at the first byte allowed) and caves (not), one listing."""
+        c = self.client
+        gs = goroutines_or_none(c, False)
+        threads = c.list_threads()
+        stacks = None
+        if gs:
+            stacks = {g["id"]: [f["pc"] for f in c.stacktrace(g["id"], 8)] for g in gs
+                      if _fn_name(g.get("currentLoc")).startswith(SIGNAL_CODE_PREFIXES)}
+        gs = gs or []
+        return (unsafe_pcs(threads, gs, [(p.addr, p.end) for p in routes], False, stacks),
+                unsafe_pcs(threads, gs, [(p.addr, p.end) for p in caves], True, stacks))

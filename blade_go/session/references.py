@@ -1,0 +1,133 @@
+"""Does the target still hold a pointer into a cave? A conservative scan, while it is halted.
+
+A return stub hands out pointers into its cave: the bytes of a returned string, the
+`errors.errorString` of an `error:` value. After the route is gone no new such pointer can be
+made; the ones already made live in registers (a goroutine between the call and the use of its
+result), on goroutine stacks, or in heap objects the program stored them in. Before the cave's
+bytes go back to the file's (zeros), blade-go looks for any of them:
+
+- every thread's registers (general and vector: Go copies 16-byte values through XMM), from dlv;
+- every writable private mapping of the process (Go heap arenas and goroutine stacks, data,
+  bss, signal stacks), read from /proc/PID/mem: any aligned word whose value lies in a cave.
+
+Goroutines that are not on a thread keep their registers in their `g` (heap) or on their
+stack, so the memory scan covers them. The scan is conservative: an integer that happens to
+equal a cave address counts as a reference, which only delays the restore.
+"""
+import re
+import struct
+
+CHUNK = 16 << 20
+# Reading memory happens while the target is halted: past this much writable memory the scan
+# would pause the target longer than the settle it replaces, so it is not attempted.
+SCAN_LIMIT = 256 << 20
+
+
+class TooLarge(Exception):
+    pass
+
+
+def _groups(ranges, ptrsize):
+    """(upper bytes pattern, [(lo, hi)]) per 256-byte block the ranges touch."""
+    out = {}
+    for lo, hi in ranges:
+        for block in range(lo >> 8, ((hi - 1) >> 8) + 1):
+            out.setdefault(block.to_bytes(ptrsize - 1, "little"), []).append((lo, hi))
+    return out
+
+
+def memory_references(pid: int, ranges, ptrsize: int = 8, limit: int = 4) -> list:
+    """[(address, value)] of aligned words in pid's writable private memory pointing into
+    `ranges` (half-open), at most `limit` of them."""
+    groups = _groups(ranges, ptrsize)
+    found = []
+    with open(f"/proc/{pid}/maps") as f:
+        regions = []
+        for line in f:
+            parts = line.split()
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            perms = parts[1]
+            name = parts[5] if len(parts) > 5 else ""
+            if perms[0] == "r" and perms[1] == "w" and perms[3] == "p" and name not in (
+                    "[vvar]", "[vsyscall]", "[vvar_vclock]"):
+                regions.append((lo, hi))
+    runs = list(_resident_runs(pid, regions))
+    total = sum(hi - lo for lo, hi in runs)
+    if total > SCAN_LIMIT:
+        raise TooLarge(f"{total >> 20} MB of resident writable memory, more than the "
+                       f"{SCAN_LIMIT >> 20} MB scanned while the target is halted")
+    with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for lo, hi in runs:
+            for start in range(lo, hi, CHUNK):
+                n = min(CHUNK, hi - start)
+                try:
+                    mem.seek(start)
+                    data = mem.read(n)
+                except OSError:
+                    continue  # guard pages and the like
+                for pattern, spans in groups.items():
+                    pos = data.find(pattern, 1)
+                    while pos != -1:
+                        word = pos - 1
+                        if (start + word) % ptrsize == 0:
+                            value = int.from_bytes(data[word:word + ptrsize], "little")
+                            if any(a <= value < b for a, b in spans):
+                                found.append((start + word, value))
+                                if len(found) >= limit:
+                                    return found
+                        pos = data.find(pattern, pos + 1)
+    return found
+
+
+PAGE = 4096
+PRESENT_OR_SWAPPED = (1 << 63) | (1 << 62)
+
+
+def _resident_runs(pid: int, regions):
+    """The parts of `regions` whose pages are in memory or swap (/proc/PID/pagemap): Go maps
+    its heap arenas 64 MB at a time, mostly never touched; untouched pages read as zeros and
+    hold no pointer, and skipping them keeps the target's stop short. Without pagemap access
+    every page is read."""
+    try:
+        pagemap = open(f"/proc/{pid}/pagemap", "rb", buffering=0)
+    except OSError:
+        yield from regions
+        return
+    with pagemap:
+        for lo, hi in regions:
+            try:
+                pagemap.seek(lo // PAGE * 8)
+                raw = pagemap.read((hi - lo) // PAGE * 8)
+            except OSError:
+                yield (lo, hi)
+                continue
+            start = None
+            for i, (entry,) in enumerate(struct.iter_unpack("<Q", raw)):
+                if entry & PRESENT_OR_SWAPPED:
+                    if start is None:
+                        start = lo + i * PAGE
+                elif start is not None:
+                    yield (start, lo + i * PAGE)
+                    start = None
+            if start is not None:
+                yield (start, hi)
+
+
+_REG = re.compile(r"^\s*(\w+) = 0x([0-9a-fA-F]+)", re.M)
+
+
+def register_references(client, ranges) -> list:
+    """["thread T register R = value"] for registers of stopped threads pointing into ranges."""
+    out = []
+    for t in client.list_threads():
+        text = client.call("ListRegisters", {"ThreadID": t["id"], "IncludeFp": True})
+        for name, hexval in _REG.findall(text.get("Registers", "")):
+            # whole register, and its 64- and 32-bit lanes (vector registers, 386)
+            values = {int(hexval, 16)}
+            for width in (16, 8):
+                values.update(int(hexval[max(0, i - width):i], 16)
+                              for i in range(len(hexval), 0, -width))
+            for v in values:
+                if any(lo <= v < hi for lo, hi in ranges):
+                    out.append(f"thread {t['id']} {name} = {v:#x}")
+    return out
