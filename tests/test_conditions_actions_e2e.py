@@ -69,3 +69,23 @@ def test_without_conditions_every_call_still_faults(blade, target, action, flags
     assert s["calls"] > 0 and s["faulted"] == s["calls"], s
     assert "calls_faulted" not in live(blade, uid)  # no conditions: no counters, no prefix
     finish(blade, t, uid)
+
+
+@pytest.mark.parametrize("action,flags", [("args", ("--set", "id=1000")),
+                                          ("panic", ("--value", '"chaos"')),
+                                          ("delay", ("--time", "1"))])
+def test_effect_percent_on_each_action(blade, target, action, flags):
+    """The shared percent block, live on every fault action: the fraction of calls faulted
+    stays within exact binomial bounds at 1e-6 (the target is paused when counters are read,
+    so calls_seen and calls_faulted describe the same calls)."""
+    from tests.test_conditions_e2e import binomial_bounds
+    t = target
+    uid = armed_action(blade, t, action, *flags, "--effect-percent", "30")
+    s = run_window(t, 2.0)
+    facts = live(blade, uid)
+    n, k = facts["calls_seen"], facts["calls_faulted"]
+    lo, hi = binomial_bounds(n, 0.30, 1e-6)
+    assert n > 1000 and lo <= k <= hi, (facts, lo, hi, s)
+    if action != "delay":  # the target counts each call it saw faulted (recovered / id 1000)
+        assert s["faulted"] == k, (s, facts)
+    finish(blade, t, uid)
