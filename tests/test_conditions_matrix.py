@@ -9,10 +9,10 @@ from tests.support.fixtures import build_fixture
 from tests.support.targets import text_differences
 from tests.test_conditions_e2e import LOAD_ENV, armed, binomial_bounds, \
     finish, live, run_window
-from tests.test_return_matrix import VARIANTS, _dlv_env
+from tests.test_return_matrix import TOOLCHAIN_VARIANTS, VARIANTS, _dlv_env
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", TOOLCHAIN_VARIANTS)
 def test_conditions_matrix(variant, tmp_path, target_factory):
     opts, dlv = VARIANTS[variant]
     blade = Blade(tmp_path / "home", env=_dlv_env(dlv))
@@ -57,7 +57,7 @@ def test_conditions_matrix(variant, tmp_path, target_factory):
     assert t.alive()
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", TOOLCHAIN_VARIANTS)
 def test_conditions_on_other_actions_matrix(variant, tmp_path, target_factory):
     """The prefix inside delay's and panic's H (SP below F's frame: stack operands rebased)
     and before args' new values, on every toolchain."""

@@ -9,7 +9,7 @@ from tests.support.fixtures import build_fixture
 from tests.support.targets import text_differences
 from tests.test_args_e2e import call
 from tests.test_panic_e2e import recovered
-from tests.test_return_matrix import VARIANTS, _dlv_env
+from tests.test_return_matrix import TOOLCHAIN_VARIANTS, VARIANTS, _dlv_env
 
 
 def _timed(t, name):
@@ -20,7 +20,7 @@ def _timed(t, name):
     return re.match(r".* => (.*) ms=([\d.]+)$", line).groups()
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", TOOLCHAIN_VARIANTS)
 def test_faults_matrix(variant, tmp_path, target_factory):
     opts, dlv = VARIANTS[variant]
     blade = Blade(tmp_path / "home", env=_dlv_env(dlv))

@@ -225,7 +225,7 @@ def test_old_dlv_without_unix_listener_falls_back_to_tcp_and_says_so(build, targ
     try:
         assert proc.transport == "tcp" and proc.address.startswith("127.0.0.1:")
         assert "cannot listen on a unix socket" in proc.note and "TCP 127.0.0.1" in proc.note
-        c = DelveClient("127.0.0.1", proc.port)
+        c = DelveClient(proc.address)  # as the supervisor does
         assert "1.20" in c.get_version()["DelveVersion"]
         c.detach()
         assert launcher.wait_gone(proc.pid, 10)

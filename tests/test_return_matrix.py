@@ -49,6 +49,9 @@ VARIANTS = {
     "pie-external": (dict(fixture="e2e_cgo", pie=True, ldflags="-linkmode=external",
                           extra_env=CGO), "default"),
 }
+# The toolchain and PIE variants, for matrices whose fixtures have no C code in them: the cgo,
+# external-link and musl builds above use e2e_cgo (e2e_target plus a C function).
+TOOLCHAIN_VARIANTS = [v for v, (opts, _) in VARIANTS.items() if "fixture" not in opts]
 
 
 def _dlv_env(kind):

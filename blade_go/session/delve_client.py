@@ -55,9 +55,13 @@ def _connect_unix(path: str, timeout: float) -> socket.socket:
 
 class DelveClient:
     def __init__(self, host: str, port: int | None = None, timeout: float = DEFAULT_TIMEOUT):
-        """DelveClient(host, port) for TCP; DelveClient("unix:PATH") (or a path) for a unix
-        socket."""
+        """DelveClient(host, port) or DelveClient("HOST:PORT") for TCP; DelveClient("unix:PATH")
+        (or a path) for a unix socket."""
         self.timeout = timeout
+        if port is None and not host.startswith(("unix:", "/")):  # "HOST:PORT" (old dlv: TCP)
+            h, _, p = host.rpartition(":")
+            if h and p.isdigit():
+                host, port = h, int(p)
         if port is None:
             self._sock = _connect_unix(host[5:] if host.startswith("unix:") else host, timeout)
         else:
