@@ -57,6 +57,7 @@ import re
 from typing import Optional
 
 from .errors import BladeError, Code
+from .inspector.generics import package_of
 
 # `go list -deps runtime` (Go 1.26), plus the names older releases used.
 RUNTIME_DEPS = frozenset("""
@@ -114,15 +115,6 @@ SYNC_LOCKS = re.compile(r"^(sync|internal/sync)\.\(\*(Mutex|RWMutex)\)\."
                         r"(Lock|Unlock|TryLock|RLock|RUnlock|TryRLock|lockSlow|unlockSlow|"
                         r"rUnlockSlow)$")
 ATOMIC_ALLOWED = re.compile(r"^sync/atomic\.(\(\*Value\)|Value)\.")
-
-
-def package_of(name: str) -> str:
-    """Import path of a Go symbol: 'github.com/a/b.(*T).M' -> 'github.com/a/b'."""
-    cut = name.find("[")
-    head = name if cut < 0 else name[:cut]
-    slash = head.rfind("/")
-    dot = head.find(".", slash + 1)
-    return head[:dot] if dot > 0 else head
 
 
 def _runtime_package(pkg: str) -> bool:

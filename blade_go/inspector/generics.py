@@ -42,6 +42,7 @@ GO_KINDS = {1: "bool", 2: "int", 3: "int8", 4: "int16", 5: "int32", 6: "int64", 
 
 
 def package_of(name: str) -> str:
+    """Import path of a Go symbol: 'github.com/a/b.(*T).M' -> 'github.com/a/b'."""
     cut = name.find("[")
     head = name if cut < 0 else name[:cut]
     slash = head.rfind("/")

@@ -32,25 +32,7 @@ def _fail(msg: str) -> BladeError:
 
 def split_terms(text: str) -> List[str]:
     """Split on && outside double quotes."""
-    out, cur, quoted, i = [], [], False, 0
-    while i < len(text):
-        c = text[i]
-        if quoted and c == "\\" and i + 1 < len(text):
-            cur.append(text[i:i + 2])
-            i += 2
-            continue
-        if c == '"':
-            quoted = not quoted
-        if not quoted and text.startswith("&&", i):
-            out.append("".join(cur))
-            cur, i = [], i + 2
-            continue
-        cur.append(c)
-        i += 1
-    if quoted:
-        raise _fail(f"unterminated quote in {text!r}")
-    out.append("".join(cur))
-    return out
+    return V.split_outside_quotes(text, "&&", "--match")
 
 
 def _param_list(params) -> str:

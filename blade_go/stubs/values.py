@@ -50,8 +50,9 @@ class Value:
 
 # ----------------------------------------------------------------------------------- split
 
-def split_elements(text: str) -> List[str]:
-    """Split on commas outside double quotes; backslash escapes inside quotes are kept."""
+def split_outside_quotes(text: str, sep: str, flag: str) -> List[str]:
+    """Split on `sep` outside double quotes; backslash escapes inside quotes are kept.
+    (--value elements on ",", --match terms on "&&".)"""
     out, cur, quoted, i = [], [], False, 0
     while i < len(text):
         c = text[i]
@@ -61,17 +62,22 @@ def split_elements(text: str) -> List[str]:
             continue
         if c == '"':
             quoted = not quoted
-        elif c == "," and not quoted:
+        elif not quoted and text.startswith(sep, i):
             out.append("".join(cur))
             cur = []
-            i += 1
+            i += len(sep)
             continue
         cur.append(c)
         i += 1
     if quoted:
-        raise BladeError(Code.PARAMETER_ILLEGAL, f"--value: unterminated quote in {text!r}")
+        raise BladeError(Code.PARAMETER_ILLEGAL, f"{flag}: unterminated quote in {text!r}")
     out.append("".join(cur))
     return out
+
+
+def split_elements(text: str) -> List[str]:
+    """Split --value on commas outside double quotes."""
+    return split_outside_quotes(text, ",", "--value")
 
 
 _SIMPLE_ESC = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, "'": 39,
