@@ -17,6 +17,23 @@ def bench_binary(**opts):
     return build_fixture(ROOT / "bench" / "target", **opts)
 
 
+def generated_program(name: str, packages: int, edit) -> Path:
+    """Build (once, cached) tests/fixtures/dwarf_bigprog's generated program of `packages`
+    packages x 200 functions, its main.go passed through `edit(text) -> text` first."""
+    import importlib.util
+    from tests.support.fixtures import cache_dir
+    src = cache_dir() / f"{name}-{packages}"
+    if not (src / "main.go").exists():
+        spec = importlib.util.spec_from_file_location(
+            "gen", ROOT / "tests" / "fixtures" / "dwarf_bigprog" / "gen.py")
+        gen = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(gen)
+        gen.generate(str(src), packages, 200)
+        main_go = src / "main.go"
+        main_go.write_text(edit(main_go.read_text()))
+    return build_fixture(src)
+
+
 def rate(target, seconds):
     """Units per second the target reports over `seconds` (from its COUNT lines)."""
     first = _count(target, target.mark())

@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 
-from common import ROOT, Blade, bench_binary, median, start_target, table, versions
+from common import Blade, bench_binary, generated_program, median, start_target, table, versions
 
 
 def measure(binary, args, func, value, rounds, ready="READY"):
@@ -39,20 +39,9 @@ def measure(binary, args, func, value, rounds, ready="READY"):
 
 def large_binary(packages):
     """Build (once, cached) the generated program, changed to stay alive after printing READY."""
-    import importlib.util
-    from tests.support.fixtures import build_fixture, cache_dir
-    src = cache_dir() / f"bench-bigprog-{packages}"
-    if not (src / "main.go").exists():
-        spec = importlib.util.spec_from_file_location(
-            "gen", ROOT / "tests" / "fixtures" / "dwarf_bigprog" / "gen.py")
-        gen = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(gen)
-        gen.generate(str(src), packages, 200)
-        main_go = src / "main.go"
-        text = main_go.read_text().replace('"fmt"', '"fmt"\n\t"time"', 1)
-        main_go.write_text(text.replace(
-            "fmt.Println(n)", 'fmt.Println("READY", n)\n\tfor {\n\t\ttime.Sleep(time.Hour)\n\t}'))
-    return build_fixture(src)
+    return generated_program("bench-bigprog", packages, lambda text: text.replace(
+        '"fmt"', '"fmt"\n\t"time"', 1).replace(
+        "fmt.Println(n)", 'fmt.Println("READY", n)\n\tfor {\n\t\ttime.Sleep(time.Hour)\n\t}'))
 
 
 def main():

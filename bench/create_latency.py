@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 
-from common import ROOT, Blade, median, start_target, table, versions
+from common import Blade, generated_program, median, start_target, table, versions
 
 FUNC, FUNC2 = "bigprog/p0000.F1", "bigprog/p0000.F2"
 VALUE = '1,"x",error:down'
@@ -56,19 +56,8 @@ ECHO_MAIN = '''
 
 def echo_program(packages: int):
     """Build (once, cached) the generated program with the echo server in main."""
-    import importlib.util
-    from tests.support.fixtures import build_fixture, cache_dir
-    src = cache_dir() / f"bench-echo-bigprog-{packages}"
-    if not (src / "main.go").exists():
-        spec = importlib.util.spec_from_file_location(
-            "gen", ROOT / "tests" / "fixtures" / "dwarf_bigprog" / "gen.py")
-        gen = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(gen)
-        gen.generate(str(src), packages, 200)
-        main_go = src / "main.go"
-        text = main_go.read_text().replace('"fmt"', '"fmt"\n\t"net"', 1)
-        main_go.write_text(text.replace("\tfmt.Println(n)\n", ECHO_MAIN))
-    return build_fixture(src)
+    return generated_program("bench-echo-bigprog", packages, lambda text: text.replace(
+        '"fmt"', '"fmt"\n\t"net"', 1).replace("\tfmt.Println(n)\n", ECHO_MAIN))
 
 
 class PauseProbe:
