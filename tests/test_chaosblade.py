@@ -17,16 +17,9 @@ UID = re.compile(r"^[0-9a-f]{16}$")
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
-    root = tmp_path_factory.mktemp("blade")
-    rel = cb.copy_release(root / "release")
-    pristine = cb.snapshot(rel)
-    resp = cb.blade_go("chaosblade", "install", "--home", rel)
-    assert resp["success"], resp
-    yield rel
-    resp = cb.blade_go("chaosblade", "uninstall", "--home", rel)
-    assert resp["success"], resp
-    # blade's own runtime files (chaosblade.dat, logs/) aside, the release is as it was
-    assert cb.snapshot(rel) == pristine
+    # uninstalled at the end and checked to be as it was
+    with cb.installed_release(tmp_path_factory.mktemp("blade") / "release") as rel:
+        yield rel
 
 
 @pytest.fixture

@@ -11,14 +11,8 @@ from tests.support.targets import free_port, text_differences
 
 @pytest.fixture
 def release(tmp_path):
-    rel = cb.copy_release(tmp_path / "release")
-    pristine = cb.snapshot(rel)
-    resp = cb.blade_go("chaosblade", "install", "--home", rel, "--via", "cplus")
-    assert resp["success"], resp
-    yield rel
-    resp = cb.blade_go("chaosblade", "uninstall", "--home", rel)
-    assert resp["success"], resp
-    assert cb.snapshot(rel) == pristine
+    with cb.installed_release(tmp_path / "release", "--via", "cplus") as rel:
+        yield rel
 
 
 @pytest.fixture

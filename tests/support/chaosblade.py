@@ -2,6 +2,7 @@
 $TOOLS_DIR/blade-<CHAOSBLADE_VERSION> (.ci/install.sh does the same), then copied per test
 module so that installing blade-go into it, and blade's own sqlite file (chaosblade.dat, kept
 next to blade), never leak between modules."""
+import contextlib
 import hashlib
 import json
 import os
@@ -111,3 +112,18 @@ def blade_go(*args, env=None, timeout=120) -> dict:
         return json.loads(p.stdout)
     except ValueError:
         raise AssertionError(f"blade-go {args}: stdout {p.stdout!r} stderr {p.stderr[-2000:]!r}")
+
+
+@contextlib.contextmanager
+def installed_release(dest: Path, *install_args):
+    """A copy of the real release with blade-go installed into it (`install_args`, e.g.
+    "--via", "cplus"); on exit, uninstalled and checked to be as it was (blade's own runtime
+    files, chaosblade.dat and logs/, aside)."""
+    rel = copy_release(dest)
+    pristine = snapshot(rel)
+    resp = blade_go("chaosblade", "install", "--home", rel, *install_args)
+    assert resp["success"], resp
+    yield rel
+    resp = blade_go("chaosblade", "uninstall", "--home", rel)
+    assert resp["success"], resp
+    assert snapshot(rel) == pristine
