@@ -31,3 +31,16 @@ def start_time(pid: int):
         return int(fields[19]) if fields else None
     except (IndexError, ValueError):
         return None
+
+
+def zombie_exit_status(pid: int):
+    """A zombie's exit status as its parent will see it (exit code, or -signal), from
+    /proc/PID/stat's exit_code; None when pid is not a zombie (gone, reaped, or alive)."""
+    fields = _stat_fields(pid)
+    if not fields or fields[0] != "Z" or len(fields) < 50:
+        return None
+    try:
+        code = int(fields[49])  # field 52 of proc(5); the list starts at field 3
+    except ValueError:
+        return None
+    return -(code & 0x7F) if code & 0x7F else (code >> 8) & 0xFF

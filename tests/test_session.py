@@ -172,12 +172,12 @@ def test_panicking_target_dies_as_without_blade_go(heartbeat, target_factory, ho
     h = ensure_session(t.pid, home)
     add_record(home, "p1", t.pid, [])
     h.apply("p1", [])
+    assert wait_until(lambda: get_record(home, "p1")["status"] == "Destroyed", 15)
+    assert get_record(home, "p1")["reason"] == "target process exited (status 2)"
     assert t.proc.wait(15) == bare.proc.returncode == 2
     wait_until(lambda: False, 0.3)
     msg = "panic: session fixture: deliberate panic"
     assert msg in bare.err_lines and msg in t.err_lines
-    assert wait_until(lambda: get_record(home, "p1")["status"] == "Destroyed")
-    assert get_record(home, "p1")["reason"] == "target process exited (status 2)"
     assert wait_until(lambda: not os.path.exists(SessionPaths(home, t.pid).sock))
 
 
@@ -186,9 +186,11 @@ def test_target_exit_ends_supervisor(heartbeat, target_factory, home):
     h = ensure_session(t.pid, home)
     add_record(home, "e1", t.pid, [])
     h.apply("e1", [])
-    assert t.proc.wait(15) == 7
-    assert wait_until(lambda: get_record(home, "e1")["status"] == "Destroyed")
+    # Not reaped until the record is written: dlv may answer status 0 when the exit races its
+    # stop of the threads, and the supervisor must read the true status from the zombie.
+    assert wait_until(lambda: get_record(home, "e1")["status"] == "Destroyed", 15)
     assert get_record(home, "e1")["reason"] == "target process exited (status 7)"
+    assert t.proc.wait(15) == 7
     assert wait_until(lambda: not supervisor_pid(home, t.pid))
 
 

@@ -163,6 +163,19 @@ def note_error(home: str, uid: str, message: str):
 process_alive = procfs.alive
 
 
+def exit_reason(pid: int, dlv_status) -> str:
+    """The record's reason once the target exited, from dlv's exit status.
+
+    dlv answers status 0 when the exit races its own stop of the threads (it cannot wait for a
+    process it did not start): a zombie's own exit code is the better witness, and a 0 nobody
+    confirms is not reported as a clean exit.
+    """
+    status = procfs.zombie_exit_status(pid)
+    if status is None and dlv_status != 0:
+        status = dlv_status
+    return f"target process exited (status {status if status is not None else 'not known'})"
+
+
 def wait_untraced(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

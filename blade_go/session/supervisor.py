@@ -265,7 +265,7 @@ class Supervisor:
             self.op_lock.release()
 
     def target_exited(self, status):
-        reason = f"target process exited (status {status if status is not None else 'unknown'})"
+        reason = records.exit_reason(self.pid, status)
         log(reason)
         for uid in self.uids | records.live_uids(self.home, self.pid):
             records.mark_destroyed(self.home, uid, reason)
