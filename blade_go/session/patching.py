@@ -268,10 +268,14 @@ class Patcher:
                 if state.get("exited"):
                     raise BladeError(Code.PROCESS_NOT_EXIST, "target process exited")
                 restored += self._restore(arms)
-            finally:
+            except BaseException:
                 self.resume()
+                raise
             guard = dict(guard or {}, stacks=True)
-            drained = self.drain(routes, caves, float(guard.get("drain") or DRAIN_BOUND), guard)
+            # The first look is taken in the stop that disarmed: who was inside at that moment
+            # (a later stop may find the sleepers already gone on a slow machine).
+            drained = self.drain(routes, caves, float(guard.get("drain") or DRAIN_BOUND), guard,
+                                 halted=True)
         if routes:
             try:
                 # Nor in a cave: a stub that was called from the route (delay's `call H`) would
@@ -298,18 +302,22 @@ class Patcher:
             out.update(drained)
         return out
 
-    def drain(self, routes: list[Patch], caves: list[Patch], bound: float, guard=None) -> dict:
+    def drain(self, routes: list[Patch], caves: list[Patch], bound: float, guard=None,
+              halted: bool = False) -> dict:
         """Wait (target running) until no thread PC and no goroutine frame lies inside the
-        routes (strictly) or the caves; returns {"drain_ms", "drain_waited_for"}."""
+        routes (strictly) or the caves; returns {"drain_ms", "drain_waited_for"}. halted: the
+        target is stopped already (the first look is taken in that stop)."""
         t0 = time.monotonic()
         first = None
         deadline = t0 + bound
         while True:
             try:
-                state = self.client.halt()
-                if state.get("exited"):
-                    raise BladeError(Code.PROCESS_NOT_EXIST, "target process exited "
-                                     f"(status {state.get('exitStatus')})")
+                if not halted:
+                    state = self.client.halt()
+                    if state.get("exited"):
+                        raise BladeError(Code.PROCESS_NOT_EXIST, "target process exited "
+                                         f"(status {state.get('exitStatus')})")
+                halted = False
                 seen = self._gather(guard)
                 reasons = self._snapshot([(p.addr, p.end) for p in routes], False, guard, seen)
                 reasons += self._snapshot([(p.addr, p.end) for p in caves], True, guard, seen)
