@@ -98,7 +98,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        self.wfile.flush()
         log.info("%s -> %s", self.path, resp.get("code"))
+        if self.server.stopping:  # /remove: answered first, then the server stops
+            threading.Thread(target=self.server.shutdown, daemon=True).start()
 
     do_POST = do_GET
 
@@ -108,10 +111,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    stopping = False
 
     def stop_soon(self):
-        # shutdown() waits for serve_forever, which waits for this request: run it aside
-        threading.Thread(target=self.shutdown, daemon=True).start()
+        # Only a mark: the handler shuts the server down after its answer is written (the
+        # process exits when serve_forever returns, and would cut an unsent answer short).
+        self.stopping = True
 
 
 def make_server(ip: str, port: int) -> Server:
