@@ -49,12 +49,13 @@ FUNCDATA_INL_TREE = 3
 NO_FUNCDATA = 0xFFFFFFFF
 # moduledata layout (moduledata.py) -> index of `gofunc` in the words after enoptrbss
 GOFUNC_WORD = {"go1.18-1.19": 6, "go1.20-1.25": 8, "go1.26+": 8, "go1.27+": 11}
-SOURCE = ".gopclntab"
 
 
 # -- pc-value tables ------------------------------------------------------------------------
-def pcvalue_runs(data: bytes, off: int, entry: int, quantum: int) -> Iterator[Tuple[int, int, int]]:
-    """(start pc, end pc, value) runs of the pc-value table at `off` (module doc)."""
+def pcvalue_runs(data: bytes, off: int, entry: int,
+                 quantum: int) -> Iterator[Tuple[int, int, int]]:
+    """(start pc, end pc, value) runs of the pc-value table at `off` (module doc). Only pc
+    differences are stored, so an entry of 0 gives pcs relative to the function's entry."""
     pc, value, first = entry, -1, True
     while True:
         uv, off = uvarint(data, off)
@@ -77,7 +78,7 @@ def pcvalue_at(data: bytes, off: int, entry: int, quantum: int, target: int) -> 
 
 # -- the inline trees of one binary -------------------------------------------------------------
 class InlineTrees:
-    def __init__(self, image, go_version: str):
+    def __init__(self, image, go_version: str, moduledata=None):
         sec = image.section(*SECTION_NAMES)
         if sec is None:
             raise BladeError(Code.PARAMETER_INVALID, f"{image.path} has no .gopclntab")
@@ -97,7 +98,7 @@ class InlineTrees:
         self.nfunc = words[0]
         self.names, self.cutab, self.filetab, self.pctab, self.ftab = words[3:8]
         self._gofunc: Optional[int] = None
-        self._text: Optional[int] = None
+        self._moduledata = moduledata  # a callable giving the ModuleData, when one is kept
         self._trees: Optional[List[Tuple[int, int]]] = None  # (tree offset, _func offset)
         self._region: Optional[Tuple[int, bytes]] = None   # (first tree offset, bytes)
 
@@ -106,7 +107,7 @@ class InlineTrees:
     def gofunc(self) -> int:
         if self._gofunc is None:
             from .moduledata import FIXED_WORDS, find_moduledata
-            md = find_moduledata(self.image, self.go_version)
+            md = (self._moduledata or (lambda: find_moduledata(self.image, self.go_version)))()
             index = GOFUNC_WORD.get(md.layout)
             if index is None:
                 raise BladeError(Code.PARAMETER_INVALID,
@@ -154,26 +155,8 @@ class InlineTrees:
         off, = struct.unpack_from(self.end + "I", self.data, p)
         if not off:
             return 0
-        return 1 + max((v for _, _, v in pcvalue_runs(self.data, self.pctab + off,
-                                                       self.entry(funcoff), self.quantum)),
-                       default=-1)
-
-    def entry(self, funcoff: int) -> int:
-        """Entry pc of the _func (entryOff is relative to the header's textStart)."""
-        text_start = self._text_start()
-        return text_start + struct.unpack_from(self.end + "I", self.data, self.ftab + funcoff)[0]
-
-    def _text_start(self) -> int:
-        if self._text is None:
-            ptr = self.data[7]
-            field = 8 + 2 * ptr
-            self._text = struct.unpack_from(self.end + ("Q" if ptr == 8 else "I"),
-                                            self.data, field)[0]
-            if not self._text:  # PIE: the header's field is filled by a dynamic relocation
-                from .buildinfo import _relocated_pointer
-                addr = self.image.section(*SECTION_NAMES).addr + field
-                self._text = _relocated_pointer(self.image, addr) or 0
-        return self._text
+        runs = pcvalue_runs(self.data, self.pctab + off, 0, self.quantum)
+        return 1 + max((v for _, _, v in runs), default=-1)
 
     def _region_bytes(self) -> Tuple[int, bytes]:
         """The bytes from the first inline tree to the end of the last one."""
@@ -225,13 +208,14 @@ class InlineTrees:
             while pos != -1:
                 at = first + pos - self.name_field  # the record's start, if it is one
                 i = bisect.bisect_right(starts, at) - 1
-                if i >= 0 and (at - starts[i]) % self.rec_size == 0:
-                    tree, fo = trees[i]
+                tree = starts[i] if i >= 0 else None
+                while i >= 0 and starts[i] == tree and (at - tree) % self.rec_size == 0:
+                    fo = trees[i][1]  # every function with this tree (not shared in practice)
                     if fo not in lengths:
                         lengths[fo] = self.tree_length(fo)
-                    index = (at - tree) // self.rec_size
-                    if index < lengths[fo]:
+                    if (at - tree) // self.rec_size < lengths[fo]:
                         out.add(self._site(fo, region, at - first))
+                    i -= 1
                 pos = region.find(needle, pos + 1)
         return sorted(out, key=lambda s: (s.caller, s.file, s.line))
 
@@ -239,13 +223,10 @@ class InlineTrees:
         caller_off, pcfile, pcln, _, cu, _ = self._func_head(funcoff)
         caller = self._cstring(self.names + caller_off)
         if self.new_records:
-            parent_pc, = struct.unpack_from(self.end + "i", region, rec + 8)
-            entry = self.entry(funcoff)
-            pc = entry + parent_pc
-            fileno = pcvalue_at(self.data, self.pctab + pcfile, entry, self.quantum, pc) \
+            pc, = struct.unpack_from(self.end + "i", region, rec + 8)  # from the entry
+            fileno = pcvalue_at(self.data, self.pctab + pcfile, 0, self.quantum, pc) \
                 if pcfile else -1
-            line = pcvalue_at(self.data, self.pctab + pcln, entry, self.quantum, pc) \
-                if pcln else 0
+            line = pcvalue_at(self.data, self.pctab + pcln, 0, self.quantum, pc) if pcln else 0
         else:
             fileno, line = struct.unpack_from(self.end + "ii", region, rec + 4)
         return InlinedSite(caller, self.file_name(cu, fileno), max(line, 0))
@@ -255,5 +236,6 @@ def pclntab_inlined_sites(binary, name: str) -> List[InlinedSite]:
     """binary's inlined copies of `name` from its inline trees (kept on the binary)."""
     trees = getattr(binary, "_inline_trees", None)
     if trees is None:
-        trees = binary._inline_trees = InlineTrees(binary.image, binary.go_version)
+        kept = (lambda: binary.moduledata) if hasattr(type(binary), "moduledata") else None
+        trees = binary._inline_trees = InlineTrees(binary.image, binary.go_version, kept)
     return trees.sites(name)
