@@ -155,6 +155,7 @@ def test_create_on_a_stripped_binary_warns_of_the_inlined_sites(blade, target_fa
     assert "cannot be listed" not in warning
     res = blade.ok("status", resp["result"])["result"]
     assert res["inlined_sites_count"] == 1
+    assert res["inlined_sites_from"] == ".gopclntab inline trees"
     assert res["not_covered_inlined_sites"][0].startswith("main.main at ")
     assert res["not_covered_inlined_sites"][0].endswith(site)
     assert _call(target, "Scale") == "12,13,100"  # only the call through the function value

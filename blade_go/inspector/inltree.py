@@ -58,12 +58,18 @@ def pcvalue_runs(data: bytes, off: int, entry: int,
     differences are stored, so an entry of 0 gives pcs relative to the function's entry."""
     pc, value, first = entry, -1, True
     while True:
-        uv, off = uvarint(data, off)
+        uv = data[off]  # one byte in the common case: no call
+        off += 1
+        if uv & 0x80:
+            uv, off = uvarint(data, off - 1)
         if uv == 0 and not first:
             return
         first = False
         value += -(uv & 1) ^ (uv >> 1)
-        delta, off = uvarint(data, off)
+        delta = data[off]
+        off += 1
+        if delta & 0x80:
+            delta, off = uvarint(data, off - 1)
         start, pc = pc, pc + delta * quantum
         yield start, pc, value
 
@@ -230,6 +236,15 @@ class InlineTrees:
         else:
             fileno, line = struct.unpack_from(self.end + "ii", region, rec + 4)
         return InlinedSite(caller, self.file_name(cu, fileno), max(line, 0))
+
+
+def sites_source(binary) -> str:
+    """Where binary.inlined_sites reads from, for the user."""
+    if binary.has_dwarf:
+        return "DWARF"
+    if getattr(binary, "debug_binary", None) is not None:
+        return "--debug-binary DWARF"
+    return ".gopclntab inline trees"
 
 
 def pclntab_inlined_sites(binary, name: str) -> List[InlinedSite]:
