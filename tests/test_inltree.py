@@ -100,12 +100,16 @@ def test_stripped_build_lists_the_sites_dwarf_lists_on_the_unstripped_one(varian
 
 
 def test_older_pclntab_is_refused_not_misread(monkeypatch):
-    with open_binary(build_fixture("inline_target", ldflags=STRIPPED)) as b:
+    """Go 1.16/1.17 pclntabs (funcdata as pointers) are not read: the user is told the sites
+    cannot be listed, as before."""
+    with open_typed_binary(path=str(build_fixture("inline_target", ldflags=STRIPPED))) as b:
         data = bytearray(b.image.section_data(".gopclntab"))
-        data[0:4] = (0xFFFFFFFA).to_bytes(4, "little")  # Go 1.16/1.17 magic
+        data[0:4] = (0xFFFFFFFA).to_bytes(4, "little")  # the Go 1.16/1.17 magic
         monkeypatch.setattr(b.image, "section_data", lambda name: bytes(data))
         with pytest.raises(BladeError, match="Go 1.18"):
             InlineTrees(b.image, b.go_version)
+        assert b.inlined_sites(SCALE) == []
+        assert "cannot be listed" in b.warnings[-1] and "Go 1.18" in b.warnings[-1]
 
 
 # -- stripped binaries end to end -------------------------------------------------------------

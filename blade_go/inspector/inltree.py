@@ -253,4 +253,8 @@ def pclntab_inlined_sites(binary, name: str) -> List[InlinedSite]:
     if trees is None:
         kept = (lambda: binary.moduledata) if hasattr(type(binary), "moduledata") else None
         trees = binary._inline_trees = InlineTrees(binary.image, binary.go_version, kept)
-    return trees.sites(name)
+    try:
+        return trees.sites(name)
+    except (IndexError, ValueError, struct.error) as e:  # a table that is not what it claims
+        raise BladeError(Code.PARAMETER_INVALID,
+                         f"{binary.path}: the .gopclntab inline trees are unreadable ({e})")
