@@ -7,6 +7,11 @@ for the abstract entry's offset, one DIE parsed per hit), its time in a fresh Go
 count from binutils `objdump --dwarf=info` (ground truth: DW_TAG_inlined_subroutine DIEs
 naming the abstract entry). With --walk, also the time of walking every compile unit DIE by
 DIE with pyelftools (what an "all CUs" implementation without the byte search costs).
+
+Then the same functions from the .gopclntab inline trees (inspector/inltree.py, what a
+`-s -w` binary is read with): the first lookup in a fresh binary (it finds the module data and
+indexes the trees) and a second one, and whether the sites equal DWARF's. A binary without
+DWARF gets only this table.
 """
 import argparse
 import os
@@ -18,6 +23,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from blade_go.inspector import open_binary  # noqa: E402
+from blade_go.inspector.inltree import InlineTrees  # noqa: E402
 
 DEFAULT_FUNCS = ["sync.(*Mutex).Lock", "errors.New", "fmt.Errorf", "runtime.add",
                  "unicode/utf8.RuneLen"]
@@ -56,23 +62,40 @@ def main():
     ap.add_argument("--walk", action="store_true")
     args = ap.parse_args()
     names = args.funcs or DEFAULT_FUNCS
-    truth = objdump_counts(args.binary, set(names))
     with open_binary(args.binary) as b:
-        info = len(b.dwarf.dwarf and b.dwarf._info)
+        has_dwarf = b.has_dwarf
+        info = len(b.dwarf.dwarf and b.dwarf._info) if has_dwarf else 0
     print(f"{args.binary}: {os.path.getsize(args.binary) / 1e6:.1f} MB, .debug_info "
           f"{info / 1e6:.1f} MB (decompressed)\n")
-    print("| function | DIEs referencing it (objdump) | sites found | callers | seconds |")
+    dwarf_sites = {}
+    if has_dwarf:
+        truth = objdump_counts(args.binary, set(names))
+        print("| function | DIEs referencing it (objdump) | sites found | callers | seconds |")
+        print("|---|---|---|---|---|")
+        for name in names:
+            with open_binary(args.binary) as b:
+                b.dwarf.dwarf  # section loading is not the lookup's cost
+                b.symtab
+                start = time.perf_counter()
+                sites = dwarf_sites[name] = b.inlined_sites(name)
+                took = time.perf_counter() - start
+                parsed = len(b.dwarf.parsed_dies)
+            print(f"| {name} | {truth[name]} | {len(sites)} (from {parsed} DIEs parsed) | "
+                  f"{len({s.caller for s in sites})} | {took:.3f} |")
+        print()
+    print("| function | .gopclntab sites | first lookup s | next lookup s | same as DWARF |")
     print("|---|---|---|---|---|")
     for name in names:
         with open_binary(args.binary) as b:
-            b.dwarf.dwarf  # section loading is not the lookup's cost
-            b.symtab
             start = time.perf_counter()
-            sites = b.inlined_sites(name)
-            took = time.perf_counter() - start
-            parsed = len(b.dwarf.parsed_dies)
-        print(f"| {name} | {truth[name]} | {len(sites)} (from {parsed} DIEs parsed) | "
-              f"{len({s.caller for s in sites})} | {took:.3f} |")
+            trees = InlineTrees(b.image, b.go_version)
+            sites = trees.sites(name)
+            first = time.perf_counter() - start
+            start = time.perf_counter()
+            trees.sites(name)
+            again = time.perf_counter() - start
+        same = ("yes" if sites == dwarf_sites[name] else "NO") if has_dwarf else "-"
+        print(f"| {name} | {len(sites)} | {first:.3f} | {again:.3f} | {same} |")
     if args.walk:
         took, n = walk_seconds(args.binary)
         print(f"\nwalking every CU DIE by DIE (pyelftools): {took:.1f} s "

@@ -146,8 +146,8 @@ class GoBinary:
         return (hit[1], *spans[0])
 
     def _explain_inlined(self, name: str, err: BladeError):
-        """Turn "not found" into "inlined everywhere" when DWARF shows inlined copies."""
-        if not self.has_dwarf or " not found in " not in err.message:
+        """Turn "not found" into "inlined everywhere" when inlined copies are known."""
+        if " not found in " not in err.message:  # DWARF, else .gopclntab (inlined_sites)
             return
         try:
             sites = self.inlined_sites(name)
@@ -227,6 +227,12 @@ class GoBinary:
         return self.abi.result_locations(self.signature(fn))
 
     def inlined_sites(self, name: str) -> List[InlinedSite]:
+        if not self.has_dwarf:  # stripped: the runtime's own inline trees (inltree.py)
+            from .inltree import pclntab_inlined_sites
+            return pclntab_inlined_sites(self, name)
+        return self.dwarf_inlined_sites(name)
+
+    def dwarf_inlined_sites(self, name: str) -> List[InlinedSite]:
         out = []
         for site in self.dwarf.inlined_sites(name):
             if isinstance(site, tuple):

@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .inltree import sites_source
+
 _REL32 = re.compile(rb"[\xe8\xe9]")
 # lea reg, [rip+disp32] (amd64): how closures and method values take a function's address
 _LEA_RIP = re.compile(rb"\x8d[\x05\x0d\x15\x1d\x25\x2d\x35\x3d]")
@@ -99,7 +101,7 @@ def inlined_report(binary, fn, sites) -> tuple:
     refs = references_to(binary, fn)
     callers = len({s.caller for s in sites})
     fields = {"not_covered_inlined_sites": listed[:LISTED], "inlined_sites_count": len(listed),
-              "out_of_line_references": refs.to_json()}
+              "out_of_line_references": refs.to_json(), "inlined_sites_from": sites_source(binary)}
     head = (f"{len(listed)} call site(s) in {callers} function(s) where the compiler inlined "
             f"{fn.name} keep the original behaviour: " + "; ".join(listed[:10])
             + (f"; ... ({len(listed) - 10} more in the result)" if len(listed) > 10 else ""))

@@ -7,7 +7,7 @@ What each fact comes from, in order:
 |---|---|---|---|---|
 | functions (entry, size) | .symtab | - | - | .gopclntab (always there) |
 | signature, result types | DWARF | its DWARF | parsed Go syntax | - |
-| inlined call sites | DWARF | its DWARF | unknown (warned) | - |
+| inlined call sites | DWARF | its DWARF | - | .gopclntab inline trees (Go 1.18+) |
 | itab of `*errors.errorString,error` (`error:` values) | .symtab | - | - | itablinks |
 | type descriptors | .symtab/DWARF | - | - | typelinks |
 | package variables (`var:` values) | DWARF/.symtab | translated address | refused | refused |
@@ -109,13 +109,17 @@ class TypedGoBinary(GoBinary):
         return super().signature(fn)  # own DWARF, else the debug binary's (see dwarf)
 
     def inlined_sites(self, name: str):
-        if self._dwarf_source() is None:
-            note = (f"{self.path} has no DWARF: calls the compiler inlined cannot be listed "
-                    "(they keep the original behaviour); --debug-binary lists them")
+        if self._dwarf_source() is not None:
+            return self.dwarf_inlined_sites(name)  # own DWARF, else the debug binary's
+        try:
+            return super().inlined_sites(name)  # the inline trees of .gopclntab
+        except BladeError as e:
+            note = (f"{self.path} has no DWARF and its inline trees cannot be read "
+                    f"({e.message}): calls the compiler inlined cannot be listed (they keep "
+                    "the original behaviour); --debug-binary lists them")
             if note not in self.warnings:
                 self.warnings.append(note)
             return []
-        return super().inlined_sites(name)
 
     def itab(self, concrete: str, iface: str) -> Optional[int]:
         if self.has_symtab:
@@ -180,14 +184,13 @@ class TypedGoBinary(GoBinary):
             "variables": ("own DWARF" if self.has_dwarf else
                           "--debug-binary (address translated)" if self.debug_binary else
                           ".symtab (no type)" if self.has_symtab else "none"),
-            "inlined_sites": dwarf or "unknown",
+            "inlined_sites": dwarf or ".gopclntab inline trees",
         }
 
     def limits(self) -> List[str]:
         out = []
         if self._dwarf_source() is None:
             out.append("result types: no DWARF; give --signature or --debug-binary")
-            out.append("inlined call sites: not listed (they keep the original behaviour)")
         if not self.has_dwarf and self.debug_binary is None:
             out.append("var: values: no variable addresses or types in a stripped binary; "
                        "give --debug-binary")
