@@ -30,7 +30,10 @@ def test_a_site_in_another_compile_unit_is_found_without_walking_any(inl):
         cu_of = {d.dwarf.get_CU_containing(o).get_top_DIE().attributes["DW_AT_name"].value
                  for o in d.parsed_dies}
         assert b"main" in cu_of  # the site's DIE lives in main's CU ...
-        assert d.walked_cus == set()  # ... and no CU was walked DIE by DIE
+        assert d.walked_cus == set()  # ... no CU was walked with pyelftools ...
+        # ... and only the CU holding the hit was skimmed to check it is a real DIE
+        assert [cu.get_top_DIE().attributes["DW_AT_name"].value for cu in d.dwarf.iter_CUs()
+                if cu.cu_offset in d._inlined_dies] == [b"main"]
 
 
 def _objdump_refs(path, name):

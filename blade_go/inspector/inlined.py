@@ -54,6 +54,7 @@ class InlinedSites:
 
     def _references_to(self, origin: int) -> Iterable[DIE]:
         """DW_TAG_inlined_subroutine DIEs whose abstract origin (ref_addr) is `origin`."""
+        self.dwarf  # loads `_info` (empty until then: the search would find nothing)
         info = self._info
         order = "little" if self.elf.little_endian else "big"
         needle = origin.to_bytes(4, order)  # 32-bit DWARF, as Go writes it
