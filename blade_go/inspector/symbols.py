@@ -1,50 +1,221 @@
-"""Symbols by name: `.symtab` parsed once into dicts, and function lookup by the name a user
-writes.
+"""Symbols by name, looked up in `.symtab` without decoding it, and function lookup by the name
+a user writes.
 
 Go symbol names are what users write (`pkg.F`, `pkg.(*T).M`, `pkg.T.M`, `pkg.F.func1`,
 `github.com/acme/app/db.(*Client).Query`), except generic functions, compiled once per shape:
 `pkg.F[int]` lives in the binary as `pkg.F[go.shape.int_0]` (Go 1.18-1.20) or
 `pkg.F[go.shape.int]` (newer). Since Go 1.17 a function that also has an ABI0 wrapper appears
 twice in .symtab: `X` (ABIInternal) and `X.abi0`; the ABIInternal one is the one we want.
+
+A lookup costs byte searches, not a pass over every symbol (a 68 MB binary has 64,000):
+`.strtab` is searched for b"name\0" (every hit is a possible st_name: the external linker may
+share a string's tail between names), and the array of st_name values for those offsets.
+Only symbols whose name was asked for are decoded. Iterating `funcs` or `data` (closest-name
+suggestions, int3 caves, callers of inlined sites) still decodes all of them, once.
 """
+import bisect
 import difflib
 import re
 import struct
-from typing import Dict, List, Optional, Tuple
+import sys
+from array import array
+from collections.abc import Mapping
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from ..errors import BladeError, Code
 from .elf import ElfImage
 
 STT_OBJECT, STT_FUNC = 1, 2
 ABI_SUFFIXES = (".abi0",)
+FEW = 32  # st_name offsets looked up one by one (array.index); more: one pass over them all
 
 
 class SymbolTable:
-    """`.symtab` as two dicts: functions name -> [(entry, end)], data name -> (addr, size)."""
+    """`.symtab` as two lazy mappings: functions name -> [(entry, end)] (symbol table order),
+    data name -> (addr, size) (the first of that name)."""
 
     def __init__(self, image: ElfImage):
-        self.funcs: Dict[str, List[Tuple[int, int]]] = {}
-        self.data: Dict[str, Tuple[int, int]] = {}
-        sec = image.section(".symtab")
-        if sec is None:
+        self._image = image
+        self._raw = self._strtab = b""
+        self._st_name: Optional[array] = None
+        self._sorted_names: Optional[List[int]] = None
+        self._all: Optional[Tuple[dict, dict]] = None
+        self.funcs = _Index(self, STT_FUNC)
+        self.data = _Index(self, STT_OBJECT)
+
+    # -- the raw table ----------------------------------------------------------------------
+    def _load(self) -> bool:
+        if self._st_name is None:
+            if self._image.section(".symtab") is None:
+                self._st_name = array("I")
+                return False
+            img = self._image
+            self._raw = img.section_data(".symtab")
+            self._strtab = img.section_data(".strtab")
+            e = "<" if img.little_endian else ">"
+            if img.ptrsize == 8:  # Elf64_Sym: name, info, other, shndx, value, size
+                self._ent, self._row = 24, struct.Struct(e + "IBBHQQ")
+            else:                 # Elf32_Sym: name, value, size, info, other, shndx
+                self._ent, self._row = 16, struct.Struct(e + "IIIBBH")
+            words = array("I", self._raw[:len(self._raw) - len(self._raw) % self._ent])
+            if (sys.byteorder == "little") != img.little_endian:
+                words.byteswap()
+            self._st_name = words[::self._ent // 4]  # st_name is every entry's first word
+        return len(self._st_name) > 0
+
+    def _symbol(self, i: int) -> Tuple[int, int, int, int]:
+        """(name offset, kind, value, size) of symbol i."""
+        if self._ent == 24:
+            n, info, _o, _x, v, s = self._row.unpack_from(self._raw, i * 24)
+        else:
+            n, v, s, info, _o, _x = self._row.unpack_from(self._raw, i * 16)
+        return n, info & 0xF, v, s
+
+    def _name_at(self, off: int) -> str:
+        return self._strtab[off:self._strtab.index(b"\0", off)].decode("utf-8", "replace")
+
+    def _indices(self, offsets) -> List[int]:
+        """Indices (ascending) of the symbols whose st_name is one of `offsets`."""
+        st, out = self._st_name, []
+        offsets = {o for o in offsets if o}  # st_name 0: no name
+        if len(offsets) > FEW:
+            return [i for i, n in enumerate(st) if n in offsets]
+        for off in offsets:
+            i = -1
+            while True:
+                try:
+                    i = st.index(off, i + 1)
+                except ValueError:
+                    break
+                out.append(i)
+        return sorted(out)
+
+    def rows(self, name: str) -> List[Tuple[int, int, int]]:
+        """(kind, value, size) of every symbol named `name`, in table order."""
+        if "\0" in name or not self._load():
+            return []
+        if "\ufffd" in name:  # invalid UTF-8 in the table decodes to U+FFFD: compare decoded
+            return [self._symbol(i)[1:] for i, n in enumerate(self._st_name)
+                    if n and self._name_at(n) == name]
+        try:
+            key = name.encode("utf-8") + b"\0"
+        except UnicodeEncodeError:
+            return []  # a lone surrogate: no name decodes to it
+        offsets, strtab, pos = [], self._strtab, self._strtab.find(key)
+        while pos >= 0:
+            offsets.append(pos)
+            pos = strtab.find(key, pos + 1)
+        return [self._symbol(i)[1:] for i in self._indices(offsets)]
+
+    def names_with(self, part: str, kind: int) -> List[str]:
+        """Names (table order, each once) of the symbols of `kind` whose name contains
+        `part`: the strings holding it are found by a byte search, then the st_names that
+        start inside one of them before its last `part`."""
+        if not part or not self._load():
+            return []
+        strtab, needle, spans = self._strtab, part.encode("utf-8"), []
+        pos = strtab.find(needle)
+        while pos >= 0:
+            start = strtab.rfind(b"\0", 0, pos) + 1
+            end = strtab.find(b"\0", pos)
+            if end < 0:
+                break
+            last = strtab.rfind(needle, pos, end)
+            spans.append((start, last))
+            pos = strtab.find(needle, end)
+        if self._sorted_names is None:
+            self._sorted_names = sorted(set(self._st_name))
+        names, offsets = self._sorted_names, set()
+        for start, last in spans:
+            offsets.update(names[bisect.bisect_left(names, start):
+                                 bisect.bisect_right(names, last)])
+        out: Dict[str, None] = {}
+        for i in self._indices(offsets):
+            n, k, _, _ = self._symbol(i)
+            if k == kind:
+                out.setdefault(self._name_at(n))
+        return list(out)
+
+    def function_spans(self) -> Iterator[Tuple[int, int]]:
+        """(entry, end) of every function symbol, names not decoded."""
+        if not self._load():
             return
-        raw = image.section_data(".symtab")
-        strtab = image.section_data(".strtab")
-        e = "<" if image.little_endian else ">"
-        if image.ptrsize == 8:  # Elf64_Sym: name, info, other, shndx, value, size
-            rows = ((n, i, v, s) for n, i, _o, _x, v, s in struct.iter_unpack(e + "IBBHQQ", raw))
-        else:                   # Elf32_Sym: name, value, size, info, other, shndx
-            rows = ((n, i, v, s) for n, v, s, i, _o, _x in struct.iter_unpack(e + "IIIBBH", raw))
-        funcs, data = self.funcs, self.data
-        for name_off, info, value, size in rows:
-            kind = info & 0xF
-            if kind not in (STT_FUNC, STT_OBJECT) or name_off == 0:
-                continue
-            name = strtab[name_off:strtab.index(b"\0", name_off)].decode("utf-8", "replace")
-            if kind == STT_FUNC:
-                funcs.setdefault(name, []).append((value, value + size))
-            else:
-                data.setdefault(name, (value, size))
+        table = self._raw[:len(self._st_name) * self._ent]
+        if self._ent == 24:
+            rows = ((i, v, s) for _n, i, _o, _x, v, s in self._row.iter_unpack(table))
+        else:
+            rows = ((i, v, s) for _n, v, s, i, _o, _x in self._row.iter_unpack(table))
+        for info, value, size in rows:
+            if info & 0xF == STT_FUNC:
+                yield value, value + size
+
+    def decoded(self) -> Tuple[dict, dict]:
+        """Every symbol decoded: (functions, data) as plain dicts, built once."""
+        if self._all is None:
+            funcs: Dict[str, List[Tuple[int, int]]] = {}
+            data: Dict[str, Tuple[int, int]] = {}
+            if self._load():
+                strtab = self._strtab
+                for i, name_off in enumerate(self._st_name):
+                    if name_off == 0:
+                        continue
+                    _, kind, value, size = self._symbol(i)
+                    if kind not in (STT_FUNC, STT_OBJECT):
+                        continue
+                    name = strtab[name_off:strtab.index(b"\0", name_off)].decode("utf-8",
+                                                                                 "replace")
+                    if kind == STT_FUNC:
+                        funcs.setdefault(name, []).append((value, value + size))
+                    else:
+                        data.setdefault(name, (value, size))
+            self._all = (funcs, data)
+        return self._all
+
+
+class _Index(Mapping):
+    """One kind of symbol by name: lookups search the table (SymbolTable.rows); iteration
+    decodes it all (SymbolTable.decoded)."""
+
+    def __init__(self, table: SymbolTable, kind: int):
+        self._table, self._kind, self._cache = table, kind, {}
+
+    def _find(self, name):
+        if name not in self._cache:
+            if not isinstance(name, str):
+                return None
+            rows = [(v, v + s) if self._kind == STT_FUNC else (v, s)
+                    for k, v, s in self._table.rows(name) if k == self._kind]
+            self._cache[name] = (rows if self._kind == STT_FUNC else rows[0]) if rows else None
+        return self._cache[name]
+
+    def __getitem__(self, name):
+        hit = self._find(name)
+        if hit is None:
+            raise KeyError(name)
+        return hit
+
+    def __contains__(self, name) -> bool:
+        return self._find(name) is not None
+
+    def _all(self) -> dict:
+        return self._table.decoded()[0 if self._kind == STT_FUNC else 1]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def names_with(self, part: str) -> List[str]:
+        """Names containing `part`, without decoding the others."""
+        return self._table.names_with(part, self._kind)
+
+
+def names_containing(table, part: str) -> List[str]:
+    """Names in a function or data table (lazy .symtab index or a plain dict) holding `part`."""
+    if hasattr(table, "names_with"):
+        return table.names_with(part)
+    return [n for n in table if part in n]
 
 
 # -- user spelling -> symbol name ------------------------------------------------------------
@@ -111,9 +282,7 @@ def _arg_matches(user: str, sym: str) -> bool:
 def _generic_candidates(name: str, funcs) -> List[str]:
     base, args = _split_type_args(name)
     out = []
-    for sym in funcs:
-        if "[" not in sym:
-            continue
+    for sym in names_containing(funcs, "["):
         sbase, sargs = _split_type_args(sym)
         if not args:  # `pkg.F` for a generic function: every instance is a candidate
             if sbase.replace("[]", "") == base:

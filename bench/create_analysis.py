@@ -1,0 +1,133 @@
+"""blade-go's own analysis in a `create go return`, phase by phase, old code vs new, side by side.
+
+    python bench/create_analysis.py [--runs 5] [--small 2] [--large 300] [--old REV]
+
+What the create CLI does before it asks the session for anything (actions/return_.py), timed
+per phase in a fresh Python process per run (nothing cached between runs but the OS page
+cache): open (open_typed_binary by pid: ELF headers, build info, load bias), lookup (the
+function by name), denylist (check_injectable: the compile unit from DWARF), signature
+(result locations from DWARF + ABI), inlined (inlined copies in every compile unit),
+plan (parse --value, the caves, the stub and route patches). `imports` is the time to import
+what the CLI imports for a create before the first phase (measured apart: the CLI start-up is
+not this script's subject). Targets: the echo programs of bench/create_latency.py (2 and 300
+packages x 200 functions, with DWARF), running, opened by pid as the CLI does.
+
+Old code: `git archive REV` (default HEAD) unpacked into a temporary directory; new code: this
+checkout. Each run alternates old and new. Medians of the runs, in ms.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import io
+
+from common import ROOT, median, start_target, table
+
+FUNC = "bigprog/p0000.F1"
+VALUE = '1,"x",error:down'
+
+# Runs in a child process with PYTHONPATH set to the code under test; prints one JSON line.
+CHILD = r'''
+import json, sys, time
+t0 = time.perf_counter()
+from blade_go.actions import return_ as R
+from blade_go.denylist import check_injectable
+from blade_go.inspector import CaveAllocator
+from blade_go.inspector.typed import open_typed_binary
+from blade_go.stubs import BinaryResolver, parse_values, plan_return
+T = {"imports": time.perf_counter() - t0}
+pid, func, value = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+
+def phase(name, f):
+    t = time.perf_counter()
+    out = f()
+    T[name] = time.perf_counter() - t
+    return out
+
+
+b = phase("open", lambda: open_typed_binary(pid=pid, func=func))
+fn = phase("lookup", lambda: R._find_out_of_line(b, func))
+phase("denylist", lambda: check_injectable(b, fn, func))
+results = phase("signature", lambda: b.result_locations(fn))
+sites = phase("inlined", lambda: b.inlined_sites(fn.name))
+
+
+def plan():
+    values = parse_values(value, results, b, func=fn.name)
+    original = R._route_original(b, fn)
+    bias = b.load_bias
+    alloc = CaveAllocator(b.caves(int3=False), taken=[])
+    return plan_return(results, values, arch=b.goarch, ptrsize=b.ptrsize,
+                       resolve=BinaryResolver(b),
+                       allocate=lambda n: alloc.allocate(n, near=fn.entry) + bias,
+                       entry=fn.entry + bias, entry_original=original,
+                       read_original=lambda a, n: b.read(a - bias, n))
+
+
+p = phase("plan", plan)
+T["analysis"] = sum(v for k, v in T.items() if k != "imports")
+print(json.dumps({"t": T, "stub": p.stub_size, "sites": len(sites), "entry": fn.entry}))
+'''
+PHASES = ["imports", "open", "lookup", "denylist", "signature", "inlined", "plan", "analysis"]
+
+
+def old_tree(rev: str) -> str:
+    d = tempfile.mkdtemp(prefix="blade-go-old-")
+    data = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "blade_go", "specs"],
+                          check=True, capture_output=True).stdout
+    tarfile.open(fileobj=io.BytesIO(data)).extractall(d)
+    return d
+
+
+def run_child(code: str, pid: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=code)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: with .pyc
+    p = subprocess.run([sys.executable, "-c", CHILD, str(pid), FUNC, VALUE], env=env,
+                       capture_output=True, text=True, cwd=code)
+    if p.returncode:
+        raise RuntimeError(p.stderr[-2000:])
+    return json.loads(p.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--small", type=int, default=2)
+    ap.add_argument("--large", type=int, default=300)
+    ap.add_argument("--old", default="HEAD", help="git revision of the old code")
+    a = ap.parse_args()
+    from create_latency import echo_program
+    codes = {"old": old_tree(a.old), "new": str(ROOT)}
+    rows = []
+    for packages in [p for p in (a.small, a.large) if p]:
+        binary = echo_program(packages)
+        t = start_target(binary, ready_line="READY")
+        try:
+            res = {k: [] for k in codes}
+            for k, code in codes.items():  # warm-up: .pyc files, page cache
+                run_child(code, t.pid)
+            for _ in range(a.runs):
+                for k, code in codes.items():
+                    res[k].append(run_child(code, t.pid))
+        finally:
+            t.stop()
+        size = f"{os.path.getsize(binary) / 1e6:.1f} MB"
+        for k in codes:
+            r = res[k]
+            rows.append([size, k] + [f"{median([x['t'][p] for x in r]) * 1e3:.1f}"
+                                     for p in PHASES] + [str(r[0]["sites"]), str(r[0]["stub"])])
+        if {res[k][0]["entry"] for k in codes} != {res["old"][0]["entry"]} or \
+                res["old"][0]["stub"] != res["new"][0]["stub"]:
+            print(f"WARNING: old and new disagree on {size}: {res['old'][0]} {res['new'][0]}")
+    print(f"function {FUNC}, --value '{VALUE}', median of {a.runs} runs, ms; load: "
+          + open("/proc/loadavg").read().split(" ", 3)[:3].__str__())
+    print(table(["binary", "code"] + [p + " ms" for p in PHASES] + ["inlined sites", "stub B"],
+                rows))
+
+
+if __name__ == "__main__":
+    main()
