@@ -40,6 +40,8 @@ class SymbolTable:
         self._st_name: Optional[array] = None
         self._sorted_names: Optional[List[int]] = None
         self._all: Optional[Tuple[dict, dict]] = None
+        self._by_start: Optional[List[Tuple[int, int, int]]] = None
+        self._starts: List[int] = []
         self.funcs = _Index(self, STT_FUNC)
         self.data = _Index(self, STT_OBJECT)
 
@@ -62,6 +64,16 @@ class SymbolTable:
                 words.byteswap()
             self._st_name = words[::self._ent // 4]  # st_name is every entry's first word
         return len(self._st_name) > 0
+
+    def _columns(self) -> Tuple[array, array, bytes]:
+        """(st_value, st_size, st_info) of every symbol, as arrays sliced out at C speed."""
+        n = len(self._st_name)
+        words = array("Q" if self._ent == 24 else "I", self._raw[:n * self._ent])
+        if (sys.byteorder == "little") != self._image.little_endian:
+            words.byteswap()
+        if self._ent == 24:  # 3 words: name|info|other|shndx, value, size
+            return words[1::3], words[2::3], self._raw[4:n * 24:24]
+        return words[1::4], words[2::4], self._raw[12:n * 16:16]
 
     def _symbol(self, i: int) -> Tuple[int, int, int, int]:
         """(name offset, kind, value, size) of symbol i."""
@@ -140,14 +152,35 @@ class SymbolTable:
         """(entry, end) of every function symbol, names not decoded."""
         if not self._load():
             return
-        table = self._raw[:len(self._st_name) * self._ent]
-        if self._ent == 24:
-            rows = ((i, v, s) for _n, i, _o, _x, v, s in self._row.iter_unpack(table))
-        else:
-            rows = ((i, v, s) for _n, v, s, i, _o, _x in self._row.iter_unpack(table))
-        for info, value, size in rows:
-            if info & 0xF == STT_FUNC:
+        for name, value, size, info in zip(self._st_name, *self._columns()):
+            if info & 0xF == STT_FUNC and name:
                 yield value, value + size
+
+    def function_at(self, pc: int) -> Optional[str]:
+        """Name of the function whose code holds pc, as a sorted table of every function
+        would answer (`.abi0` wrappers left out, the longest span at equal entries), decoding
+        only the names at that entry."""
+        if self._by_start is None:
+            if not self._load():
+                return None
+            values, sizes, infos = self._columns()
+            names = self._st_name
+            funcs = [k for k, info in enumerate(infos) if info & 0xF == STT_FUNC and names[k]]
+            funcs.sort(key=values.__getitem__)
+            self._by_start = [(values[k], values[k] + sizes[k], k) for k in funcs]
+            self._starts = [values[k] for k in funcs]
+        rows, j = self._by_start, bisect.bisect_right(self._starts, pc) - 1
+        while j >= 0:
+            lo, same = rows[j][0], []
+            while j >= 0 and rows[j][0] == lo:
+                name = self._name_at(self._st_name[rows[j][2]])
+                if not name.endswith(ABI_SUFFIXES):
+                    same.append((rows[j][1], name))
+                j -= 1
+            if same:
+                hi, name = max(same)
+                return name if lo <= pc < max(hi, lo + 1) else None
+        return None
 
     def decoded(self) -> Tuple[dict, dict]:
         """Every symbol decoded: (functions, data) as plain dicts, built once."""
@@ -206,9 +239,22 @@ class _Index(Mapping):
     def __len__(self) -> int:
         return len(self._all())
 
+    # whole-table views straight from the decoded dict (Mapping's would look up every key)
+    def keys(self):
+        return self._all().keys()
+
+    def values(self):
+        return self._all().values()
+
+    def items(self):
+        return self._all().items()
+
     def names_with(self, part: str) -> List[str]:
         """Names containing `part`, without decoding the others."""
         return self._table.names_with(part, self._kind)
+
+    def function_at(self, pc: int) -> Optional[str]:
+        return self._table.function_at(pc)
 
 
 def names_containing(table, part: str) -> List[str]:
