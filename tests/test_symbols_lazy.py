@@ -142,3 +142,25 @@ def _check_against_decoded_fake(table):
     fresh = SymbolTable(table._image)
     for name in list(funcs) + list(data):
         assert fresh.funcs.get(name) == funcs.get(name) and fresh.data.get(name) == data.get(name)
+
+
+# -- .gopclntab (stripped binaries) --------------------------------------------------------
+@pytest.mark.parametrize("opts", [dict(), dict(goarch="386"), dict(pie=True),
+                                  dict(toolchain="go1.19")],
+                         ids=["amd64", "386", "pie", "go1.19"])
+def test_lazy_pclntab_equals_decoded_table(opts):
+    from blade_go.inspector.pclntab import PclnTable
+    with open_binary(build_fixture("generics_target", ldflags="-s -w", **opts)) as b:
+        assert not b.has_symtab
+        full = PclnTable(b.image)
+        funcs, pcsp = dict(full.funcs.items()), full._pcsp
+        lazy = PclnTable(b.image)
+        for name, spans in funcs.items():
+            assert lazy.funcs[name] == spans, name
+            for entry, end in spans:
+                assert lazy.code_end(entry, end) == full.code_end(entry, end), name
+                assert lazy._pcsp_known[entry] == pcsp[entry], name
+        assert lazy._all is None, "a lookup by name decoded the whole table"
+        for missing in ("main.nope", "main.mai", "ain.main", "", "x\ud800"):
+            assert lazy.funcs.get(missing) is None and missing not in lazy.funcs
+        assert len(lazy.funcs) == len(funcs)
