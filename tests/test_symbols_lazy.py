@@ -9,7 +9,7 @@ import pytest
 
 from blade_go.inspector import open_binary
 from blade_go.inspector.elf import Section
-from blade_go.inspector.symbols import STT_FUNC, STT_OBJECT, SymbolTable, names_containing
+from blade_go.inspector.symtab import STT_FUNC, STT_OBJECT, SymbolTable, names_containing
 from tests.support.fixtures import build_fixture
 
 

@@ -13,7 +13,8 @@ from .caves import Cave, clip_to, header_caves, int3_caves, text_end_caves
 from .elf import ElfImage, executable_ranges, load_bias, open_process_exe
 from .gotypes import GoType, Signature
 from .pclntab import SECTION_NAMES as PCLN_SECTIONS, PclnTable
-from .symbols import SymbolTable, closest_names, lookup_data, resolve_function
+from .symbols import closest_names, lookup_data, resolve_function
+from .symtab import SymbolTable
 
 DWARF_SECTIONS = (".debug_info", ".zdebug_info")
 

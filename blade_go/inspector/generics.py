@@ -26,7 +26,8 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from .symbols import _SHAPE_INDEX, _split_type_args, names_containing
+from .symbols import _SHAPE_INDEX, _split_type_args
+from .symtab import names_containing
 
 BASIC = {"bool", "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32",
          "uint64", "uintptr", "float32", "float64", "complex64", "complex128", "string",
