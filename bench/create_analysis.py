@@ -12,8 +12,8 @@ what the CLI imports for a create before the first phase (measured apart: the CL
 not this script's subject). Targets: the echo programs of bench/create_latency.py (2 and 300
 packages x 200 functions, with DWARF), running, opened by pid as the CLI does.
 
-Old code: `git archive REV` (default HEAD) unpacked into a temporary directory; new code: this
-checkout. Each run alternates old and new. Medians of the runs, in ms.
+Old code: `git archive REV` (default: `git merge-base HEAD main`, where this branch left main)
+unpacked into a temporary directory; new code: this checkout (its working tree). Each run alternates old and new. Medians of the runs, in ms.
 """
 import argparse
 import json
@@ -98,10 +98,12 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--small", type=int, default=2)
     ap.add_argument("--large", type=int, default=300)
-    ap.add_argument("--old", default="HEAD", help="git revision of the old code")
+    ap.add_argument("--old", help="git revision of the old code (default: merge-base with main)")
     a = ap.parse_args()
     from create_latency import echo_program
-    codes = {"old": old_tree(a.old), "new": str(ROOT)}
+    old = a.old or subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"],
+                                  check=True, capture_output=True, text=True).stdout.strip()
+    codes = {"old": old_tree(old), "new": str(ROOT)}
     rows = []
     for packages in [p for p in (a.small, a.large) if p]:
         binary = echo_program(packages)
@@ -123,7 +125,7 @@ def main():
         if {res[k][0]["entry"] for k in codes} != {res["old"][0]["entry"]} or \
                 res["old"][0]["stub"] != res["new"][0]["stub"]:
             print(f"WARNING: old and new disagree on {size}: {res['old'][0]} {res['new'][0]}")
-    print(f"function {FUNC}, --value '{VALUE}', median of {a.runs} runs, ms; load: "
+    print(f"old = {old[:12]}; function {FUNC}, --value '{VALUE}', median of {a.runs} runs, ms; load: "
           + open("/proc/loadavg").read().split(" ", 3)[:3].__str__())
     print(table(["binary", "code"] + [p + " ms" for p in PHASES] + ["inlined sites", "stub B"],
                 rows))

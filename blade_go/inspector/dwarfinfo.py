@@ -37,16 +37,19 @@ DW_OP_addr = 0x03
 
 
 class _LazySection:
-    """A section's (decompressed) bytes as the stream pyelftools reads, inflated on first use."""
+    """A section's (decompressed) bytes as the stream pyelftools reads, inflated on first use;
+    from then on read/seek/tell are the BytesIO's own (no call through this wrapper)."""
 
     def __init__(self, load):
-        self._load, self._io = load, None
+        self._load = load
 
     def _stream(self) -> BytesIO:
-        if self._io is None:
-            self._io = BytesIO(self._load())
+        if self._load is not None:
+            io = BytesIO(self._load())
             self._load = None
-        return self._io
+            self.read, self.seek, self.tell, self.getvalue = io.read, io.seek, io.tell, \
+                io.getvalue
+        return self
 
     def read(self, *a):
         return self._stream().read(*a)
@@ -62,7 +65,7 @@ class _LazySection:
 
     @property
     def inflated(self) -> bool:
-        return self._io is not None
+        return self._load is None
 
 
 def _inflate(sec) -> bytes:

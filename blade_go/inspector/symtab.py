@@ -33,6 +33,7 @@ class SymbolTable:
         self._all: Optional[Tuple[dict, dict]] = None
         self._by_start: Optional[List[Tuple[int, int, int]]] = None
         self._starts: List[int] = []
+        self._row_names: Dict[int, str] = {}  # symbol index -> name, of those function_at read
         self.funcs = _Index(self, STT_FUNC)
         self.data = _Index(self, STT_OBJECT)
 
@@ -164,7 +165,10 @@ class SymbolTable:
         while j >= 0:
             lo, same = rows[j][0], []
             while j >= 0 and rows[j][0] == lo:
-                name = self._name_at(self._st_name[rows[j][2]])
+                k = rows[j][2]
+                name = self._row_names.get(k)
+                if name is None:
+                    name = self._row_names[k] = self._name_at(self._st_name[k])
                 if not name.endswith(ABI_SUFFIXES):
                     same.append((rows[j][1], name))
                 j -= 1
