@@ -164,3 +164,24 @@ def test_lazy_pclntab_equals_decoded_table(opts):
         for missing in ("main.nope", "main.mai", "ain.main", "", "x\ud800"):
             assert lazy.funcs.get(missing) is None and missing not in lazy.funcs
         assert len(lazy.funcs) == len(funcs)
+
+
+# -- DWARF sections inflated on first read ---------------------------------------------------
+def test_signature_inflates_only_the_sections_it_reads():
+    with open_binary(build_fixture("inline_target")) as b:
+        fn = b.find_function("main.main")
+        b.signature(fn)
+        dw = b.dwarf.dwarf
+        assert dw.debug_info_sec.stream.inflated and dw.debug_abbrev_sec.stream.inflated
+        lazy = [s for s in (dw.debug_line_sec, dw.debug_rnglists_sec, dw.debug_ranges_sec)
+                if s is not None]
+        assert lazy, "the fixture has no line table or range lists: nothing checked"
+        assert not any(s.stream.inflated for s in lazy)
+        # a read inflates exactly that section, and reads the same bytes pyelftools would
+        line = dw.debug_line_sec
+        line.stream.seek(0)
+        head = line.stream.read(16)
+        assert line.stream.inflated
+        name = ".debug_line" if b.image.section(".debug_line") else ".zdebug_line"
+        if name == ".debug_line":
+            assert b.image.elf.get_section_by_name(name).data()[:16] == head
