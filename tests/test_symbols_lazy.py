@@ -185,18 +185,3 @@ def test_signature_inflates_only_the_sections_it_reads():
         name = ".debug_line" if b.image.section(".debug_line") else ".zdebug_line"
         if name == ".debug_line":
             assert b.image.elf.get_section_by_name(name).data()[:16] == head
-
-
-def test_prefetched_debug_info_is_the_section_and_is_used():
-    with open_binary(build_fixture("inline_target")) as b:
-        sec = b.image.elf.get_section_by_name(".debug_info")
-        assert sec is not None and sec.compressed, "Go compresses DWARF by default"
-        b.prefetch_dwarf()
-        assert ".debug_info" in b.image._inflating
-        fn = b.find_function("main.main")
-        b.signature(fn)  # opens DWARF: collects the thread's bytes
-        assert ".debug_info" not in b.image._inflating
-        assert b.dwarf._info == sec.data()
-        b.image.prefetch(".debug_no_such_section")
-        b.image.prefetch(".text")  # not compressed: nothing to do
-        assert b.image._inflating == {} and b.image.inflated(".text") is None
