@@ -54,14 +54,7 @@ def phase(name, f):
     return out
 
 
-def open_():
-    b = open_typed_binary(pid=pid, func=func)
-    if hasattr(b, "prefetch_dwarf"):  # new code: .debug_info inflates meanwhile (what is left
-        b.prefetch_dwarf()            # of it shows in the first phase that waits for DWARF)
-    return b
-
-
-b = phase("open", open_)
+b = phase("open", lambda: open_typed_binary(pid=pid, func=func))
 fn = phase("lookup", lambda: R._find_out_of_line(b, func))
 phase("denylist", lambda: check_injectable(b, fn, func))
 results = phase("signature", lambda: b.result_locations(fn))

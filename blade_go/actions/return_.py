@@ -28,19 +28,16 @@ INT3 = 0xCC
 
 class ReturnExecutor(Executor):
     def create(self, ctx):
+        from ..inspector import CaveAllocator
+        from ..inspector.references import inlined_report
         from ..inspector.typed import open_typed_binary
+        from ..session import ensure_session
+        from ..stubs import BinaryResolver, parse_values, plan_return
 
         # Stripped targets (-ldflags="-s -w") take their types from --signature/--debug-binary.
         binary = open_typed_binary(pid=ctx.pid, signature=ctx.flags.get("signature"),
                                    debug_binary=ctx.flags.get("debug-binary"),
                                    func=ctx.flags["func"])
-        # .debug_info inflates on another core while the imports and lookups below run
-        binary.prefetch_dwarf()
-        from ..inspector import CaveAllocator
-        from ..inspector.references import inlined_report
-        from ..session import ensure_session
-        from ..stubs import BinaryResolver, parse_values, plan_return
-
         fn = _find_out_of_line(binary, ctx.flags["func"])
         # runtime internals are refused; a named generic instance whose shape function other
         # instances share gets a guard comparing its dictionary (stubs/instance_guard.py)

@@ -217,17 +217,9 @@ class GoBinary:
                              "-ldflags=-s/-w")
         if self._dwarf is None:
             from .dwarfinfo import DwarfInfo  # written alongside; imported only when needed
-            self._dwarf = DwarfInfo(self.image.elf, ptrsize=self.ptrsize,
-                                    prefetched=self.image.inflated)
+            self._dwarf = DwarfInfo(self.image.elf, ptrsize=self.ptrsize)
             self._dwarf.functions = self._function_table()  # inlined sites' callers by address
         return self._dwarf
-
-    def prefetch_dwarf(self):
-        """Start inflating .debug_info (every DWARF fact reads all of it: 16 MB, ~40 ms for a
-        68 MB binary) in the background, for callers that will need DWARF and have other work
-        to do first (ElfImage.prefetch)."""
-        if self.has_dwarf and self._dwarf is None:
-            self.image.prefetch(".debug_info")
 
     def signature(self, fn: Union[Function, str]) -> Signature:
         fn = self._fn(fn)

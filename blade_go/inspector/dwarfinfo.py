@@ -83,14 +83,13 @@ def _inflate(sec) -> bytes:
     return sec.data()  # pyelftools raises its own error on a bad section
 
 
-def _read_section(elffile, short: str, prefetched=None) -> Optional[DebugSectionDescriptor]:
+def _read_section(elffile, short: str) -> Optional[DebugSectionDescriptor]:
     sec = elffile.get_section_by_name(".debug_" + short)
     zsec = None if sec is not None else elffile.get_section_by_name(".zdebug_" + short)
     if sec is None and zsec is None:
         return None
     if sec is not None:
-        size = sec.data_size
-        load = lambda: (prefetched and prefetched(sec.name)) or _inflate(sec)  # noqa: E731
+        size, load = sec.data_size, (lambda: _inflate(sec))
     else:  # pre-1.12-style .zdebug: "ZLIB" + 8-byte big-endian size + zlib stream
         sec = zsec
         elffile.stream.seek(sec["sh_offset"])
@@ -105,8 +104,8 @@ def _read_section(elffile, short: str, prefetched=None) -> Optional[DebugSection
                                   address=sec["sh_addr"])
 
 
-def _open_dwarf(elffile, prefetched=None) -> Tuple[DWARFInfo, bytes]:
-    secs = {s: _read_section(elffile, s, prefetched) for s in NEEDED}
+def _open_dwarf(elffile) -> Tuple[DWARFInfo, bytes]:
+    secs = {s: _read_section(elffile, s) for s in NEEDED}
     if secs["info"] is None:
         raise BladeError(Code.PARAMETER_INVALID,
                          "the binary has no DWARF (.debug_info); it was built with "
@@ -134,11 +133,8 @@ def _package_of(func: str) -> str:
 
 
 class DwarfInfo(InlinedSites):
-    def __init__(self, elffile, ptrsize: Optional[int] = None, prefetched=None):
-        """`prefetched(section name) -> bytes | None`: a section inflated ahead of time
-        (ElfImage.inflated)."""
+    def __init__(self, elffile, ptrsize: Optional[int] = None):
         self.elf = elffile
-        self._prefetched = prefetched
         self.ptrsize = ptrsize or elffile.elfclass // 8
         self._dw: Optional[DWARFInfo] = None
         self._info = b""
@@ -157,7 +153,7 @@ class DwarfInfo(InlinedSites):
     @property
     def dwarf(self) -> DWARFInfo:
         if self._dw is None:
-            self._dw, self._info = _open_dwarf(self.elf, self._prefetched)
+            self._dw, self._info = _open_dwarf(self.elf)
             self._types = TypeReader(self._dw, self.ptrsize)
         return self._dw
 

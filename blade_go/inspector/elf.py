@@ -5,8 +5,6 @@ Nothing here reads a whole file: pyelftools' ELFFile works over the open file ob
 section bodies are read only when asked for.
 """
 import os
-import threading
-import zlib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -82,7 +80,6 @@ class ElfImage:
                          for s in self.elf.iter_segments() if s["p_type"] == "PT_LOAD"]
         self._sections = None
         self._data_cache = {}
-        self._inflating = {}  # section name -> (thread, result box)
 
     # -- sections -------------------------------------------------------------------------
     @property
@@ -111,38 +108,6 @@ class ElfImage:
                 raise KeyError(name)
             self._data_cache[name] = sec.data()
         return self._data_cache[name]
-
-    def prefetch(self, name: str):
-        """Start inflating a zlib-compressed (SHF_COMPRESSED) section in a thread, for
-        `inflated(name)` to collect later. zlib releases the GIL, so the caller's own work
-        (imports, symbol lookups) runs meanwhile on another core. The compressed bytes are read
-        here: the thread never touches the file."""
-        sec = self.elf.get_section_by_name(name)
-        if name in self._inflating or sec is None or not sec.compressed or \
-                sec._compression_type != "ELFCOMPRESS_ZLIB":
-            return
-        hdr = sec.structs.Elf_Chdr.sizeof()
-        raw = self.read_file(sec["sh_offset"] + hdr, sec["sh_size"] - hdr)
-        box = []
-
-        def inflate():
-            try:
-                box.append(zlib.decompress(raw, bufsize=sec.data_size))
-            except zlib.error:
-                pass  # inflated() returns None: the caller inflates it the usual way
-
-        thread = threading.Thread(target=inflate, name=f"inflate {name}", daemon=True)
-        self._inflating[name] = (thread, box, sec.data_size)
-        thread.start()
-
-    def inflated(self, name: str) -> Optional[bytes]:
-        """The body of a section `prefetch` inflated (waiting for it), else None."""
-        job = self._inflating.pop(name, None)
-        if job is None:
-            return None
-        thread, box, size = job
-        thread.join()
-        return box[0] if box and len(box[0]) == size else None
 
     # -- bytes at virtual addresses -------------------------------------------------------
     def segment_for(self, addr: int) -> Optional[Segment]:
