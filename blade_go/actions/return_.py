@@ -238,7 +238,9 @@ def _peek(pid, addr, n):
 # stub decides each call; its counters live in writable bytes that `status` reads live.
 
 def _conditions(ctx, binary, fn):
-    from ..stubs.conditions_data import conditions_from_flags
+    from ..stubs.conditions_data import conditions_from_flags, wants_conditions
+    if not wants_conditions(ctx.flags):
+        return None  # neither the parameters' locations nor the stub code are needed
     params = binary.abi.param_locations(binary.signature(fn))
     return conditions_from_flags(ctx.flags, params, binary.ptrsize, fn.name)
 

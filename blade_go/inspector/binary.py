@@ -1,7 +1,8 @@
 """GoBinary: everything blade-go needs to know about a target executable, read from its ELF.
 
 A pure reader: no ptrace. Opened by path or by pid (through /proc/PID/exe). Expensive parts
-(.symtab dict, .gopclntab, DWARF reader, caves) are built on first use and cached.
+(.symtab index, .gopclntab, DWARF reader, caves) are built on first use and cached; a symbol
+is looked up without decoding the others (symbols.py).
 """
 from dataclasses import dataclass
 from typing import List, Optional, Union
@@ -12,7 +13,8 @@ from .caves import Cave, clip_to, header_caves, int3_caves, text_end_caves
 from .elf import ElfImage, executable_ranges, load_bias, open_process_exe
 from .gotypes import GoType, Signature
 from .pclntab import SECTION_NAMES as PCLN_SECTIONS, PclnTable
-from .symbols import SymbolTable, closest_names, lookup_data, resolve_function
+from .symbols import closest_names, lookup_data, resolve_function
+from .symtab import SymbolTable
 
 DWARF_SECTIONS = (".debug_info", ".zdebug_info")
 
@@ -265,8 +267,7 @@ class GoBinary:
         if int3 not in self._caves:
             found = header_caves(self.image) + text_end_caves(self.image)
             if int3 and self.has_symtab:  # needs exact function sizes
-                spans = (s for spans in self.symtab.funcs.values() for s in spans)
-                found += int3_caves(self.image, spans)
+                found += int3_caves(self.image, self.symtab.function_spans())
             if self.pid is not None:  # only what this process really maps executable
                 found = clip_to(found, executable_ranges(self.pid, self.image, self.load_bias))
             self._caves[int3] = found

@@ -10,8 +10,13 @@ DIE by DIE except by the fallback when the name search fails (the one CU whose a
 cover the function); inlined sites are found by reference search (inlined.py). Go emits no .debug_aranges, so that fallback reads CU
 top DIEs and their range lists.
 
-Only the sections needed are decompressed (SHF_COMPRESSED, or the old .zdebug_* layout):
-.debug_frame, .debug_loc(lists) and the rest are never read.
+Only the sections a lookup reads are decompressed, each when first read (SHF_COMPRESSED, or
+the old .zdebug_* layout): .debug_info and .debug_abbrev for every lookup; .debug_line only
+for the file names of inlined call sites; .debug_rnglists/.debug_ranges only for range lists
+(inlined copies without a low_pc, the walk of a CU by address); .debug_frame and
+.debug_loc(lists) never. A 68 MB binary's .debug_info inflates to 16 MB: that one zlib pass
+(about 40 ms) is the floor of any DWARF fact, since the name and reference searches below
+read all of it.
 """
 import zlib
 from typing import Dict, Iterable, List, Optional, Set, Tuple
@@ -31,19 +36,71 @@ NEEDED = ("info", "abbrev", "str", "line", "ranges", "rnglists", "addr", "str_of
 DW_OP_addr = 0x03
 
 
+class _LazySection:
+    """A section's (decompressed) bytes as the stream pyelftools reads, inflated on first use;
+    from then on read/seek/tell are the BytesIO's own (no call through this wrapper)."""
+
+    def __init__(self, load):
+        self._load = load
+
+    def _stream(self) -> BytesIO:
+        if self._load is not None:
+            io = BytesIO(self._load())
+            self._load = None
+            self.read, self.seek, self.tell, self.getvalue = io.read, io.seek, io.tell, \
+                io.getvalue
+        return self
+
+    def read(self, *a):
+        return self._stream().read(*a)
+
+    def seek(self, *a):
+        return self._stream().seek(*a)
+
+    def tell(self):
+        return self._stream().tell()
+
+    def getvalue(self) -> bytes:
+        return self._stream().getvalue()
+
+    @property
+    def inflated(self) -> bool:
+        return self._load is None
+
+
+def _inflate(sec) -> bytes:
+    """The body of an SHF_COMPRESSED (or plain) section. One zlib call into a buffer of the
+    known size is about 1.3x faster than pyelftools' decompressobj."""
+    if sec.compressed and sec._compression_type == "ELFCOMPRESS_ZLIB":
+        hdr = sec.structs.Elf_Chdr.sizeof()
+        sec.stream.seek(sec["sh_offset"] + hdr)
+        try:
+            data = zlib.decompress(sec.stream.read(sec["sh_size"] - hdr), bufsize=sec.data_size)
+        except zlib.error:
+            data = b""
+        if len(data) == sec.data_size:
+            return data
+    return sec.data()  # pyelftools raises its own error on a bad section
+
+
 def _read_section(elffile, short: str) -> Optional[DebugSectionDescriptor]:
     sec = elffile.get_section_by_name(".debug_" + short)
     zsec = None if sec is not None else elffile.get_section_by_name(".zdebug_" + short)
     if sec is None and zsec is None:
         return None
     if sec is not None:
-        data = sec.data()  # pyelftools inflates SHF_COMPRESSED sections itself
+        size, load = sec.data_size, (lambda: _inflate(sec))
     else:  # pre-1.12-style .zdebug: "ZLIB" + 8-byte big-endian size + zlib stream
-        raw = zsec.data()
-        data = zlib.decompress(raw[12:]) if raw[:4] == b"ZLIB" else raw
         sec = zsec
-    return DebugSectionDescriptor(stream=BytesIO(data), name=".debug_" + short,
-                                  global_offset=sec["sh_offset"], size=len(data),
+        elffile.stream.seek(sec["sh_offset"])
+        head = elffile.stream.read(min(12, sec["sh_size"]))
+        if head[:4] == b"ZLIB" and len(head) == 12:
+            size = int.from_bytes(head[4:12], "big")
+            load = lambda: zlib.decompress(zsec.data()[12:])  # noqa: E731
+        else:
+            size, load = sec.data_size, zsec.data
+    return DebugSectionDescriptor(stream=_LazySection(load), name=".debug_" + short,
+                                  global_offset=sec["sh_offset"], size=size,
                                   address=sec["sh_addr"])
 
 
@@ -90,6 +147,7 @@ class DwarfInfo(InlinedSites):
         self._func_starts: Optional[List[int]] = None
         self._func_rows: List[Tuple[int, int, str]] = []
         self._files_by_cu: Dict[int, Dict[int, str]] = {}
+        self._named_cache: Dict[Tuple[str, str], List[DIE]] = {}
 
     # -- setup ------------------------------------------------------------------------------
     @property
@@ -144,7 +202,14 @@ class DwarfInfo(InlinedSites):
 
     # -- finding DIEs by name ---------------------------------------------------------------
     def _named(self, tag: str, name: str) -> List[DIE]:
-        """DIEs with this tag whose DW_AT_name is `name`, found by byte search (see module doc)."""
+        """DIEs with this tag whose DW_AT_name is `name`, found by byte search (see module doc).
+        Cached: a create asks for the same function's entries up to four times."""
+        key = (tag, name)
+        if key not in self._named_cache:
+            self._named_cache[key] = self._search_named(tag, name)
+        return list(self._named_cache[key])
+
+    def _search_named(self, tag: str, name: str) -> List[DIE]:
         self.dwarf
         needle = name.encode() + b"\0"
         out, pos = [], self._info.find(needle)

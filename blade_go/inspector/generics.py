@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from .symbols import _SHAPE_INDEX, _split_type_args
+from .symtab import names_containing
 
 BASIC = {"bool", "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32",
          "uint64", "uintptr", "float32", "float64", "complex64", "complex128", "string",
@@ -78,7 +79,7 @@ class Generics:
         if self._dicts is None:
             self._dicts = {}
             data = self.binary.symtab.data if self.binary.has_symtab else {}
-            for name in data:
+            for name in names_containing(data, DICT):
                 i = name.find(DICT)
                 if i <= 0 or "[" not in name:
                     continue
@@ -150,9 +151,7 @@ class Generics:
 
     def _shape_function(self, base: str, shapes: List[Optional[str]]) -> Optional[str]:
         found = []
-        for sym in self.binary._function_table():
-            if "go.shape." not in sym:
-                continue
+        for sym in names_containing(self.binary._function_table(), "go.shape."):
             sbase, sargs = _split_type_args(sym)
             if sbase == base and len(sargs) == len(shapes) and all(
                     s is None or _shape_arg(a) == s for a, s in zip(sargs, shapes)):

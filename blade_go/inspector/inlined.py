@@ -158,7 +158,10 @@ class InlinedSites:
 
     def function_at(self, pc: int) -> Optional[str]:
         """Name of the function whose code holds pc. GoBinary sets `functions` from its
-        symbol table; standing alone, .symtab is read here once."""
+        symbol table (a lazy .symtab index answers by itself); standing alone, .symtab is read
+        here once."""
+        if hasattr(self.functions, "function_at"):
+            return self.functions.function_at(pc)
         if self._func_starts is None:
             spans = self.functions if self.functions is not None else self._elf_functions()
             rows = sorted((lo, hi, n) for n, ss in spans.items() for lo, hi in ss

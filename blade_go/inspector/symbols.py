@@ -1,5 +1,4 @@
-"""Symbols by name: `.symtab` parsed once into dicts, and function lookup by the name a user
-writes.
+"""Function lookup by the name a user writes (symbol tables: symtab.py, pclntab.py).
 
 Go symbol names are what users write (`pkg.F`, `pkg.(*T).M`, `pkg.T.M`, `pkg.F.func1`,
 `github.com/acme/app/db.(*Client).Query`), except generic functions, compiled once per shape:
@@ -9,42 +8,10 @@ twice in .symtab: `X` (ABIInternal) and `X.abi0`; the ABIInternal one is the one
 """
 import difflib
 import re
-import struct
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import BladeError, Code
-from .elf import ElfImage
-
-STT_OBJECT, STT_FUNC = 1, 2
-ABI_SUFFIXES = (".abi0",)
-
-
-class SymbolTable:
-    """`.symtab` as two dicts: functions name -> [(entry, end)], data name -> (addr, size)."""
-
-    def __init__(self, image: ElfImage):
-        self.funcs: Dict[str, List[Tuple[int, int]]] = {}
-        self.data: Dict[str, Tuple[int, int]] = {}
-        sec = image.section(".symtab")
-        if sec is None:
-            return
-        raw = image.section_data(".symtab")
-        strtab = image.section_data(".strtab")
-        e = "<" if image.little_endian else ">"
-        if image.ptrsize == 8:  # Elf64_Sym: name, info, other, shndx, value, size
-            rows = ((n, i, v, s) for n, i, _o, _x, v, s in struct.iter_unpack(e + "IBBHQQ", raw))
-        else:                   # Elf32_Sym: name, value, size, info, other, shndx
-            rows = ((n, i, v, s) for n, v, s, i, _o, _x in struct.iter_unpack(e + "IIIBBH", raw))
-        funcs, data = self.funcs, self.data
-        for name_off, info, value, size in rows:
-            kind = info & 0xF
-            if kind not in (STT_FUNC, STT_OBJECT) or name_off == 0:
-                continue
-            name = strtab[name_off:strtab.index(b"\0", name_off)].decode("utf-8", "replace")
-            if kind == STT_FUNC:
-                funcs.setdefault(name, []).append((value, value + size))
-            else:
-                data.setdefault(name, (value, size))
+from .symtab import ABI_SUFFIXES, names_containing
 
 
 # -- user spelling -> symbol name ------------------------------------------------------------
@@ -111,9 +78,7 @@ def _arg_matches(user: str, sym: str) -> bool:
 def _generic_candidates(name: str, funcs) -> List[str]:
     base, args = _split_type_args(name)
     out = []
-    for sym in funcs:
-        if "[" not in sym:
-            continue
+    for sym in names_containing(funcs, "["):
         sbase, sargs = _split_type_args(sym)
         if not args:  # `pkg.F` for a generic function: every instance is a candidate
             if sbase.replace("[]", "") == base:

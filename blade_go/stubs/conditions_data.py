@@ -6,13 +6,19 @@ PT_LOAD segment (.noptrbss's end up to the page end). The kernel maps that whole
 read-write and zero-filled; Go's runtime never uses it (its heap lives in its own mappings, and
 the GC scans .data/.bss by their exact bounds), so, as for text-end caves, those bytes are
 free. None (a refusal) when the segment ends on a page boundary.
+
+The stub code (conditions.py, iced-x86) is imported only when an experiment has conditions:
+an unconditional create does not pay for it.
 """
-from typing import Iterable, Optional, Tuple
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable, Optional, Tuple
 
 from ..errors import BladeError, Code
 from ..inspector.elf import PAGE
-from .conditions import Conditions
-from .conditions_match import parse_match
+
+if TYPE_CHECKING:
+    from .conditions import Conditions
 
 PF_W = 2
 REL32 = 1 << 31
@@ -54,12 +60,20 @@ class DataAllocator:
                             if self.cave else ""))
 
 
+def wants_conditions(flags: dict) -> bool:
+    """Whether the experiment's flags ask for any condition."""
+    return not (flags.get("effect-count") is None and flags.get("effect-percent") is None
+                and not flags.get("match") and not flags.get("after"))
+
+
 def conditions_from_flags(flags: dict, params, ptrsize: int, func: str) -> Optional[Conditions]:
     """Conditions for the experiment's flags; None when none of them is given (no counters,
     no prefix: an unconditional fault costs what it did before)."""
-    count, percent = flags.get("effect-count"), flags.get("effect-percent")
-    match, after = flags.get("match"), bool(flags.get("after"))
-    if count is None and percent is None and not match and not after:
+    if not wants_conditions(flags):
         return None
+    from .conditions import Conditions
+    from .conditions_match import parse_match
+    count, percent, match = flags.get("effect-count"), flags.get("effect-percent"), \
+        flags.get("match")
     return Conditions(count=count, percent=percent,
                       matches=parse_match(match, params, ptrsize, func))
