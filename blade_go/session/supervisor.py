@@ -1,16 +1,22 @@
 """The session supervisor: one background process per target pid holding its dlv session.
 
-    python -m blade_go.session.supervisor --pid P --home DIR
+    python -m blade_go.session.supervisor --pid P --home DIR [--standby] [--ready-fd FD]
 
 It attaches dlv, removes dlv's internal panic/throw breakpoints (a panicking target must die as
 it would without us, not freeze at a breakpoint nobody continues), keeps the target running and
 serves apply/revert/watch/facts/release on $home/sessions/<pid>.sock. Every exit path detaches or
 kills its dlv and never leaves the target halted.
+
+--standby: imported and idle until its creator writes "go" on stdin (session/__init__.py);
+EOF or anything else first, or no word within STANDBY_WAIT: exit having touched nothing (no
+lock taken, no file written, no dlv). --ready-fd: write "ready" there once the socket serves,
+or close it by exiting (the failure is in $pid.err).
 """
 import argparse
 import fcntl
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -29,11 +35,14 @@ from .patching import Patcher
 from .text import repair_int3
 
 POLL = 0.1
+STANDBY_WAIT = 600.0  # a creator analysing a very large binary still finds us
 IDLE_EXIT = 120.0  # no experiment ever arrived: detach instead of staying attached forever
 
 
 def log(msg: str):
-    print(time.strftime("%H:%M:%S"), msg, flush=True)
+    now = time.time()
+    print(time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}", msg,
+          flush=True)
 
 
 class Supervisor:
@@ -53,6 +62,7 @@ class Supervisor:
         self.version = ""
         self.restarted = False
         self.started = time.monotonic()
+        self.ready_fd: int | None = None  # told "ready" once the socket serves
 
     # -- dlv lifecycle --------------------------------------------------------------------
     def attach(self):
@@ -61,8 +71,10 @@ class Supervisor:
         records.fix_async_preempt(self.p, self.pid, log)
         log_start = os.path.getsize(self.p.dlv_log) if os.path.exists(self.p.dlv_log) else 0
         # The ownership record is on disk before dlv can stop the target (guard.py).
+        log(f"attaching to {self.pid}")
         self.dlv = launch_dlv(self.pid, self.p.dlv_log, record=self.p.dlv_pid,
                               sock=self.p.dlv_sock)
+        log(f"dlv {self.dlv.pid} listens")
         if self.dlv.note:
             log(self.dlv.note)
         try:
@@ -76,6 +88,7 @@ class Supervisor:
                 with open_private(self.p.dlv_log, errors="replace") as f:
                     f.seek(log_start)
                     raise explain_failure(self.pid, f.read()) from None
+            log(f"dlv {self.dlv.pid} answered")
             self._clear_internal_breakpoints()
             records.record_async_preempt(self.client, self.p, self.pid, log)
             self.client.continue_async()
@@ -340,6 +353,7 @@ class Supervisor:
         os.chmod(self.p.sock, 0o600)
         srv.listen(16)
         srv.settimeout(POLL)
+        self._say_ready()
         try:
             while not self.stop.is_set():
                 try:
@@ -353,6 +367,17 @@ class Supervisor:
                 os.unlink(self.p.sock)
             except FileNotFoundError:
                 pass
+
+    def _say_ready(self):
+        fd, self.ready_fd = self.ready_fd, None
+        if fd is None:
+            return
+        try:
+            os.write(fd, b"ready\n")
+        except OSError:
+            pass  # the starter is gone; clients find the socket
+        finally:
+            os.close(fd)
 
     def _serve_conn(self, conn: socket.socket):
         with self.active_lock:
@@ -381,12 +406,41 @@ class Supervisor:
             self.stop.set()
 
 
+def wait_for_go() -> bool:
+    """Standby: True once the creator says go; False on EOF (it refused or died), on anything
+    else, or after STANDBY_WAIT. Meanwhile load what attaching will import lazily."""
+    try:
+        import elftools.elf.elffile  # noqa: F401  (launcher.check_go_program)
+    except ImportError:
+        pass
+    ready, _, _ = select.select([0], [], [], STANDBY_WAIT)
+    if not ready:
+        return False
+    try:
+        said = os.read(0, 16)
+    except OSError:
+        return False
+    if said != b"go\n":
+        return False
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)  # the creator may exit now; nothing more is read
+    os.close(null)
+    return True
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="blade-go-session")
     ap.add_argument("--pid", type=int, required=True)
     ap.add_argument("--home", required=True)
+    ap.add_argument("--standby", action="store_true")
+    ap.add_argument("--ready-fd", type=int, default=None)
     args = ap.parse_args(argv)
+    if args.ready_fd is not None:
+        os.set_inheritable(args.ready_fd, False)  # never into dlv's guardian
+    if args.standby and not wait_for_go():
+        return 0
     sup = Supervisor(args.pid, args.home)
+    sup.ready_fd = args.ready_fd
     # Held until this process ends, however it ends: the next supervisor for this pid waits
     # for it, so two never overlap (a new dlv would meet the old one still detaching).
     life = open_private(sup.p.life, "a")
