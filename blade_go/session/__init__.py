@@ -8,8 +8,8 @@ again (SessionGone), never ones that may have run (SessionLost).
 
 Standby (fast start): a create calls ``prestart(pid, home)`` as soon as it knows the process,
 before its analysis. That spawns the supervisor in *standby*: it starts Python and imports
-everything, then waits on a pipe from the creator, holding no lock, writing no file, starting
-no dlv. Only ``ensure_session`` (after the analysis accepted the experiment and its record is
+everything (and starts dlv's guardian, idle too: guard.py), then waits on a pipe from the
+creator, holding no lock, writing no record, starting no dlv. Only ``ensure_session`` (after the analysis accepted the experiment and its record is
 on disk) says "go", under the per-pid lock and after the previous supervisor ended, exactly
 where a supervisor was spawned before. A creator that refuses, finds another creator's session,
 or dies (however: the kernel closes its end of the pipe) ends its standby: it reads EOF or gets
@@ -29,12 +29,18 @@ import time
 
 from ..errors import BladeError, Code
 from ..state import open_private
-from .delve_client import DelveClient  # noqa: F401  (public)
 from .paths import SessionPaths
 from .protocol import SessionGone, SessionLost, request  # noqa: F401  (public)
 from .sweep import sweep  # noqa: F401  (public)
 
 log = logging.getLogger("blade_go")
+
+
+def __getattr__(name):  # DelveClient stays public; only the supervisor needs it loaded
+    if name == "DelveClient":
+        from .delve_client import DelveClient
+        return DelveClient
+    raise AttributeError(name)
 START_TIMEOUT = 60.0
 GO, READY = b"go\n", b"ready\n"  # creator -> standby supervisor; supervisor -> its starter
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -61,11 +67,17 @@ class SessionHandle:
                 ensure_session(self.pid, self.home)
 
     def apply(self, uid: str, patches, timeout=None, guard=None) -> dict:
-        return self._again("apply", timeout or 60.0, uid=uid, patches=_as_json(patches),
-                           guard=guard)
+        log.debug("session: apply %s", uid)
+        res = self._again("apply", timeout or 60.0, uid=uid, patches=_as_json(patches),
+                          guard=guard)
+        log.debug("session: applied %s", uid)
+        return res
 
     def revert(self, uid: str, patches, guard=None) -> dict:
-        return self._again("revert", uid=uid, patches=_as_json(patches), guard=guard)
+        log.debug("session: revert %s", uid)
+        res = self._again("revert", uid=uid, patches=_as_json(patches), guard=guard)
+        log.debug("session: reverted %s", uid)
+        return res
 
     def watch(self, uid: str, timeout: float) -> dict:
         return self._again("watch", uid=uid, timeout=timeout)
@@ -75,9 +87,11 @@ class SessionHandle:
 
     def release(self, uid: str) -> dict:
         try:
-            return self._req("release", uid=uid)
+            res = self._req("release", uid=uid)
         except SessionGone:  # no supervisor, nothing attached: released already
-            return {"released": uid, "detached": True}
+            res = {"released": uid, "detached": True}
+        log.debug("session: released %s (detached: %s)", uid, res.get("detached"))
+        return res
 
 
 def _as_json(patches) -> list:

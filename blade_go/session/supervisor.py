@@ -7,9 +7,9 @@ it would without us, not freeze at a breakpoint nobody continues), keeps the tar
 serves apply/revert/watch/facts/release on $home/sessions/<pid>.sock. Every exit path detaches or
 kills its dlv and never leaves the target halted.
 
---standby: imported and idle until its creator writes "go" on stdin (session/__init__.py);
-EOF or anything else first, or no word within STANDBY_WAIT: exit having touched nothing (no
-lock taken, no file written, no dlv). --ready-fd: write "ready" there once the socket serves,
+--standby: imported and idle until its creator writes "go" on stdin (session/__init__.py),
+with dlv's guardian started and idle too (guard.py step 0); EOF or anything else first, or no
+word within STANDBY_WAIT: exit having touched nothing (no lock taken, no record, no dlv). --ready-fd: write "ready" there once the socket serves,
 or close it by exiting (the failure is in $pid.err).
 """
 import argparse
@@ -29,7 +29,7 @@ from ..state import open_private, write_private
 from ..trust import trusted_patches
 from . import paths, protocol, records
 from .delve_client import DelveClient, DelveError
-from .launcher import DlvProcess, explain_failure, launch_dlv
+from .launcher import DlvProcess, explain_failure, launch_dlv, prepare_guard
 from .ownership import end_orphan_dlv, remove_owner_record, resume_if_left_stopped, wait_gone
 from .patching import Patcher
 from .text import repair_int3
@@ -63,6 +63,7 @@ class Supervisor:
         self.restarted = False
         self.started = time.monotonic()
         self.ready_fd: int | None = None  # told "ready" once the socket serves
+        self.pending = None  # launcher.PendingGuard started in standby
 
     # -- dlv lifecycle --------------------------------------------------------------------
     def attach(self):
@@ -72,8 +73,9 @@ class Supervisor:
         log_start = os.path.getsize(self.p.dlv_log) if os.path.exists(self.p.dlv_log) else 0
         # The ownership record is on disk before dlv can stop the target (guard.py).
         log(f"attaching to {self.pid}")
+        pending, self.pending = self.pending, None  # a standby's guardian: first attach only
         self.dlv = launch_dlv(self.pid, self.p.dlv_log, record=self.p.dlv_pid,
-                              sock=self.p.dlv_sock)
+                              sock=self.p.dlv_sock, pending=pending)
         log(f"dlv {self.dlv.pid} listens")
         if self.dlv.note:
             log(self.dlv.note)
@@ -437,10 +439,18 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.ready_fd is not None:
         os.set_inheritable(args.ready_fd, False)  # never into dlv's guardian
-    if args.standby and not wait_for_go():
-        return 0
+    pending = None
+    if args.standby:
+        p = paths.SessionPaths(args.home, args.pid)
+        # dlv's guardian starts too (Python, a few ms to tens of ms), equally idle until told
+        pending = prepare_guard(args.pid, p.dlv_log, record=p.dlv_pid, sock=p.dlv_sock)
+        if not wait_for_go():
+            if pending:
+                pending.cancel()
+            return 0
     sup = Supervisor(args.pid, args.home)
     sup.ready_fd = args.ready_fd
+    sup.pending = pending
     # Held until this process ends, however it ends: the next supervisor for this pid waits
     # for it, so two never overlap (a new dlv would meet the old one still detaching).
     life = open_private(sup.p.life, "a")
