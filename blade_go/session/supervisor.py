@@ -61,6 +61,7 @@ class Supervisor:
         self.client: DelveClient | None = None
         self.version = ""
         self.restarted = False
+        self.detached = False  # dlv let the target go (Detach answered); its exit may follow
         self.started = time.monotonic()
         self.ready_fd: int | None = None  # told "ready" once the socket serves
         self.pending = None  # launcher.PendingGuard started in standby
@@ -74,6 +75,7 @@ class Supervisor:
         # The ownership record is on disk before dlv can stop the target (guard.py).
         log(f"attaching to {self.pid}")
         pending, self.pending = self.pending, None  # a standby's guardian: first attach only
+        self.detached = False
         self.dlv = launch_dlv(self.pid, self.p.dlv_log, record=self.p.dlv_pid,
                               sock=self.p.dlv_sock, pending=pending)
         log(f"dlv {self.dlv.pid} listens")
@@ -135,13 +137,25 @@ class Supervisor:
         """Detach dlv (restores what it changed, target keeps running) and stop it."""
         if self.dlv is None:
             return
+        self._detach_target()
+        self._end_dlv()
+
+    def _detach_target(self) -> bool:
+        """Halt and Detach over dlv's API; True once dlv has let the target go (it runs,
+        untraced). dlv's own exit follows (_end_dlv waits for it)."""
+        if self.detached:
+            return True
+        t0 = time.monotonic()
         try:
             if self.client and self.client.connected:
                 self.client.halt(timeout=5)
+                halted = (time.monotonic() - t0) * 1e3
                 self.client.detach(kill=False, timeout=10)
+                self.detached = True
+                log(f"detached: halt {halted:.0f} ms, detach {(time.monotonic() - t0) * 1e3:.0f} ms")
         except Exception as e:
             log(f"detach failed ({e}); terminating dlv")
-        self._end_dlv()
+        return self.detached
 
     # -- requests -------------------------------------------------------------------------
     def handle(self, req: dict) -> dict:
@@ -239,11 +253,14 @@ class Supervisor:
             t.cancel()
         live = (self.uids | records.live_uids(self.home, self.pid)) - self.released
         if not live:
-            # Detach before answering: when destroy returns, dlv is gone, and a create right
-            # after it starts a fresh session instead of meeting this one half closed.
+            # Detach before answering: when destroy returns, the target runs untraced, and a
+            # create right after it starts a fresh session instead of meeting this one half
+            # closed (the socket is gone; that create waits for our life lock, i.e. for dlv's
+            # exit, which we wait for after replying). A failed detach ends dlv first.
             self._unpublish()
             with self.op_lock:
-                self.detach()
+                if not self._detach_target():
+                    self.detach()
             self.closing = True  # _serve_conn stops the supervisor once this reply is sent
         return {"released": uid, "detached": not live}
 
