@@ -9,12 +9,13 @@ again (SessionGone), never ones that may have run (SessionLost).
 Standby (fast start): a create calls ``prestart(pid, home)`` as soon as it knows the process,
 before its analysis. That spawns the supervisor in *standby*: it starts Python and imports
 everything (and starts dlv's guardian, idle too: guard.py), then waits on a pipe from the
-creator, holding no lock, writing no record, starting no dlv. Only ``ensure_session`` (after the analysis accepted the experiment and its record is
-on disk) says "go", under the per-pid lock and after the previous supervisor ended, exactly
-where a supervisor was spawned before. A creator that refuses, finds another creator's session,
-or dies (however: the kernel closes its end of the pipe) ends its standby: it reads EOF or gets
-SIGTERM and exits without having touched the target. A supervisor tells its starter it is
-ready over a second pipe (no connect polling); EOF on that pipe means it failed ($pid.err).
+creator, holding no lock, writing no record, starting no dlv. Only ``ensure_session`` (after
+the analysis accepted the experiment and its record is on disk) says "go", under the per-pid
+lock and after the previous supervisor ended, exactly where a supervisor was spawned before. A
+creator that refuses, finds another creator's session, or dies (however: the kernel closes its
+end of the pipe) ends its standby: it reads EOF or gets SIGTERM and exits without having
+touched the target. A supervisor tells its starter it is ready over a second pipe (no connect
+polling); EOF on that pipe means it failed ($pid.err).
 """
 import fcntl
 import json
@@ -41,6 +42,8 @@ def __getattr__(name):  # DelveClient stays public; only the supervisor needs it
         from .delve_client import DelveClient
         return DelveClient
     raise AttributeError(name)
+
+
 START_TIMEOUT = 60.0
 GO, READY = b"go\n", b"ready\n"  # creator -> standby supervisor; supervisor -> its starter
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

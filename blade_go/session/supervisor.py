@@ -9,8 +9,9 @@ kills its dlv and never leaves the target halted.
 
 --standby: imported and idle until its creator writes "go" on stdin (session/__init__.py),
 with dlv's guardian started and idle too (guard.py step 0); EOF or anything else first, or no
-word within STANDBY_WAIT: exit having touched nothing (no lock taken, no record, no dlv). --ready-fd: write "ready" there once the socket serves,
-or close it by exiting (the failure is in $pid.err).
+word within STANDBY_WAIT: exit having touched nothing (no lock taken, no record, no dlv).
+--ready-fd: write "ready" there once the socket serves, or close it by exiting (the failure is
+in $pid.err).
 """
 import argparse
 import fcntl
@@ -152,7 +153,8 @@ class Supervisor:
                 halted = (time.monotonic() - t0) * 1e3
                 self.client.detach(kill=False, timeout=10)
                 self.detached = True
-                log(f"detached: halt {halted:.0f} ms, detach {(time.monotonic() - t0) * 1e3:.0f} ms")
+                done = (time.monotonic() - t0) * 1e3
+                log(f"detached: halt {halted:.0f} ms, detach {done:.0f} ms")
         except Exception as e:
             log(f"detach failed ({e}); terminating dlv")
         return self.detached
