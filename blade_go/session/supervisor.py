@@ -17,7 +17,6 @@ import argparse
 import fcntl
 import json
 import os
-import select
 import signal
 import socket
 import sys
@@ -28,7 +27,7 @@ from ..errors import BladeError, Code
 from ..patch import Patch
 from ..state import open_private, write_private
 from ..trust import trusted_patches
-from . import paths, protocol, records
+from . import paths, protocol, records, standby
 from .delve_client import DelveClient, DelveError
 from .launcher import DlvProcess, explain_failure, launch_dlv, prepare_guard
 from .ownership import end_orphan_dlv, remove_owner_record, resume_if_left_stopped, wait_gone
@@ -36,7 +35,6 @@ from .patching import Patcher
 from .text import repair_int3
 
 POLL = 0.1
-STANDBY_WAIT = 600.0  # a creator analysing a very large binary still finds us
 IDLE_EXIT = 120.0  # no experiment ever arrived: detach instead of staying attached forever
 
 
@@ -391,14 +389,7 @@ class Supervisor:
 
     def _say_ready(self):
         fd, self.ready_fd = self.ready_fd, None
-        if fd is None:
-            return
-        try:
-            os.write(fd, b"ready\n")
-        except OSError:
-            pass  # the starter is gone; clients find the socket
-        finally:
-            os.close(fd)
+        standby.say_ready(fd)
 
     def _serve_conn(self, conn: socket.socket):
         with self.active_lock:
@@ -427,28 +418,6 @@ class Supervisor:
             self.stop.set()
 
 
-def wait_for_go() -> bool:
-    """Standby: True once the creator says go; False on EOF (it refused or died), on anything
-    else, or after STANDBY_WAIT. Meanwhile load what attaching will import lazily."""
-    try:
-        import elftools.elf.elffile  # noqa: F401  (launcher.check_go_program)
-    except ImportError:
-        pass
-    ready, _, _ = select.select([0], [], [], STANDBY_WAIT)
-    if not ready:
-        return False
-    try:
-        said = os.read(0, 16)
-    except OSError:
-        return False
-    if said != b"go\n":
-        return False
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)  # the creator may exit now; nothing more is read
-    os.close(null)
-    return True
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="blade-go-session")
     ap.add_argument("--pid", type=int, required=True)
@@ -463,7 +432,7 @@ def main(argv=None):
         p = paths.SessionPaths(args.home, args.pid)
         # dlv's guardian starts too (Python, a few ms to tens of ms), equally idle until told
         pending = prepare_guard(args.pid, p.dlv_log, record=p.dlv_pid, sock=p.dlv_sock)
-        if not wait_for_go():
+        if not standby.wait_for_go():
             if pending:
                 pending.cancel()
             return 0
