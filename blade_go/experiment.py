@@ -106,6 +106,17 @@ def _create_locked(spec, target, values, uid, store):
     proc = resolve_process(values.get("pid"), values.get("process"), values.get("process-cmd"),
                            container_id=values.get("container-id"),
                            ns_target=values.get("ns_target"))
+    from . import session
+    # A supervisor in standby starts (Python, imports) while we analyse; it attaches only when
+    # the session is asked for, after the analysis accepted (session/__init__.py).
+    standby = session.prestart(proc.pid, str(store.home))
+    try:
+        return _create_for(spec, target, values, uid, store, proc)
+    finally:
+        session.discard_standby(standby)
+
+
+def _create_for(spec, target, values, uid, store, proc):
     executor = executor_for(spec.name)
     stored = {k: _jsonable(v) for k, v in values.items()
               if k not in _NOT_STORED and _given(v)}
@@ -124,6 +135,7 @@ def _create_locked(spec, target, values, uid, store):
     log.debug("create %s: %s on pid %d (%s)", uid, rec["command"], proc.pid, proc.cmdline)
     try:
         owned = executor.create(ctx) or {}
+        log.debug("create %s: applied", uid)
     except BaseException as e:
         text = e.message if isinstance(e, BladeError) else f"{type(e).__name__}: {e}"
         text += _undo_after_failed_create(e, executor, uid, store, values)

@@ -12,8 +12,6 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .errors import BladeError, Code
 
 FLAG_TYPES = ("string", "int", "bool", "seconds", "pid", "url")
@@ -366,15 +364,57 @@ def load_registry(dir=None) -> Registry:
         raise BladeError(Code.CHAOSBLADE_FILE_NOT_FOUND, f"no spec files (*.yaml) in {root}")
     targets = {}
     for path in files:
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise SpecError(path, "whole file", f"cannot be read as YAML: {e}")
-        target = _load_target(path, data)
+        target = _load_target(path, _read_spec(path))
         if target.name in targets:
             raise SpecError(path, "target", f"target {target.name!r} is defined in two files")
         targets[target.name] = target
     return Registry(targets=targets, files=tuple(files))
+
+
+def _read_spec(path: Path):
+    """A spec file's data. Parsing YAML costs every command ~20 ms (the yaml import and the
+    parse); the parsed form is kept as JSON in __pycache__ beside the file, named by the hash of
+    the file's bytes (so it cannot go stale), written like Python's own .pyc: when the
+    directory is writable and bytecode writing is not turned off. The data is validated the
+    same way whichever way it was read."""
+    import hashlib
+    import json
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise SpecError(path, "whole file", f"cannot be read as YAML: {e}")
+    cache = path.parent / "__pycache__" / f"{path.name}.{hashlib.sha256(raw).hexdigest()[:32]}.json"
+    try:
+        with open(cache, "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):
+        pass
+    import yaml
+    try:
+        text = raw.decode()
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise SpecError(path, "whole file", f"cannot be read as YAML: {e}")
+    if not sys.dont_write_bytecode:
+        _write_cache(cache, data)
+    return data
+
+
+def _write_cache(cache: Path, data):
+    import json
+    try:
+        text = json.dumps(data)
+        if json.loads(text) != data:  # YAML types JSON cannot carry: parse the YAML each time
+            return
+        cache.parent.mkdir(exist_ok=True)
+        for old in cache.parent.glob(cache.name.split(".", 1)[0] + ".*.json"):
+            if old.name.rsplit(".", 2)[0] == cache.name.rsplit(".", 2)[0]:
+                old.unlink(missing_ok=True)  # the spec's earlier versions
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, cache)
+    except (OSError, TypeError, ValueError):
+        pass  # read-only install, odd data: no cache, same result
 
 
 _cached: Registry | None = None

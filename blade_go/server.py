@@ -89,6 +89,7 @@ def handle(path: str, stop=None) -> dict:
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "blade-go"
+    timeout = 60  # a client that connects and says nothing cannot hold the server's exit
 
     def do_GET(self):
         resp = handle(self.path, stop=self.server.stop_soon)
@@ -110,7 +111,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Server(ThreadingHTTPServer):
-    daemon_threads = True
+    # server_close() joins the handler threads: requests still running finish before we exit
+    daemon_threads = False
+    block_on_close = True
     stopping = False
 
     def stop_soon(self):

@@ -22,7 +22,6 @@ import fcntl
 import json
 import os
 import stat
-import tempfile
 import threading
 from pathlib import Path
 
@@ -162,6 +161,7 @@ def write_private(path, data, perms: int = 0o600) -> None:
     """Replace a whole file in a trusted directory: temp file + fsync + rename. rename replaces
     a symlink itself, never what it points to."""
     path = Path(path)
+    import tempfile  # (shutil, random, bz2, lzma: only for commands that write)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
@@ -183,6 +183,20 @@ def sessions_dir(base: Path | None = None) -> Path:
 
 def log_path(base: Path | None = None) -> Path:
     return _ensure_dir(Path(base) if base else home()) / LOG_FILE
+
+
+def dump_state(data: dict) -> str:
+    """The state file's text: JSON, one experiment per line. json's `indent` would force its
+    pure-Python encoder, ~10x slower: on a long history that was most of a command's writes."""
+    exps = data.get("experiments")
+    if not isinstance(exps, dict):
+        return json.dumps(data, sort_keys=True, default=str)
+    rest = {k: v for k, v in data.items() if k != "experiments"}
+    head = json.dumps(rest, sort_keys=True, default=str)[:-1]  # "{...", without its "}"
+    lines = [json.dumps(str(uid)) + ": " + json.dumps(exps[uid], sort_keys=True, default=str)
+             for uid in sorted(exps, key=str)]
+    body = '"experiments": {' + ("\n" + ",\n".join(lines) + "\n" if lines else "") + "}"
+    return head + (", " if rest else "") + body + "}\n"
 
 
 def now() -> str:
@@ -249,7 +263,7 @@ class StateStore:
 
     def _write(self, data: dict) -> None:
         try:
-            write_private(self.path, json.dumps(data, indent=1, sort_keys=True, default=str))
+            write_private(self.path, dump_state(data))
         except (OSError, TypeError, ValueError) as e:
             raise BladeError(Code.DATABASE_ERROR, f"cannot write state file {self.path}: {e}")
 

@@ -183,3 +183,43 @@ def test_unicode_digits_are_not_numbers_and_long_values_are_not_echoed():
     with pytest.raises(_BE) as e:
         _F("n", "d", type="int").convert("9" * 5000)
     assert len(e.value.message) < 500
+
+
+# ---- parsed-spec cache (issue 11: start-up time) ---------------------------------------------
+def test_parsed_spec_cache_is_used_and_never_stale(tmp_path, monkeypatch):
+    import sys
+
+    import yaml
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    write(tmp_path, GOOD)
+    first = load_registry(tmp_path)
+    cached = list((tmp_path / "__pycache__").glob("go.yaml.*.json"))
+    assert len(cached) == 1
+    monkeypatch.setattr(yaml, "load", lambda *a, **k: pytest.fail("parsed the YAML again"))
+    again = load_registry(tmp_path)
+    a, b = again.target("go").action("return"), first.target("go").action("return")
+    assert (a.aliases, a.long_desc, [f.name for f in a.flags]) == \
+        (b.aliases, b.long_desc, [f.name for f in b.flags])
+    monkeypatch.undo()
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    # The spec changes: its new text is read (the cache is named by the file's hash).
+    write(tmp_path, GOOD.replace("aliases: [ret]", "aliases: [ret, rv]"))
+    assert load_registry(tmp_path).target("go").action("return").aliases == ("ret", "rv")
+    assert [p.name for p in (tmp_path / "__pycache__").glob("go.yaml.*.json")] != \
+        [p.name for p in cached] and len(list((tmp_path / "__pycache__").iterdir())) == 1
+    # A damaged cache is ignored; a broken spec is reported as before, cached or not.
+    for p in (tmp_path / "__pycache__").iterdir():
+        p.write_text("{not json")
+    assert load_registry(tmp_path).target("go").action("return").aliases == ("ret", "rv")
+    write(tmp_path, GOOD.replace("actions:", "actions: {\n"))
+    with pytest.raises(SpecError) as e:
+        load_registry(tmp_path)
+    assert "cannot be read as YAML" in e.value.message
+
+
+def test_no_cache_written_when_bytecode_writing_is_off(tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    write(tmp_path, GOOD)
+    load_registry(tmp_path)
+    assert not (tmp_path / "__pycache__").exists()

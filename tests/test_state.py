@@ -247,3 +247,18 @@ def test_non_utf8_state_is_reported_as_corrupt_not_internal(store):
     with pytest.raises(BladeError) as e:
         store.list()
     assert e.value.code == Code.DATABASE_ERROR and "corrupt" in e.value.message
+
+
+def test_state_file_text_is_json_one_experiment_per_line(tmp_path):
+    import json
+    from blade_go.state import StateStore, dump_state
+    store = StateStore(tmp_path)
+    for uid in ("b", "a"):
+        store.create({"uid": uid, "target": "go", "flags": {"value": "1,\n2"}})
+    text = (tmp_path / "state.json").read_text()
+    data = json.loads(text)
+    assert sorted(data["experiments"]) == ["a", "b"] and data["seq"] == 2
+    lines = text.splitlines()
+    assert lines[1].startswith('"a": {') and lines[2].startswith('"b": {') and len(lines) == 4
+    for d in ({"experiments": {}}, {"experiments": {}, "seq": 1, "caves": {"7": [[1, 2]]}}):
+        assert json.loads(dump_state(d)) == d

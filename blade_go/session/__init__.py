@@ -5,23 +5,36 @@
 file serialises concurrent creators so they share one supervisor. A supervisor found closing
 (or gone) between two requests is replaced by a fresh one: requests it never received are sent
 again (SessionGone), never ones that may have run (SessionLost).
+
+A create starts the supervisor in standby while it analyses (session/standby.py); only
+ensure_session, after the analysis accepted, tells it to attach. A supervisor tells its starter
+it is ready over a pipe (no connect polling); EOF on that pipe means it failed ($pid.err).
 """
 import fcntl
 import json
+import logging
 import os
 import subprocess
-import sys
 import time
 
 from ..errors import BladeError, Code
 from ..state import open_private
-from .delve_client import DelveClient  # noqa: F401  (public)
 from .paths import SessionPaths
 from .protocol import SessionGone, SessionLost, request  # noqa: F401  (public)
+from .standby import PACKAGE_ROOT, Standby, claim, discard_standby, prestart  # noqa: F401
 from .sweep import sweep  # noqa: F401  (public)
 
+log = logging.getLogger("blade_go")
+
+
+def __getattr__(name):  # DelveClient stays public; only the supervisor needs it loaded
+    if name == "DelveClient":
+        from .delve_client import DelveClient
+        return DelveClient
+    raise AttributeError(name)
+
+
 START_TIMEOUT = 60.0
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class SessionHandle:
@@ -45,11 +58,17 @@ class SessionHandle:
                 ensure_session(self.pid, self.home)
 
     def apply(self, uid: str, patches, timeout=None, guard=None) -> dict:
-        return self._again("apply", timeout or 60.0, uid=uid, patches=_as_json(patches),
-                           guard=guard)
+        log.debug("session: apply %s", uid)
+        res = self._again("apply", timeout or 60.0, uid=uid, patches=_as_json(patches),
+                          guard=guard)
+        log.debug("session: applied %s", uid)
+        return res
 
     def revert(self, uid: str, patches, guard=None) -> dict:
-        return self._again("revert", uid=uid, patches=_as_json(patches), guard=guard)
+        log.debug("session: revert %s", uid)
+        res = self._again("revert", uid=uid, patches=_as_json(patches), guard=guard)
+        log.debug("session: reverted %s", uid)
+        return res
 
     def watch(self, uid: str, timeout: float) -> dict:
         return self._again("watch", uid=uid, timeout=timeout)
@@ -59,9 +78,11 @@ class SessionHandle:
 
     def release(self, uid: str) -> dict:
         try:
-            return self._req("release", uid=uid)
+            res = self._req("release", uid=uid)
         except SessionGone:  # no supervisor, nothing attached: released already
-            return {"released": uid, "detached": True}
+            res = {"released": uid, "detached": True}
+        log.debug("session: released %s (detached: %s)", uid, res.get("detached"))
+        return res
 
 
 def _as_json(patches) -> list:
@@ -116,14 +137,32 @@ def _start_supervisor(pid: int, home: str, p: SessionPaths) -> SessionHandle:
             os.unlink(stale)
         except FileNotFoundError:
             pass
-    env = dict(os.environ)
-    env["PYTHONPATH"] = PACKAGE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    with open_private(p.log, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "blade_go.session.supervisor", "--pid", str(pid), "--home", home],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", env=env,
-            start_new_session=True)
+    sup = claim(pid, home)
+    log.debug("session: starting the supervisor of %d (%s)", pid,
+              "standby" if sup else "no standby")
+    if sup is not None and not sup.go():
+        sup.cancel()
+        sup = None
+    if sup is None:
+        sup = Standby(pid, home, p)
+        sup.go()  # a failure to start shows as EOF on its ready pipe and its exit status
+    try:
+        return _wait_started(pid, home, p, sup)
+    finally:
+        sup.close()
+
+
+def _wait_started(pid: int, home: str, p: SessionPaths, sup: Standby) -> SessionHandle:
+    proc = sup.proc
     deadline = time.monotonic() + START_TIMEOUT
+    said = sup.wait_ready(START_TIMEOUT)
+    log.debug("session: supervisor %d %s", proc.pid, {True: "ready", False: "failed",
+                                                      None: "silent"}[said])
+    if said is False:  # it closed the pipe: it failed (or is exiting): wait for its verdict
+        try:
+            proc.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
     while time.monotonic() < deadline:
         h = connect_session(pid, home)
         if h:

@@ -2,6 +2,8 @@
 
     python -I -S guard.py RECORD TARGET_PID -- DLV ARGV...   (stdin: a pipe from the supervisor)
 
+0. wait for "go" on stdin from the supervisor (a supervisor in standby starts us early, while
+   its creator still analyses); EOF or anything else first: exit, nothing started, no record;
 1. fork; the child waits for "go" on a private pipe before exec-ing dlv (exec keeps its pid);
 2. write the ownership record (dlv pid + start time, target pid + start time, supervisor and
    guard pids) atomically, then say "go": no dlv ever stops the target before a record names it;
@@ -95,10 +97,20 @@ def log(msg):
     print(time.strftime("%H:%M:%S"), "guard:", msg, file=sys.stderr, flush=True)
 
 
+STANDBY_WAIT = 600.0
+
+
+def wait_for_go():
+    ready, _, _ = select.select([0], [], [], STANDBY_WAIT)
+    return bool(ready) and os.read(0, 3) == b"go\n"
+
+
 def main(argv):
     record, target = argv[0], int(argv[1])
     dlv_argv = argv[argv.index("--") + 1:]
     supervisor = os.getppid()
+    if not wait_for_go():
+        return 0  # the supervisor ended (or gave up) before asking for dlv: nothing to undo
     r, w = os.pipe()
     child = os.fork()
     if child == 0:

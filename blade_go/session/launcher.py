@@ -216,19 +216,62 @@ def dlv_argv(dlv: str, pid: int, listen: str) -> list[str]:
             "--check-go-version=false", f"--listen={listen}"]
 
 
+class PendingGuard:
+    """A guardian started ahead of need (by a standby supervisor): Python started, waiting for
+    "go" on its stdin before it forks dlv; closing its stdin ends it, nothing started."""
+
+    def __init__(self, pid: int, dlv: str, log_path: str, record: str, sock: str):
+        self.key = (pid, dlv, log_path, record, sock)
+        self.log = open_private(log_path, "ab+")
+        self.log_start = self.log.seek(0, os.SEEK_END)
+        self.guard = _spawn_guard(pid, dlv_argv(dlv, pid, f"unix:{os.path.basename(sock)}"),
+                                  record, self.log, cwd=os.path.dirname(sock))
+
+    def cancel(self):
+        try:
+            self.guard.stdin.close()  # EOF before go: it exits having started nothing
+        except OSError:
+            pass
+        try:
+            self.guard.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.log.close()
+
+
+def prepare_guard(pid: int, log_path: str, *, record: str, sock: str) -> PendingGuard | None:
+    """Start the guardian of a later launch_dlv(pid, log_path, record=, sock=) now; None when
+    the checks fail (launch_dlv raises the same error then) or it cannot start."""
+    try:
+        machine = target_machine(pid)
+        check_go_program(pid)
+        return PendingGuard(pid, find_dlv(machine), log_path, record, sock)
+    except Exception:
+        return None
+
+
 def launch_dlv(pid: int, log_path: str, timeout: float = 30.0, *, record: str | None = None,
-               sock: str | None = None) -> DlvProcess:
+               sock: str | None = None, pending: PendingGuard | None = None) -> DlvProcess:
     """Start a headless dlv attached to pid, under its guardian.
 
     sock: a unix socket path for dlv's API (in the 0700 session directory); without it, or when
     this dlv has no unix listener (before 1.21), loopback TCP on a free port, said in .note.
     record: the ownership record's path (default: beside log_path).
+    pending: a guardian prepare_guard() started for these same arguments (used, or ended).
     """
-    check_traceable(pid)
-    machine = target_machine(pid)
-    check_go_program(pid)
-    dlv = find_dlv(machine)
+    try:
+        check_traceable(pid)
+        machine = target_machine(pid)
+        check_go_program(pid)
+        dlv = find_dlv(machine)
+    except BaseException:
+        if pending:
+            pending.cancel()
+        raise
     record = record or log_path + ".owner"
+    if pending and pending.key != (pid, dlv, log_path, record, sock):
+        pending.cancel()
+        pending = None
     note = ""
     if sock:
         try:
@@ -238,7 +281,7 @@ def launch_dlv(pid: int, log_path: str, timeout: float = 30.0, *, record: str | 
         # Relative to dlv's working directory: a unix socket path is limited to 107 bytes.
         try:
             return _start(pid, dlv, f"unix:{os.path.basename(sock)}", log_path, timeout,
-                          record, cwd=os.path.dirname(sock), sock=sock)
+                          record, cwd=os.path.dirname(sock), sock=sock, pending=pending)
         except _NoUnixListener:
             note = (f"dlv {dlv} cannot listen on a unix socket (dlv < 1.21): its API listens on "
                     "TCP 127.0.0.1, reachable by every process of the same uid in this network "
@@ -264,19 +307,31 @@ def _wait_record(record: str, guard: subprocess.Popen, timeout: float = 10.0) ->
         time.sleep(0.005)
 
 
-def _start(pid, dlv, listen, log_path, timeout, record, cwd="/", sock=None) -> DlvProcess:
+def _spawn_guard(pid, argv, record, log, cwd) -> subprocess.Popen:
     import sys
-    argv = dlv_argv(dlv, pid, listen)
     env = dict(os.environ)
     env[SESSION_DIR_ENV] = os.path.dirname(record)
-    # Output goes to a file, not a pipe: dlv keeps writing after startup and a full pipe would
-    # block it while it holds the target stopped.
-    log = open_private(log_path, "ab+")
-    start = log.seek(0, os.SEEK_END)
-    guard = subprocess.Popen([sys.executable, "-I", "-S", GUARD, record, str(pid), "--", *argv],
-                             stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=cwd, env=env,
-                             process_group=0)
+    return subprocess.Popen([sys.executable, "-I", "-S", GUARD, record, str(pid), "--", *argv],
+                            stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=cwd, env=env,
+                            process_group=0)
+
+
+def _start(pid, dlv, listen, log_path, timeout, record, cwd="/", sock=None,
+           pending=None) -> DlvProcess:
+    if pending:
+        log, start, guard = pending.log, pending.log_start, pending.guard
+    else:
+        # Output goes to a file, not a pipe: dlv keeps writing after startup and a full pipe
+        # would block it while it holds the target stopped.
+        log = open_private(log_path, "ab+")
+        start = log.seek(0, os.SEEK_END)
+        guard = _spawn_guard(pid, dlv_argv(dlv, pid, listen), record, log, cwd)
     try:
+        try:
+            guard.stdin.write(b"go\n")  # the guardian writes the record, then starts dlv
+            guard.stdin.flush()
+        except OSError:
+            pass  # it died: _wait_record says so
         rec = _wait_record(record, guard)
     except BaseException:
         guard.stdin.close()  # dlv was never told to start, or ends through its guardian
@@ -305,6 +360,6 @@ def _start(pid, dlv, listen, log_path, timeout, record, cwd="/", sock=None) -> D
                 proc.close()
                 raise BladeError(Code.OS_CMD_EXEC_FAILED,
                                  f"dlv did not start listening within {timeout:.0f}s")
-            time.sleep(0.02)
+            time.sleep(0.005)  # a few bytes of log read: cheap; every ms here delays the attach
     finally:
         log.close()

@@ -1,11 +1,17 @@
 """The session supervisor: one background process per target pid holding its dlv session.
 
-    python -m blade_go.session.supervisor --pid P --home DIR
+    python -m blade_go.session.supervisor --pid P --home DIR [--standby] [--ready-fd FD]
 
 It attaches dlv, removes dlv's internal panic/throw breakpoints (a panicking target must die as
 it would without us, not freeze at a breakpoint nobody continues), keeps the target running and
 serves apply/revert/watch/facts/release on $home/sessions/<pid>.sock. Every exit path detaches or
 kills its dlv and never leaves the target halted.
+
+--standby: imported and idle until its creator writes "go" on stdin (session/__init__.py),
+with dlv's guardian started and idle too (guard.py step 0); EOF or anything else first, or no
+word within STANDBY_WAIT: exit having touched nothing (no lock taken, no record, no dlv).
+--ready-fd: write "ready" there once the socket serves, or close it by exiting (the failure is
+in $pid.err).
 """
 import argparse
 import fcntl
@@ -21,9 +27,9 @@ from ..errors import BladeError, Code
 from ..patch import Patch
 from ..state import open_private, write_private
 from ..trust import trusted_patches
-from . import paths, protocol, records
+from . import paths, protocol, records, standby
 from .delve_client import DelveClient, DelveError
-from .launcher import DlvProcess, explain_failure, launch_dlv
+from .launcher import DlvProcess, explain_failure, launch_dlv, prepare_guard
 from .ownership import end_orphan_dlv, remove_owner_record, resume_if_left_stopped, wait_gone
 from .patching import Patcher
 from .text import repair_int3
@@ -33,7 +39,9 @@ IDLE_EXIT = 120.0  # no experiment ever arrived: detach instead of staying attac
 
 
 def log(msg: str):
-    print(time.strftime("%H:%M:%S"), msg, flush=True)
+    now = time.time()
+    print(time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}", msg,
+          flush=True)
 
 
 class Supervisor:
@@ -52,7 +60,10 @@ class Supervisor:
         self.client: DelveClient | None = None
         self.version = ""
         self.restarted = False
+        self.detached = False  # dlv let the target go (Detach answered); its exit may follow
         self.started = time.monotonic()
+        self.ready_fd: int | None = None  # told "ready" once the socket serves
+        self.pending = None  # launcher.PendingGuard started in standby
 
     # -- dlv lifecycle --------------------------------------------------------------------
     def attach(self):
@@ -61,8 +72,12 @@ class Supervisor:
         records.fix_async_preempt(self.p, self.pid, log)
         log_start = os.path.getsize(self.p.dlv_log) if os.path.exists(self.p.dlv_log) else 0
         # The ownership record is on disk before dlv can stop the target (guard.py).
+        log(f"attaching to {self.pid}")
+        pending, self.pending = self.pending, None  # a standby's guardian: first attach only
+        self.detached = False
         self.dlv = launch_dlv(self.pid, self.p.dlv_log, record=self.p.dlv_pid,
-                              sock=self.p.dlv_sock)
+                              sock=self.p.dlv_sock, pending=pending)
+        log(f"dlv {self.dlv.pid} listens")
         if self.dlv.note:
             log(self.dlv.note)
         try:
@@ -76,6 +91,7 @@ class Supervisor:
                 with open_private(self.p.dlv_log, errors="replace") as f:
                     f.seek(log_start)
                     raise explain_failure(self.pid, f.read()) from None
+            log(f"dlv {self.dlv.pid} answered")
             self._clear_internal_breakpoints()
             records.record_async_preempt(self.client, self.p, self.pid, log)
             self.client.continue_async()
@@ -120,13 +136,26 @@ class Supervisor:
         """Detach dlv (restores what it changed, target keeps running) and stop it."""
         if self.dlv is None:
             return
+        self._detach_target()
+        self._end_dlv()
+
+    def _detach_target(self) -> bool:
+        """Halt and Detach over dlv's API; True once dlv has let the target go (it runs,
+        untraced). dlv's own exit follows (_end_dlv waits for it)."""
+        if self.detached:
+            return True
+        t0 = time.monotonic()
         try:
             if self.client and self.client.connected:
                 self.client.halt(timeout=5)
+                halted = (time.monotonic() - t0) * 1e3
                 self.client.detach(kill=False, timeout=10)
+                self.detached = True
+                done = (time.monotonic() - t0) * 1e3
+                log(f"detached: halt {halted:.0f} ms, detach {done:.0f} ms")
         except Exception as e:
             log(f"detach failed ({e}); terminating dlv")
-        self._end_dlv()
+        return self.detached
 
     # -- requests -------------------------------------------------------------------------
     def handle(self, req: dict) -> dict:
@@ -224,11 +253,14 @@ class Supervisor:
             t.cancel()
         live = (self.uids | records.live_uids(self.home, self.pid)) - self.released
         if not live:
-            # Detach before answering: when destroy returns, dlv is gone, and a create right
-            # after it starts a fresh session instead of meeting this one half closed.
+            # Detach before answering: when destroy returns, the target runs untraced, and a
+            # create right after it starts a fresh session instead of meeting this one half
+            # closed (the socket is gone; that create waits for our life lock, i.e. for dlv's
+            # exit, which we wait for after replying). A failed detach ends dlv first.
             self._unpublish()
             with self.op_lock:
-                self.detach()
+                if not self._detach_target():
+                    self.detach()
             self.closing = True  # _serve_conn stops the supervisor once this reply is sent
         return {"released": uid, "detached": not live}
 
@@ -340,6 +372,7 @@ class Supervisor:
         os.chmod(self.p.sock, 0o600)
         srv.listen(16)
         srv.settimeout(POLL)
+        self._say_ready()
         try:
             while not self.stop.is_set():
                 try:
@@ -353,6 +386,10 @@ class Supervisor:
                 os.unlink(self.p.sock)
             except FileNotFoundError:
                 pass
+
+    def _say_ready(self):
+        fd, self.ready_fd = self.ready_fd, None
+        standby.say_ready(fd)
 
     def _serve_conn(self, conn: socket.socket):
         with self.active_lock:
@@ -385,8 +422,23 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="blade-go-session")
     ap.add_argument("--pid", type=int, required=True)
     ap.add_argument("--home", required=True)
+    ap.add_argument("--standby", action="store_true")
+    ap.add_argument("--ready-fd", type=int, default=None)
     args = ap.parse_args(argv)
+    if args.ready_fd is not None:
+        os.set_inheritable(args.ready_fd, False)  # never into dlv's guardian
+    pending = None
+    if args.standby:
+        p = paths.SessionPaths(args.home, args.pid)
+        # dlv's guardian starts too (Python, a few ms to tens of ms), equally idle until told
+        pending = prepare_guard(args.pid, p.dlv_log, record=p.dlv_pid, sock=p.dlv_sock)
+        if not standby.wait_for_go():
+            if pending:
+                pending.cancel()
+            return 0
     sup = Supervisor(args.pid, args.home)
+    sup.ready_fd = args.ready_fd
+    sup.pending = pending
     # Held until this process ends, however it ends: the next supervisor for this pid waits
     # for it, so two never overlap (a new dlv would meet the old one still detaching).
     life = open_private(sup.p.life, "a")
