@@ -19,12 +19,12 @@ iterating `funcs`, decode every name once.
 import struct
 import sys
 from array import array
-from collections.abc import Mapping
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import BladeError, Code
 from .buildinfo import uvarint
 from .elf import ElfImage
+from .lazymap import LazyNameMap
 
 SECTION_NAMES = (".gopclntab", ".data.rel.ro.gopclntab")
 GO118, GO120, GO116, GO12 = 0xFFFFFFF0, 0xFFFFFFF1, 0xFFFFFFFA, 0xFFFFFFFB
@@ -187,42 +187,18 @@ class PclnTable:
         return value
 
 
-class _PclnFuncs(Mapping):
+class _PclnFuncs(LazyNameMap):
     """PclnTable.funcs: lookups by name search the table; iteration decodes every name."""
 
     def __init__(self, table: PclnTable):
         self._table, self._cache = table, {}
 
-    def __getitem__(self, name):
+    def _find(self, name):
         if not isinstance(name, str):
-            raise KeyError(name)
+            return None
         if name not in self._cache:
             self._cache[name] = self._table.lookup(name)
-        if self._cache[name] is None:
-            raise KeyError(name)
         return self._cache[name]
-
-    def __contains__(self, name) -> bool:
-        try:
-            self[name]
-            return True
-        except KeyError:
-            return False
 
     def _all(self) -> dict:
         return self._table._decoded()[0]
-
-    def __iter__(self):
-        return iter(self._all())
-
-    def __len__(self) -> int:
-        return len(self._all())
-
-    def keys(self):
-        return self._all().keys()
-
-    def values(self):
-        return self._all().values()
-
-    def items(self):
-        return self._all().items()

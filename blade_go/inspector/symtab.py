@@ -11,10 +11,10 @@ import bisect
 import struct
 import sys
 from array import array
-from collections.abc import Mapping
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from .elf import ElfImage
+from .lazymap import LazyNameMap
 
 STT_OBJECT, STT_FUNC = 1, 2
 ABI_SUFFIXES = (".abi0",)
@@ -200,7 +200,7 @@ class SymbolTable:
         return self._all
 
 
-class _Index(Mapping):
+class _Index(LazyNameMap):
     """One kind of symbol by name: lookups search the table (SymbolTable.rows); iteration
     decodes it all (SymbolTable.decoded)."""
 
@@ -216,33 +216,8 @@ class _Index(Mapping):
             self._cache[name] = (rows if self._kind == STT_FUNC else rows[0]) if rows else None
         return self._cache[name]
 
-    def __getitem__(self, name):
-        hit = self._find(name)
-        if hit is None:
-            raise KeyError(name)
-        return hit
-
-    def __contains__(self, name) -> bool:
-        return self._find(name) is not None
-
     def _all(self) -> dict:
         return self._table.decoded()[0 if self._kind == STT_FUNC else 1]
-
-    def __iter__(self):
-        return iter(self._all())
-
-    def __len__(self) -> int:
-        return len(self._all())
-
-    # whole-table views straight from the decoded dict (Mapping's would look up every key)
-    def keys(self):
-        return self._all().keys()
-
-    def values(self):
-        return self._all().values()
-
-    def items(self):
-        return self._all().items()
 
     def names_with(self, part: str) -> List[str]:
         """Names containing `part`, without decoding the others."""

@@ -200,14 +200,7 @@ class DlvProcess:
 
     def close(self):
         """Forget the guardian (call once dlv has ended; the guardian then exits too)."""
-        try:
-            self.guard.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.guard.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
+        _close_stdin_and_wait(self.guard)
 
 
 def dlv_argv(dlv: str, pid: int, listen: str) -> list[str]:
@@ -228,15 +221,20 @@ class PendingGuard:
                                   record, self.log, cwd=os.path.dirname(sock))
 
     def cancel(self):
-        try:
-            self.guard.stdin.close()  # EOF before go: it exits having started nothing
-        except OSError:
-            pass
-        try:
-            self.guard.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
+        _close_stdin_and_wait(self.guard)  # EOF before go: it exits having started nothing
         self.log.close()
+
+
+def _close_stdin_and_wait(guard: subprocess.Popen, timeout: float = 5):
+    """EOF on a guardian's stdin ends it (its dlv too, if it started one); wait briefly."""
+    try:
+        guard.stdin.close()
+    except OSError:
+        pass
+    try:
+        guard.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def prepare_guard(pid: int, log_path: str, *, record: str, sock: str) -> PendingGuard | None:
