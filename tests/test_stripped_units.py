@@ -88,3 +88,16 @@ def test_debug_binary_match_and_translation(build):
         assert var.addr - sec.addr == d.variable("io.EOF").addr - d.image.section(".data").addr
     with pytest.raises(BladeError, match="is not a build of"):
         open_typed_binary(stripped, debug_binary=str(build("e2e_target", pie=True)))
+
+
+@pytest.mark.parametrize("ptrsize", [8, 4])
+def test_signature_variadic_is_a_slice(ptrsize):
+    """`...T` is passed as a []T (three words), named or not."""
+    for text in ("func(a int, xs ...string) error", "func(int, ...string) error"):
+        sig = parse_signature(text, ptrsize)
+        first, last = sig.params[0].type, sig.params[-1].type
+        assert first.size == ptrsize
+        assert (last.name, last.size, last.align) == ("[]string", 3 * ptrsize, ptrsize)
+        assert last.elem.name == "string"
+    assert [p.name for p in parse_signature("func(a, b int, xs ...byte)", 8).params] == \
+        ["a", "b", "xs"]

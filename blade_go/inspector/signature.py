@@ -117,6 +117,14 @@ class _Parser:
             return GoType(name, Kind.POINTER, w, w)
         return None
 
+    def param_type(self) -> GoType:
+        """A parameter's type: `...T` is passed as a []T."""
+        if self.peek() != "...":
+            return self.type()
+        self.take()
+        t = self.type()
+        return GoType("[]" + t.name, Kind.SLICE, 3 * self.w, self.w, elem=t)
+
     def type(self) -> GoType:
         tok = self.take()
         w = self.w
@@ -276,22 +284,11 @@ class _Parser:
                 if self.i == e:  # `a, b int`: a name waiting for its type
                     pending.append(name)
                     continue
-                if self.peek() == "...":
-                    self.take()
-                    t = self.type()
-                    t = GoType("[]" + t.name, Kind.SLICE, 3 * self.w, self.w, elem=t)
-                else:
-                    t = self.type()
+                t = self.param_type()
                 out.extend((n, t) for n in pending + [name])
                 pending = []
             else:
-                if self.peek() == "...":
-                    self.take()
-                    t = self.type()
-                    t = GoType("[]" + t.name, Kind.SLICE, 3 * self.w, self.w, elem=t)
-                else:
-                    t = self.type()
-                out.append(("", t))
+                out.append(("", self.param_type()))
             if self.i != e:
                 self.fail(f"unexpected {self.peek()!r} in the {kind} list")
         if pending:
