@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.support.lifecycle import supervisors, tracer
 from tests.support.targets import text_differences
 
 INJECTED = '"chaos",error:injected db error'
@@ -44,7 +45,7 @@ def test_back_to_back_sessions(blade, e2e_binary, target_factory):
     for i in range(10):
         uid = blade.create_return(t.pid, "main.Query", INJECTED)
         blade.ok("destroy", uid)
-        assert _tracer(t.pid) is None, f"cycle {i}: dlv still attached after destroy returned"
+        assert tracer(t.pid) is None, f"cycle {i}: dlv still attached after destroy returned"
     assert t.alive() and not [ln for ln in t.lines if ln.startswith("BAD")]
     assert text_differences(t.pid) == []
 
@@ -62,16 +63,16 @@ def test_timeout_destroys_without_cli(blade, e2e_binary, target_factory):
     _, b = stats(t, t.mark())
     assert a == b, "injections continue after the timeout"
     assert text_differences(t.pid) == []
-    assert _tracer(t.pid) is None
+    assert tracer(t.pid) is None
 
 
 def test_sigkill_of_supervisor_and_dlv_leaves_target_alive(blade, e2e_binary, target_factory):
     t = target_factory(e2e_binary, args=["stress"])
     uid = blade.create_return(t.pid, "main.Query", INJECTED)
-    tracer = _tracer(t.pid)
-    assert tracer
-    supervisor = _supervisor_of(t.pid)
-    for pid in filter(None, (supervisor, tracer)):
+    dlv = tracer(t.pid)
+    assert dlv
+    supervisor = _supervisor_of(blade.home, t.pid)
+    for pid in filter(None, (supervisor, dlv)):
         os.kill(pid, signal.SIGKILL)
     time.sleep(1)
     assert t.alive(), f"{t.describe()} stderr: {t.err_lines[:6]}"
@@ -83,7 +84,7 @@ def test_sigkill_of_supervisor_and_dlv_leaves_target_alive(blade, e2e_binary, ta
     c4, i4 = stats(t, t.mark())
     assert c4 > c3 and i4 == i3
     time.sleep(0.5)
-    assert _tracer(t.pid) is None
+    assert tracer(t.pid) is None
     assert text_differences(t.pid) == []
 
 
@@ -92,8 +93,8 @@ def test_supervisor_killed_alone_its_guardian_ends_dlv(blade, e2e_binary, target
     short grace): no orphan stays attached; the fault stays until destroy restores it."""
     t = target_factory(e2e_binary, args=["stress"])
     uid = blade.create_return(t.pid, "main.Query", INJECTED)
-    dlv = _tracer(t.pid)
-    os.kill(_supervisor_of(t.pid), signal.SIGKILL)
+    dlv = tracer(t.pid)
+    os.kill(_supervisor_of(blade.home, t.pid), signal.SIGKILL)
     deadline = time.time() + 15
     while _state(dlv) not in (None, "Z") and time.time() < deadline:
         time.sleep(0.05)
@@ -101,14 +102,14 @@ def test_supervisor_killed_alone_its_guardian_ends_dlv(blade, e2e_binary, target
     c1, i1 = stats(t, t.mark())
     c2, i2 = stats(t, t.mark())
     assert c2 > c1 and i2 > i1, "target running, still injected"
-    assert _tracer(t.pid) is None
+    assert tracer(t.pid) is None
     blade.ok("destroy", uid)
     c3, i3 = stats(t, t.mark())
     c4, i4 = stats(t, t.mark())
     assert c4 > c3 and i4 == i3
     assert not [ln for ln in t.lines if ln.startswith("BAD")]
     time.sleep(0.5)
-    assert _tracer(t.pid) is None
+    assert tracer(t.pid) is None
     assert text_differences(t.pid) == []
 
 
@@ -117,13 +118,13 @@ def test_supervisor_and_guardian_killed_next_command_ends_dlv(blade, e2e_binary,
     command (any: here `status`) ends that dlv cleanly before doing its own work."""
     t = target_factory(e2e_binary, args=["stress"])
     uid = blade.create_return(t.pid, "main.Query", INJECTED)
-    dlv = _tracer(t.pid)
+    dlv = tracer(t.pid)
     guard = int(open(f"/proc/{dlv}/stat").read().rsplit(")", 1)[1].split()[1])  # its parent
     assert b"guard.py" in open(f"/proc/{guard}/cmdline", "rb").read()
     os.kill(guard, signal.SIGKILL)
-    os.kill(_supervisor_of(t.pid), signal.SIGKILL)
+    os.kill(_supervisor_of(blade.home, t.pid), signal.SIGKILL)
     time.sleep(3)  # longer than the guardian's grace: nobody else ends it
-    assert _tracer(t.pid) == dlv, "only the record names this dlv now"
+    assert tracer(t.pid) == dlv, "only the record names this dlv now"
     assert blade.ok("status", uid)["status"] == "Success"
     assert _state(dlv) in (None, "Z"), "the next command must end the orphaned dlv"
     c1, i1 = stats(t, t.mark())
@@ -131,7 +132,7 @@ def test_supervisor_and_guardian_killed_next_command_ends_dlv(blade, e2e_binary,
     assert c2 > c1 and i2 > i1
     blade.ok("destroy", uid)
     time.sleep(0.5)
-    assert _tracer(t.pid) is None
+    assert tracer(t.pid) is None
     assert text_differences(t.pid) == []
 
 
@@ -161,21 +162,6 @@ def test_panicking_target_dies_as_without_blade_go(blade, e2e_binary, target_fac
     assert rec["status"] == "Destroyed" and "exit" in str(rec).lower()
 
 
-def _tracer(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("TracerPid:"):
-                return int(line.split()[1]) or None
-
-
-def _supervisor_of(pid):
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        if b"blade_go.session.supervisor" in cmd and str(pid).encode() in cmd:
-            return int(d)
-    return None
+def _supervisor_of(home, pid):
+    found = supervisors(home, pid)
+    return found[0] if found else None
