@@ -6,15 +6,9 @@ import pytest
 
 from blade_go.inspector import open_binary
 from tests.support.fixtures import build_fixture
-from tests.support.targets import text_differences
+from tests.support.targets import call, text_differences
 
 CGO = {"CGO_ENABLED": "1"}
-
-
-def call(target, name):
-    mark = target.mark()
-    target.send_line(f"call {name}")
-    return target.wait_for_line(rf"^{name} => ", since=mark, timeout=10).split(" => ", 1)[1]
 
 
 def _stub_in_text_end(binary_path, pid, stub_addr):

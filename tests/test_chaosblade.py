@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.support import chaosblade as cb
-from tests.support.targets import text_differences
+from tests.support.targets import call, text_differences
 
 UID = re.compile(r"^[0-9a-f]{16}$")
 
@@ -30,12 +30,6 @@ def blade(release, tmp_path):
 @pytest.fixture
 def target(e2e_binary, target_factory):
     return target_factory(e2e_binary)
-
-
-def call(target, name):
-    mark = target.mark()
-    target.send_line(f"call {name}")
-    return target.wait_for_line(rf"^{name} => ", since=mark, timeout=10).split(" => ", 1)[1]
 
 
 def create(blade, target, func, value, *extra):

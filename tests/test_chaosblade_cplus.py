@@ -6,7 +6,7 @@ import time
 import pytest
 
 from tests.support import chaosblade as cb
-from tests.support.targets import free_port, text_differences
+from tests.support.targets import call, free_port, text_differences
 
 
 @pytest.fixture
@@ -18,12 +18,6 @@ def release(tmp_path):
 @pytest.fixture
 def target(e2e_binary, target_factory):
     return target_factory(e2e_binary)
-
-
-def call(target, name):
-    mark = target.mark()
-    target.send_line(f"call {name}")
-    return target.wait_for_line(rf"^{name} => ", since=mark, timeout=10).split(" => ", 1)[1]
 
 
 def agent_pids(port):

@@ -7,7 +7,7 @@ from blade_go.errors import BladeError, Code
 from blade_go.inspector import open_binary
 from blade_go.inspector.generics import Generics
 from tests.support.fixtures import build_fixture
-from tests.support.targets import text_differences
+from tests.support.targets import call, text_differences
 
 HOOK_SHAPE = "main.(*Hook[go.shape.*uint8]).Trigger"
 HOOK_A = "main.(*Hook[*example.com/gen/core.A]).Trigger"
@@ -77,12 +77,6 @@ def test_the_shape_itself_and_a_shape_with_one_instance_are_accepted(gbin):
         fn = b.find_function("main.Max[string]")
         assert fn.name == "main.Max[go.shape.string]"
         check_injectable(b, fn, "main.Max[string]")
-
-
-def call(target, name):
-    mark = target.mark()
-    target.send_line(f"call {name}")
-    return target.wait_for_line(rf"^{name} => ", since=mark, timeout=10).split(" => ", 1)[1]
 
 
 def test_a_named_instance_faults_only_itself(blade, gbin, target_factory):

@@ -7,6 +7,7 @@ import pytest
 from blade_go.inspector import open_binary
 from blade_go.inspector.references import references_to
 from tests.support.fixtures import build_fixture
+from tests.support.targets import call
 
 SCALE = "example.com/inl/lib.Scale"
 SRC = Path(__file__).parent / "fixtures" / "inline_target" / "main.go"
@@ -71,12 +72,6 @@ def test_references_to_the_out_of_line_copy(inl, e2e_binary):
         assert references_to(b, b.find_function("example.com/inl/lib.Local")).branches == 1
     with open_binary(e2e_binary) as b:
         assert references_to(b, b.find_function("main.makeAdder.func1")).branches >= 1  # lea
-
-
-def call(target, name):
-    mark = target.mark()
-    target.send_line(f"call {name}")
-    return target.wait_for_line(rf"^{name} => ", since=mark, timeout=10).split(" => ", 1)[1]
 
 
 def test_create_warns_when_every_direct_call_was_inlined(blade, inl, target_factory):

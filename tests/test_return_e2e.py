@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.support.blade import Blade
-from tests.support.targets import text_differences
+from tests.support.targets import call, text_differences
 
 # (case id, --func, call name in the target, --value, what the target prints while injected)
 CASES = [
@@ -45,13 +45,6 @@ CASES = [
 @pytest.fixture
 def target(e2e_binary, target_factory):
     return target_factory(e2e_binary)
-
-
-def call(target, name):
-    mark = target.mark()
-    target.send_line(f"call {name}")
-    line = target.wait_for_line(rf"^{name} => ", since=mark, timeout=10)
-    return line.split(" => ", 1)[1]
 
 
 @pytest.mark.parametrize("func,name,value,injected", [c[1:] for c in CASES],

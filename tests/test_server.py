@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.targets import free_port, text_differences
+from tests.support.targets import call, free_port, text_differences
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,12 +49,6 @@ def get(server, path, **params):
     r = requests.get(server.base + path, params=params, timeout=120)
     assert r.status_code == 200
     return r.json()
-
-
-def call(target, name):
-    mark = target.mark()
-    target.send_line(f"call {name}")
-    return target.wait_for_line(rf"^{name} => ", since=mark, timeout=10).split(" => ", 1)[1]
 
 
 def test_create_status_destroy_over_http(server, target):

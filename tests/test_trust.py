@@ -8,7 +8,7 @@ from blade_go import trust
 from blade_go.errors import BladeError, Code
 from blade_go.inspector import open_binary
 from blade_go.patch import CAVE, ROUTE, Patch
-from tests.support.targets import text_differences
+from tests.support.targets import call, text_differences
 
 
 def _plan(b, func="main.Query"):
@@ -65,12 +65,6 @@ def test_malformed_patches_are_a_clear_error_not_a_key_error():
         with pytest.raises(BladeError) as e:
             trust.parse_patches(bad, "u1")
         assert e.value.code == Code.DATABASE_ERROR and "u1" in e.value.message
-
-
-def call(target, name):
-    mark = target.mark()
-    target.send_line(f"call {name}")
-    return target.wait_for_line(rf"^{name} => ", since=mark, timeout=10).split(" => ", 1)[1]
 
 
 def test_destroy_refuses_a_forged_state_and_writes_nothing(blade, e2e_binary, target_factory):

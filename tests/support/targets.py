@@ -123,6 +123,15 @@ class RunningTarget:
         return self.proc.returncode
 
 
+def call(target: "RunningTarget", name: str, timeout: float = 10.0) -> str:
+    """Ask a fixture that reads `call NAME` lines (e2e_target and kin) to call NAME once;
+    returns what it printed after `NAME => `."""
+    mark = target.mark()
+    target.send_line(f"call {name}")
+    line = target.wait_for_line(rf"^{name} => ", since=mark, timeout=timeout)
+    return line.split(" => ", 1)[1]
+
+
 def start_target(binary: Union[str, Path], args: Sequence[str] = (),
                  env: Optional[Dict[str, str]] = None, ready_line: Optional[str] = "READY",
                  timeout: float = 15.0, cwd: Optional[str] = None) -> RunningTarget:
