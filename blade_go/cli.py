@@ -337,7 +337,9 @@ def _setup_logging(debug: bool, blade: bool) -> str | None:
     path = _log_file() if (debug or blade) else None
     if blade and path:
         _stderr_to(path)
-    log.setLevel(logging.DEBUG if debug else logging.WARNING)
+    # Under blade the log file is the only place the user can read what blade's own summary
+    # drops (which experiments a destroy by matchers removed): info lines go there too.
+    log.setLevel(logging.DEBUG if debug else logging.INFO if blade else logging.WARNING)
     fmt = logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     handlers = [] if blade else [logging.StreamHandler(sys.stderr)] if debug else []
     if path:

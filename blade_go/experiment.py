@@ -70,6 +70,9 @@ def _summary(rec: dict) -> dict:
     result = (rec.get("record") or {}).get("result")
     if result:
         out["result"] = result
+    destroyed = (rec.get("record") or {}).get("destroyed")
+    if destroyed:  # what destroy (or --timeout) restored and how long a drain took
+        out["destroyed"] = destroyed
     return out
 
 

@@ -119,6 +119,9 @@ def test_destroy_by_matchers(blade, target):
     statuses = {r["uid"]: r["status"] for r in own["result"]}
     assert statuses == {uq: "Destroyed", uc: "Success"}
     assert blade.record(uq)["Status"] == "Destroyed"
+    # blade prints only its own summary: blade-go's log (no -d given) names what was destroyed
+    log = (blade.state_home / "blade-go.log").read_text()
+    assert f"by matchers {{'func': 'main.Query'}}: destroyed ['{uq}']" in log, log[-2000:]
     # blade passes its own destroy flags on too (--force-remove=true, --debug=true): not matchers
     resp = blade.response("destroy", "go", "return", "--func", "main.Store.Count",
                           "--force-remove", "-d")
@@ -151,6 +154,8 @@ def test_warnings_reach_blade_status(blade, target):
     assert resp["error"].startswith("warning: ") and "inlined" in resp["error"]
     rec = blade.record(resp["result"])
     assert rec["Status"] == "Success" and "main.call" in rec["Error"]
+    log = (blade.state_home / "blade-go.log").read_text()
+    assert f"create {resp['result']}: " in log and "inlined" in log.split(resp["result"])[-1]
     assert call(target, "Small") == "5,-9"
     blade.ok("destroy", resp["result"])
     assert call(target, "Small") == "5,5"

@@ -60,6 +60,18 @@ def test_delay_only_matching_calls(blade, target):
     finish(blade, t, uid)
 
 
+def test_delay_effect_count_exact(blade, target):
+    """Only the first N calls wait (a `lock xadd` ticket each), the later ones run at once."""
+    t = target
+    uid = armed_action(blade, t, "delay", "--time", "60", "--effect-count", "20")
+    s = run_window(t, 2.0)
+    assert live(blade, uid)["calls_faulted"] == 20
+    assert s["faulted"] == 0 and s["calls"] > 1000, s
+    # each of the 20 waited 60 ms; a busy shared machine may stall a rare other call on its own
+    assert 20 <= s["slow"] <= 20 + max(3, s["calls"] // 10000), s
+    finish(blade, t, uid)
+
+
 @pytest.mark.parametrize("action,flags", [("panic", ("--value", '"chaos"')),
                                           ("args", ("--set", "id=1000"))])
 def test_without_conditions_every_call_still_faults(blade, target, action, flags):

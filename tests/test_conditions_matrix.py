@@ -88,6 +88,13 @@ def test_conditions_on_other_actions_matrix(variant, tmp_path, target_factory):
         failures.append(f"delay with a matcher through the receiver: {s}")
     finish(blade, t, uid)
 
+    uid = armed_action(blade, t, "delay", "--time", "60", "--effect-count", "10")
+    s = run_window(t, 1.5)
+    if not (live(blade, uid)["calls_faulted"] == 10 and s["faulted"] == 0
+            and 10 <= s["slow"] <= 10 + max(3, s["calls"] // 10000)):
+        failures.append(f"delay count 10: {s} {live(blade, uid)}")
+    finish(blade, t, uid)
+
     assert not failures, "\n".join(failures)
     assert text_differences(t.pid) == []
     assert t.alive()

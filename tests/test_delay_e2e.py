@@ -113,6 +113,9 @@ def test_timeout_drains_like_destroy(blade, faults_binary, target_factory):
     while blade.ok("status", uid)["status"] != "Destroyed":
         assert time.monotonic() < deadline, blade.ok("status", uid)
         time.sleep(0.3)
+    # the timeout's revert drained like destroy's, and says so
+    facts = blade.ok("status", uid)["destroyed"]
+    assert facts["verified"] is True and facts["drain_ms"] >= 0, facts
     w, _ = stats(t, t.mark(), 2)
     assert w[-1]["max"] < 150, w
     no_bad(t)

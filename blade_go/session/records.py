@@ -138,11 +138,14 @@ def live_records(home: str, pid: int) -> list:
     return [r for r in recs if r.get("status") in LIVE and _record_pid(r) == pid]
 
 
-def mark_destroyed(home: str, uid: str, reason: str):
+def mark_destroyed(home: str, uid: str, reason: str, facts: dict | None = None):
+    """facts: what the revert reported (restored, drain_ms ...), kept as a CLI destroy keeps it."""
     def fn(rec):
         if rec.get("status") in LIVE:
             rec["status"] = DESTROYED
             rec["reason"] = reason
+            if facts is not None:
+                rec["record"] = {**(rec.get("record") or {}), "destroyed": facts}
         return rec
     try:
         _store(home).update(uid, fn)

@@ -224,10 +224,10 @@ class Supervisor(Monitoring):
                     with self.op_lock:
                         if self.client is None:
                             raise BladeError(Code.UNEXPECTED_STATUS, "the session lost its dlv")
-                        Patcher(self.client, log).revert(  # checked against the executable
+                        facts = Patcher(self.client, log).revert(  # checked against the file
                             trusted_patches(self.pid, rec.get("record") or rec, uid))
-                    records.mark_destroyed(self.home, uid, "destroyed by timeout")
-                    log(f"{uid}: destroyed by timeout")
+                    records.mark_destroyed(self.home, uid, "destroyed by timeout", facts)
+                    log(f"{uid}: destroyed by timeout: {facts}")
         except Exception as e:
             log(f"{uid}: timeout revert failed: {e}")
             records.note_error(self.home, uid, f"timeout revert failed: {e}")
