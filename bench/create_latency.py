@@ -13,9 +13,16 @@ Per round, alternating:
   destroy2  destroy of the second (the session stays attached).
   destroy   destroy of the first (the last: restores and detaches).
 Medians over the rounds; ratios are create / bare of the same rounds. Peak RSS (VmHWM) of the
-supervisor and of dlv is read while both experiments are active.
+supervisor, its fork server and dlv is read while both experiments are active.
+
+Modes (--modes, each round runs every mode in turn): `fork`, as shipped (the second create is
+handed to the supervisor's warm fork server, session/forkserver.py); `cold`, with
+BLADE_GO_FORKSERVER=0 (no fork server: every create is a fresh process). --gap seconds pass,
+untimed, between the first create and the second (a fork server is ready a few hundred ms
+after the attach).
 
 Usage: python bench/create_latency.py [--rounds 5] [--small 2] [--large 300]
+           [--modes fork,cold] [--gap 1.0]
 """
 import argparse
 import os
@@ -131,8 +138,8 @@ def rss_kb(pid: int) -> int:
 
 
 def session_rss(home: str, pid: int):
-    """(supervisor peak RSS KB, dlv peak RSS KB) of the session attached to pid."""
-    sup = dlv = 0
+    """(supervisor, fork server, dlv) peak RSS KB of the session attached to pid."""
+    sup = fork = dlv = 0
     for p in os.listdir("/proc"):
         if not p.isdigit():
             continue
@@ -142,19 +149,24 @@ def session_rss(home: str, pid: int):
             continue
         if b"blade_go.session.supervisor" in cmd and home.encode() in cmd:
             sup = rss_kb(int(p))
+        elif b"blade_go.session.forkserver" in cmd and home.encode() in cmd:
+            fork = rss_kb(int(p))
         elif cmd and cmd[0].endswith(b"dlv") and b"attach" in cmd and str(pid).encode() in cmd:
             dlv = rss_kb(int(p))
-    return sup, dlv
+    return sup, fork, dlv
 
 
-def measure(binary, rounds, modes, dlv):
+MODE_ENV = {"fork": {}, "cold": {"BLADE_GO_FORKSERVER": "0"}}
+
+
+def measure(binary, rounds, modes, dlv, gap):
     t = start_target(binary, ready_line="READY")
     port = int(t.wait_for_line(r"^READY ", since=0).split()[2])
     probe = PauseProbe(port)
     res = {k: [] for k in ["bare", "bare_pause"]}
     for m in modes:
         for k in ("create", "create2", "destroy2", "destroy", "pause_create", "pause_destroy",
-                  "sup_rss", "dlv_rss"):
+                  "sup_rss", "fork_rss", "dlv_rss"):
             res[f"{m}:{k}"] = []
     try:
         for r in range(rounds):
@@ -163,21 +175,23 @@ def measure(binary, rounds, modes, dlv):
             res["bare_pause"].append(probe.worst(t0, time.perf_counter()))
             for m in modes:
                 home = tempfile.mkdtemp(prefix="blade-go-bench-")
-                blade = Blade(home)
+                blade = Blade(home, env=MODE_ENV[m])
                 t0 = time.perf_counter()
                 uid = blade.create_return(t.pid, FUNC, VALUE)
                 t1 = time.perf_counter()
+                time.sleep(gap)
+                t1g = time.perf_counter()
                 uid2 = blade.create_return(t.pid, FUNC2, VALUE)
                 t2 = time.perf_counter()
-                sup, dl = session_rss(home, t.pid)
+                sup, fork, dl = session_rss(home, t.pid)
                 blade.ok("destroy", uid2)
                 t3 = time.perf_counter()
                 blade.ok("destroy", uid)
                 t4 = time.perf_counter()
-                for k, v in (("create", t1 - t0), ("create2", t2 - t1), ("destroy2", t3 - t2),
+                for k, v in (("create", t1 - t0), ("create2", t2 - t1g), ("destroy2", t3 - t2),
                              ("destroy", t4 - t3), ("pause_create", probe.worst(t0, t1)),
                              ("pause_destroy", probe.worst(t2, t4)), ("sup_rss", sup),
-                             ("dlv_rss", dl)):
+                             ("fork_rss", fork), ("dlv_rss", dl)):
                     res[f"{m}:{k}"].append(v)
     finally:
         probe.close()
@@ -190,31 +204,34 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--small", type=int, default=2, help="packages of the small program")
     ap.add_argument("--large", type=int, default=300, help="packages of the large one (0: skip)")
-    ap.add_argument("--modes", default="default", help=argparse.SUPPRESS)
+    ap.add_argument("--modes", default="fork,cold")
+    ap.add_argument("--gap", type=float, default=1.0)
     a = ap.parse_args()
     from tests.support.toolchains import require_dlv
     dlv = require_dlv()
     modes = a.modes.split(",")
     rows, mem = [], []
     for packages in [p for p in (a.small, a.large) if p]:
-        size, res = measure(echo_program(packages), a.rounds, modes, dlv)
+        size, res = measure(echo_program(packages), a.rounds, modes, dlv, a.gap)
         ms = lambda k: median(res[k]) * 1e3
         bare = ms("bare")
         rows.append((f"{size / 1e6:.1f} MB", "bare dlv attach", f"{bare:.0f}", "1.00", "", "",
                      "", f"{ms('bare_pause'):.0f}", ""))
         for m in modes:
-            rows.append((f"{size / 1e6:.1f} MB", "blade-go", f"{ms(m + ':create'):.0f}",
+            rows.append((f"{size / 1e6:.1f} MB", f"blade-go ({m})", f"{ms(m + ':create'):.0f}",
                          f"{ms(m + ':create') / bare:.2f}", f"{ms(m + ':create2'):.0f}",
                          f"{ms(m + ':destroy2'):.0f}", f"{ms(m + ':destroy'):.0f}",
                          f"{ms(m + ':pause_create'):.0f}", f"{ms(m + ':pause_destroy'):.0f}"))
             mem.append((f"{size / 1e6:.1f} MB", m, f"{median(res[m + ':sup_rss']) / 1024:.0f}",
+                        f"{median(res[m + ':fork_rss']) / 1024:.0f}",
                         f"{median(res[m + ':dlv_rss']) / 1024:.0f}"))
-    print(versions(), f"rounds={a.rounds}")
+    print(versions(), f"rounds={a.rounds} gap={a.gap}s")
     print(table(("binary", "who", "create/attach ms", "x bare", "2nd create ms",
                  "destroy (attached) ms", "destroy last ms", "max pause create ms",
                  "max pause destroy ms"), rows))
     print()
-    print(table(("binary", "-", "supervisor peak RSS MB", "dlv peak RSS MB"), mem))
+    print(table(("binary", "mode", "supervisor peak RSS MB", "fork server peak RSS MB",
+                 "dlv peak RSS MB"), mem))
 
 
 if __name__ == "__main__":

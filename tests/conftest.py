@@ -68,10 +68,11 @@ def blade(tmp_path):
 
 # -- nothing left running ---------------------------------------------------------------------
 def _ours(pid: int, roots: tuple) -> str | None:
-    """A description of pid when it is a blade-go supervisor or dlv started by this run: its
-    command line names a directory under this run's temporary directories, or its environment
-    has BLADE_GO_HOME / BLADE_GO_SESSION_DIR there (dlv), or this pytest process is its parent.
-    Other helpers' test runs on the same machine use other directories and are not looked at."""
+    """A description of pid when it is a blade-go supervisor, fork server or dlv started by this
+    run: its command line names a directory under this run's temporary directories, or its
+    environment has BLADE_GO_HOME / BLADE_GO_SESSION_DIR there (dlv), or this pytest process is
+    its parent. Other helpers' test runs on the same machine use other directories and are not
+    looked at."""
     import os
     try:
         cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
@@ -83,6 +84,7 @@ def _ours(pid: int, roots: tuple) -> str | None:
     words = [w.decode(errors="replace") for w in cmd if w]
     text = " ".join(words)
     kind = ("supervisor" if "blade_go.session.supervisor" in text else
+            "fork server" if "blade_go.session.forkserver" in text else
             "dlv guardian" if any(w.endswith("session/guard.py") for w in words) else
             "dlv" if words and os.path.basename(words[0]) == "dlv" else None)
     if kind is None:

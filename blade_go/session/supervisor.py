@@ -27,7 +27,7 @@ from ..errors import BladeError, Code
 from ..patch import Patch
 from ..state import open_private, write_private
 from ..trust import trusted_patches
-from . import paths, protocol, records, standby
+from . import forkserver, paths, protocol, records, standby
 from .monitoring import POLL, Monitoring, log
 from .delve_client import DelveClient, DelveError
 from .launcher import DlvProcess, explain_failure, launch_dlv, prepare_guard
@@ -357,9 +357,12 @@ def main(argv=None):
         write_private(sup.p.err, json.dumps({"code": code, "error": str(e)}))
         log(f"attach failed: {e}")
         return 1
+    # Later creates on this process start warm (session/forkserver.py); it ends with us.
+    warm = forkserver.start(args.home, args.pid, sup.p.log, standby.PACKAGE_ROOT)
     try:
         sup.serve()
     finally:
+        forkserver.stop(warm)
         with sup.op_lock:
             sup.detach()
         log("supervisor exiting")

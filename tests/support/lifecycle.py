@@ -196,7 +196,9 @@ def race_round(blade, target, i, rng):
                          "main.Query", "--value", INJECTED, "--uid", uid)
     if mode == "record" and not wait_until(recorded, 60, step=0.005):
         raise RoundFailure(f"round {i}: create never recorded {uid}: {_answer(create)}")
-    delay = rng.uniform(0.0, 1.5 if mode == "record" else 1.0)
+    # A create takes a few hundred ms on a quiet machine (more when loaded): most destroys
+    # must land inside it, a few after it.
+    delay = rng.uniform(0.0, 0.4 if mode == "record" else 0.5)
     time.sleep(delay)
     racing = create.poll() is None  # the create still running when destroy starts
     code, resp = blade.run("destroy", uid)

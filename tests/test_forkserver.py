@@ -1,0 +1,123 @@
+"""Later creates on an attached process run in a fork of its warm fork server
+(blade_go/fastpath.py -> session/forkserver.py): the same Response, exit status, records and
+effect as a fresh CLI; the server ends with its supervisor, however that ends."""
+import os
+import signal
+import time
+
+from tests.support.blade import Blade
+from tests.support.lifecycle import leftovers, supervisors
+from tests.support.targets import call, text_differences
+
+from blade_go.fastpath import server_for
+
+
+def wait_until(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def fork_sock(home, pid):
+    return os.path.join(str(home), "sessions", f"{pid}.fork.sock")
+
+
+def forked(home, pid) -> int:
+    """How many commands the fork server of pid has taken (its lines in the session log)."""
+    try:
+        with open(os.path.join(str(home), "sessions", f"{pid}.log")) as f:
+            return sum("fork server: forked" in line for line in f)
+    except FileNotFoundError:
+        return 0
+
+
+def forkservers(home, pid) -> list:
+    out = []
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            words = open(f"/proc/{d}/cmdline", "rb").read().decode(errors="replace").split("\0")
+            state = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if "blade_go.session.forkserver" in words and str(home) in words \
+                and str(pid) in words and state not in ("Z", "X"):
+            out.append(int(d))
+    return out
+
+
+def test_later_creates_run_in_the_fork_server(blade, e2e_binary, target_factory):
+    t = target_factory(e2e_binary)
+    home = blade.home
+    flag = call(t, "Flag")
+    first = blade.create_return(t.pid, "main.Query", '"a",nil')
+    assert forked(home, t.pid) == 0  # nothing attached before it: it ran here
+    assert wait_until(lambda: os.path.exists(fork_sock(home, t.pid)))
+    second = blade.create_return(t.pid, "main.Flag", "false")
+    assert forked(home, t.pid) == 1
+    assert call(t, "Flag") == "false" and call(t, "Query") == '"a",<nil>'
+    assert blade.ok("status", second)["status"] == "Success"
+
+    # a refused create through it: the same Response and exit status as a fresh process
+    code, resp = blade.run("create", "go", "return", "--pid", t.pid, "--func", "main.Qery",
+                           "--value", "1")
+    assert forked(home, t.pid) == 2
+    assert code == 1 and resp["code"] == 47000 and "main.Query" in resp["error"], resp
+    # blade's conventions travel with the environment: exit 0, stderr into the log file
+    under = Blade(home, env={"BLADE_GO_UNDER_BLADE": "1"})
+    code, resp = under.run("create", "go", "return", "--pid", t.pid, "--func", "main.Qery",
+                           "--value", "1", "--debug=true")
+    assert forked(home, t.pid) == 3
+    assert code == 0 and resp["success"] is False and resp["code"] == 47000, resp
+    with open(os.path.join(home, "blade-go.log")) as f:
+        assert "main.Qery" in f.read()
+
+    blade.ok("destroy", second)
+    assert call(t, "Flag") == flag
+    blade.ok("destroy", first)  # the last one: the supervisor detaches, its fork server ends
+    assert wait_until(lambda: not forkservers(home, t.pid))
+    assert not os.path.exists(fork_sock(home, t.pid))
+    assert text_differences(t.pid) == []
+
+
+def test_fork_server_ends_when_its_supervisor_is_killed(blade, e2e_binary, target_factory):
+    t = target_factory(e2e_binary)
+    home = blade.home
+    uid = blade.create_return(t.pid, "main.Flag", "false")
+    assert wait_until(lambda: forkservers(home, t.pid))
+    (sup,) = supervisors(home, t.pid)
+    os.kill(sup, signal.SIGKILL)
+    assert wait_until(lambda: not forkservers(home, t.pid), 5)
+    # its socket stays behind (nobody unlinks for a SIGKILLed owner): a create that finds it
+    # dead runs here, as it would without a fork server
+    before = forked(home, t.pid)
+    other = blade.create_return(t.pid, "main.Query", '"k",nil')
+    assert forked(home, t.pid) == before
+    assert call(t, "Flag") == "false" and call(t, "Query") == '"k",<nil>'
+    blade.ok("destroy", other)
+    blade.ok("destroy", uid)
+    assert wait_until(lambda: not leftovers(home), 20), leftovers(home)
+    assert text_differences(t.pid) == []
+
+
+def test_only_a_create_with_one_ascii_pid_and_a_trusted_home_is_forwarded(tmp_path,
+                                                                        monkeypatch):
+    home = tmp_path / "home"
+    (home / "sessions").mkdir(parents=True, mode=0o700)
+    home.chmod(0o700)
+    (home / "sessions" / "42.fork.sock").touch()
+    monkeypatch.setenv("BLADE_GO_HOME", str(home))
+    want = str(home / "sessions" / "42.fork.sock")
+    base = ["create", "go", "return", "--func", "main.F", "--value", "1"]
+    assert server_for(base + ["--pid", "42"]) == want
+    assert server_for(base + ["--pid=42"]) == want
+    assert server_for(base + ["--pid", "42", "--pid", "42"]) is None  # the CLI refuses it
+    assert server_for(base + ["--pid", "٤٢"]) is None  # Arabic-Indic digits: not a pid
+    assert server_for(base + ["--pid", "43"]) is None  # no server for that process
+    assert server_for(base + ["--process", "x"]) is None
+    assert server_for(base + ["--pid", "42", "--help"]) is None
+    assert server_for(["destroy", "abc", "--pid", "42"]) is None
+    (home / "sessions").chmod(0o777)  # a home others can write into is never trusted
+    assert server_for(base + ["--pid", "42"]) is None
