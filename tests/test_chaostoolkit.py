@@ -316,3 +316,34 @@ def test_inject_functions_map_onto_the_spec_flags(tmp_path, monkeypatch):
         if name not in spec_actions:
             with pytest.raises(ActivityFailed, match=rf"unknown action '{name}'.*code 49000"):
                 getattr(actions, f"inject_{name}")("main.F", "1", pid=os.getpid())
+
+
+def test_delay_panic_args_activities_on_a_live_target(tmp_path, monkeypatch, target_factory):
+    """inject_args, inject_panic and inject_delay through the Python activities on a live
+    target (tests/fixtures/faults_target), each fault seen by the target, then one destroy_all
+    restoring all three byte for byte."""
+    from tests.support.fixtures import build_fixture
+    from tests.support.targets import text_differences
+    from tests.test_delay_e2e import call
+    from tests.test_panic_e2e import recovered
+    monkeypatch.setenv("BLADE_GO_HOME", str(tmp_path / "home"))
+    from blade_go.chaostoolkit import actions, probes
+    t = target_factory(build_fixture("faults_target"))
+    assert call(t, "Scale")[0] == "x:42"
+    described = call(t, "Describe")[0]
+    u_args = actions.inject_args("main.Scale", "x=10", pid=t.pid)
+    u_panic = actions.inject_panic("main.Work", '"chaos"', pid=t.pid)
+    u_delay = actions.inject_delay("main.(*Account).Describe", 150, pid=t.pid)
+    assert call(t, "Scale")[0] == "x:20"
+    assert recovered(t, "Work") == 'recovered string "chaos"'
+    got, ms = call(t, "Describe")
+    assert got == described and 149 <= ms < 1000, (got, ms)
+    assert {probes.experiment_status(u)["action"] for u in (u_args, u_panic, u_delay)} == \
+        {"args", "panic", "delay"}
+    done = actions.destroy_all(pid=t.pid)
+    assert sorted(r["uid"] for r in done) == sorted([u_args, u_panic, u_delay])
+    assert all(r["status"] == "Destroyed" for r in done), done
+    assert call(t, "Scale")[0] == "x:42" and recovered(t, "Work") == "returned 1004"
+    assert call(t, "Describe")[1] < 100
+    assert text_differences(t.pid) == []
+    assert_nothing_left(t, tmp_path / "home")

@@ -121,3 +121,47 @@ def test_only_a_create_with_one_ascii_pid_and_a_trusted_home_is_forwarded(tmp_pa
     assert server_for(["destroy", "abc", "--pid", "42"]) is None
     (home / "sessions").chmod(0o777)  # a home others can write into is never trusted
     assert server_for(base + ["--pid", "42"]) is None
+
+
+def test_a_binary_opened_ahead_serves_forked_children_with_their_own_offsets(e2e_binary,
+                                                                             target_factory):
+    """inspector/binary.py open_ahead / after_fork: each forked child takes the warm object once
+    (the same bytes a fresh open reads), reading through a file description of its own while
+    its siblings read concurrently; a stale identity is never served."""
+    from blade_go.inspector import binary
+    t = target_factory(e2e_binary)
+    fresh = binary.open_binary(pid=t.pid)
+    names = ["main.Query", "main.Flag", "main.Many", "main.GetPoint", "main.main"]
+    want = {}
+    for n in names:
+        fn = fresh.find_function(n)
+        want[n] = (fn.entry, fresh.read(fn.entry, 64))
+    fresh.close()
+    warm = binary.open_ahead(t.pid, lambda b: b.find_function("main.main"))
+    try:
+        children = []
+        for k in range(4):
+            c = os.fork()
+            if c == 0:
+                ok = False
+                try:
+                    binary.after_fork()
+                    b = binary.open_binary(pid=t.pid)
+                    ok = b is warm
+                    for i in range(300):
+                        n = names[(i + k) % len(names)]
+                        ok = ok and b.read(want[n][0], 64) == want[n][1]
+                    again = binary.open_binary(pid=t.pid)  # taken once: a fresh open now
+                    ok = ok and again is not warm and again.read(want["main.Flag"][0], 64) \
+                        == want["main.Flag"][1]
+                finally:
+                    os._exit(0 if ok else 1)
+            children.append(c)
+        assert [os.waitstatus_to_exitcode(os.waitpid(c, 0)[1]) for c in children] == [0] * 4
+        binary._ahead[t.pid] = (("another", "process"), warm)
+        other = binary.open_binary(pid=t.pid)
+        assert other is not warm
+        other.close()
+    finally:
+        binary._ahead.clear()
+        warm.close()

@@ -4,6 +4,7 @@ A pure reader: no ptrace. Opened by path or by pid (through /proc/PID/exe). Expe
 (.symtab index, .gopclntab, DWARF reader, caves) are built on first use and cached; a symbol
 is looked up without decoding the others (symbols.py).
 """
+import os
 from dataclasses import dataclass
 from typing import List, Optional, Union
 
@@ -288,6 +289,9 @@ def open_binary(path: Optional[str] = None, pid: Optional[int] = None) -> GoBina
     if (path is None) == (pid is None):
         raise BladeError(Code.PARAMETER_LESS, "give exactly one of pid or binary path")
     if pid is not None:
+        ahead = _take_ahead(int(pid))
+        if ahead is not None:
+            return ahead
         fileobj, real_path = open_process_exe(int(pid))
     else:
         path = str(path)
@@ -305,3 +309,50 @@ def open_binary(path: Optional[str] = None, pid: Optional[int] = None) -> GoBina
     except BaseException:
         fileobj.close()
         raise
+
+
+# -- opened ahead of need (session/forkserver.py) ---------------------------------------------
+# A fork server opens its target's executable once and reads what a create reads (sections
+# inflated, indexes built); every create forked from it takes that copy-on-write object instead
+# of opening and parsing the file again. Each fork takes it at most once (a later open in the
+# same process opens afresh), and only for the very same file and process.
+_ahead: dict = {}  # pid -> (identity, GoBinary)
+
+
+def _identity(pid: int):
+    from ..procfs import start_time
+    st = os.stat(f"/proc/{pid}/exe")
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, start_time(pid))
+
+
+def open_ahead(pid: int, warm) -> GoBinary:
+    """Open pid's executable and keep it for forked children; warm(binary) reads ahead."""
+    b = open_binary(pid=pid)
+    warm(b)
+    _ahead[pid] = (_identity(pid), b)
+    return b
+
+
+def after_fork():
+    """In a forked child, before any read: a file description of its own for each binary
+    opened ahead (a file offset is shared across fork; concurrent children would race)."""
+    for _, b in _ahead.values():
+        f = b.image._file
+        fd = f.fileno()
+        new = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+        os.dup2(new, fd, inheritable=False)
+        os.close(new)
+        f.seek(0)  # the buffered reader drops what it held and seeks the new description
+
+
+def _take_ahead(pid: int) -> Optional[GoBinary]:
+    entry = _ahead.pop(pid, None)
+    if entry is None:
+        return None
+    try:
+        if entry[0] == _identity(pid):
+            return entry[1]
+    except OSError:
+        pass
+    entry[1].close()
+    return None

@@ -82,6 +82,33 @@ def _warm():
     registry.default_registry()
 
 
+def _open_target(pid: int):
+    """The target's executable, opened and read ahead the way a create reads it (a function
+    looked up, its compile unit, signature and inlined sites, the caves): a forked create takes
+    it as it is (inspector/binary.py open_ahead). Best effort: a create opens the file itself
+    otherwise."""
+    from ..denylist import check_injectable
+    from ..inspector import binary
+
+    def quietly(step):
+        try:
+            return step()
+        except Exception:
+            return None
+
+    def warm(b):
+        quietly(b.caves)
+        fn = quietly(lambda: b.find_function("main.main"))
+        if fn is not None:
+            quietly(lambda: check_injectable(b, fn, fn.name))
+            quietly(lambda: b.result_locations(fn))
+            quietly(lambda: b.inlined_sites(fn.name))
+    try:
+        binary.open_ahead(pid, warm)
+    except Exception as e:
+        _log(f"executable not opened ahead: {e}")
+
+
 def _read_request(conn: socket.socket):
     """(request dict, [fd, fd, fd]) or (None, fds) on a malformed request."""
     fds = array.array("i")
@@ -114,6 +141,8 @@ def _run_child(conn: socket.socket, req: dict, fds: list) -> int:
     """In the forked child: become the client's command and run it."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from ..inspector import binary
+    binary.after_fork()
     for i, fd in enumerate(fds):
         os.dup2(fd, i)
         os.close(fd)
@@ -212,6 +241,7 @@ def serve(home: str, pid: int) -> int:
     from .paths import SessionPaths
     path = sock_path(SessionPaths(home, pid).dir, pid)  # the directory is refused unless trusted
     _warm()
+    _open_target(pid)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children reaped by the kernel
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     lsock, ident = _bind(path)
