@@ -429,10 +429,15 @@ def _exit(status: int):
     """The Response is out: end the process now. Tearing down every imported module costs a
     command 20-50 ms and does nothing it needs: output and logs are flushed here, every lock and
     file was released by its `with`, child processes were waited for or run on by design."""
+    os._exit(flush(status))
+
+
+def flush(status) -> int:
+    """Output and logs out (before an os._exit); the exit status to use."""
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
     logging.shutdown()
-    os._exit(status if isinstance(status, int) else 1)
+    return status if isinstance(status, int) else 1

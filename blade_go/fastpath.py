@@ -15,6 +15,9 @@ import struct
 import sys
 
 STARTED = b"S"  # as session/forkserver.py
+# Only a server running this very copy of blade-go takes the command (another installation,
+# another checkout: this process runs it).
+PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _pid_flag(argv) -> int | None:
@@ -74,8 +77,8 @@ def delegate(argv) -> int | None:
         if struct.unpack("3i", creds)[1] != os.geteuid():
             return None
         # ensure_ascii: bytes that are not UTF-8 (surrogate escapes) travel as \udcXX
-        body = json.dumps({"argv": list(argv), "env": dict(os.environ),
-                           "cwd": os.getcwd()}, ensure_ascii=True).encode()
+        body = json.dumps({"argv": list(argv), "env": dict(os.environ), "cwd": os.getcwd(),
+                           "package": PACKAGE}, ensure_ascii=True).encode()
         fds = struct.pack("3i", 0, 1, 2)
         s.sendmsg([struct.pack(">I", len(body)) + body],
                   [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])

@@ -59,7 +59,8 @@ def test_delay_under_load_is_per_call_and_confined_to_the_goroutine(blade, fault
     for w in during:
         assert w["calls"] > 0
         assert w["min"] >= 199.0, during       # every call waits the full 200 ms
-        assert w["max"] < 200 + 250, during     # and not much more, even on 2 busy cores
+        assert w["med"] <= 205.0, during       # the typical call within 5 ms of it
+        assert w["max"] < 200 + 250, during     # and none much more, even on 2 busy cores
         assert w["tick_max"] < 50 + 100, during  # other goroutines never waited for it
     # 8 goroutines, each ~5 calls/s: the sleeps overlap instead of queueing
     assert sum(w["calls"] for w in during) >= 8 * 4 * 2 * 0.6

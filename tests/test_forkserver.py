@@ -74,6 +74,22 @@ def test_later_creates_run_in_the_fork_server(blade, e2e_binary, target_factory)
     with open(os.path.join(home, "blade-go.log")) as f:
         assert "main.Qery" in f.read()
 
+    # a client from another copy of blade-go is turned away before anything runs
+    import blade_go.fastpath as fastpath
+    saved, fastpath.PACKAGE = fastpath.PACKAGE, "/elsewhere/blade_go"
+    old_env = os.environ.get("BLADE_GO_HOME")
+    os.environ["BLADE_GO_HOME"] = str(home)
+    try:
+        assert fastpath.delegate(["create", "go", "return", "--pid", str(t.pid), "--func",
+                                  "main.Qery", "--value", "1"]) is None
+    finally:
+        fastpath.PACKAGE = saved
+        if old_env is None:
+            del os.environ["BLADE_GO_HOME"]
+        else:
+            os.environ["BLADE_GO_HOME"] = old_env
+    assert forked(home, t.pid) == 3
+
     blade.ok("destroy", second)
     assert call(t, "Flag") == flag
     blade.ok("destroy", first)  # the last one: the supervisor detaches, its fork server ends

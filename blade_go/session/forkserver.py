@@ -14,8 +14,9 @@ forks; the child becomes that command (same descriptors, environment and directo
 the very CLI code a fresh process would (`cli.run`), so every check, lock and record is the
 same; it writes the Response itself and reports the exit status to the client.
 
-Wire protocol (client -> server): 4-byte big-endian length + JSON {"argv", "env", "cwd"}, with
-the three descriptors attached to the first bytes. Server child -> client: b"S" once it has
+Wire protocol (client -> server): 4-byte big-endian length + JSON {"argv", "env", "cwd",
+"package"}, with the three descriptors attached to the first bytes; a request from another copy
+of blade-go ("package": its directory) is closed unanswered, and that client runs it itself. Server child -> client: b"S" once it has
 taken the command (before it, the client may still run the command itself: nothing ran), then
 4 bytes of exit status.
 
@@ -34,6 +35,7 @@ import subprocess
 import sys
 
 STARTED = b"S"
+PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this copy of blade_go
 MAX_REQUEST = 1 << 20
 ENV_OFF = "BLADE_GO_FORKSERVER"  # "0": the supervisor starts none (benchmarks compare)
 
@@ -133,7 +135,7 @@ def _read_request(conn: socket.socket):
     except ValueError:
         return None, fds
     ok = isinstance(req.get("argv"), list) and isinstance(req.get("env"), dict) \
-        and len(fds) == 3
+        and len(fds) == 3 and req.get("package") == PACKAGE
     return (req if ok else None), fds
 
 
@@ -164,14 +166,7 @@ def _run_child(conn: socket.socket, req: dict, fds: list) -> int:
         status = cli.run(argv)
     except BaseException:
         status = 1
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
-    import logging
-    logging.shutdown()
-    return status if isinstance(status, int) else 1
+    return cli.flush(status)
 
 
 def _serve_one(lsock: socket.socket, others: list):
