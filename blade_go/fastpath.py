@@ -15,6 +15,7 @@ import struct
 import sys
 
 STARTED = b"S"  # as session/forkserver.py
+STARTED_WAIT = 30.0
 # Only a server running this very copy of blade-go takes the command (another installation,
 # another checkout: this process runs it).
 PACKAGE = os.path.dirname(os.path.abspath(__file__))
@@ -75,18 +76,31 @@ def delegate(argv) -> int | None:
         s.connect(path)
         creds = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         if struct.unpack("3i", creds)[1] != os.geteuid():
+            s.close()
             return None
         # ensure_ascii: bytes that are not UTF-8 (surrogate escapes) travel as \udcXX
         body = json.dumps({"argv": list(argv), "env": dict(os.environ), "cwd": os.getcwd(),
                            "package": PACKAGE}, ensure_ascii=True).encode()
-        fds = struct.pack("3i", 0, 1, 2)
-        s.sendmsg([struct.pack(">I", len(body)) + body],
-                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-        if s.recv(1) != STARTED:
-            return None  # it did not take the command: nothing ran
+        msg = struct.pack(">I", len(body)) + body
+        sent = s.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                  struct.pack("3i", 0, 1, 2))])
+        s.sendall(msg[sent:])
     except (OSError, ValueError, TypeError):
         s.close()
         return None
+    try:
+        # The forked command first says it started, and runs only if that reached us: once we
+        # stop waiting (and close), it cannot start any more.
+        s.settimeout(STARTED_WAIT)
+        first = s.recv(1)
+    except OSError:
+        first = None
+    if first != STARTED:
+        s.close()
+        if first == b"":
+            return None  # turned away (another copy, a malformed request) or gone: nothing ran
+        return _report(f"the fork server of process {_pid_flag(argv)} took no command within "
+                       f"{STARTED_WAIT:.0f}s; nothing was run: try again")
     s.settimeout(None)  # the command runs; it takes as long as it takes
     got = b""
     while len(got) < 4:
@@ -97,12 +111,16 @@ def delegate(argv) -> int | None:
     s.close()
     if len(got) < 4:
         # It ran (or started to) and ended without a status: report, never run it again.
-        sys.stdout.write(json.dumps({"code": 54000, "success": False, "error":
-                                     "the forked create ended without reporting its status; "
-                                     "see `blade-go status`"}) + "\n")
-        sys.stdout.flush()
-        return 1
+        return _report("the forked create ended without reporting its status; see "
+                       "`blade-go status --type create`")
     return struct.unpack(">i", got)[0]
+
+
+def _report(message: str) -> int:
+    """One chaosblade Response for a failure of the hand-over itself (54000)."""
+    sys.stdout.write(json.dumps({"code": 54000, "success": False, "error": message}) + "\n")
+    sys.stdout.flush()
+    return 0 if os.environ.get("BLADE_GO_UNDER_BLADE") == "1" else 1
 
 
 def main():
