@@ -49,11 +49,20 @@ def hook():
 
 
 def _all_text(home):
+    """Every regular file under home (sockets, such as a fork server's still closing, hold no
+    bytes)."""
+    import stat
     out = ""
     for root, _, files in os.walk(home):
         for f in files:
-            with open(os.path.join(root, f), "rb") as fh:
-                out += fh.read().decode("utf-8", "replace")
+            path = os.path.join(root, f)
+            try:
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue
+                with open(path, "rb") as fh:
+                    out += fh.read().decode("utf-8", "replace")
+            except FileNotFoundError:  # removed meanwhile by an ending session
+                continue
     return out
 
 

@@ -55,6 +55,8 @@ def test_later_creates_run_in_the_fork_server(blade, e2e_binary, target_factory)
     first = blade.create_return(t.pid, "main.Query", '"a",nil')
     assert forked(home, t.pid) == 0  # nothing attached before it: it ran here
     assert wait_until(lambda: os.path.exists(fork_sock(home, t.pid)))
+    (server,) = forkservers(home, t.pid)
+    assert os.getpriority(os.PRIO_PROCESS, server) == 10  # yields the CPU to the target
     second = blade.create_return(t.pid, "main.Flag", "false")
     assert forked(home, t.pid) == 1
     assert call(t, "Flag") == "false" and call(t, "Query") == '"a",<nil>'

@@ -20,6 +20,9 @@ of blade-go ("package": its directory) is closed unanswered, and that client run
 taken the command (before it, the client may still run the command itself: nothing ran), then
 4 bytes of exit status.
 
+It runs at nice +10 (its imports and read-ahead must not take CPU from the target); a forked
+command gets back the priority it was started with (root; others keep +10).
+
 It exits when the supervisor does (EOF on stdin, a pipe from the supervisor, so also on a
 SIGKILL of the supervisor) or when the target is gone, and removes its socket if still its own.
 """
@@ -143,6 +146,10 @@ def _run_child(conn: socket.socket, req: dict, fds: list) -> int:
     """In the forked child: become the client's command and run it."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, _priority)  # as the command would have run
+    except OSError:
+        pass  # raising a priority needs CAP_SYS_NICE: the command runs niced then
     from ..inspector import binary
     binary.after_fork()
     for i, fd in enumerate(fds):
@@ -232,7 +239,14 @@ def _unlink_if_ours(path: str, ident: tuple):
         pass
 
 
+NICE = 10  # its imports and read-ahead take CPU the target may need: it yields to everyone
+_priority = 0  # the priority it was started with; a forked command runs with it again
+
+
 def serve(home: str, pid: int) -> int:
+    global _priority
+    _priority = os.getpriority(os.PRIO_PROCESS, 0)
+    os.nice(NICE)
     from .paths import SessionPaths
     path = sock_path(SessionPaths(home, pid).dir, pid)  # the directory is refused unless trusted
     _warm()

@@ -346,6 +346,9 @@ def _start(pid, dlv, listen, log_path, timeout, record, cwd="/", sock=None,
                 proc.address = f"unix:{sock}" if sock else m.group(1)
                 return proc
             if not proc.alive():
+                # What it wrote just before it died may have come after our read above.
+                log.seek(start)
+                out = log.read().decode(errors="replace")
                 proc.close()
                 remove_owner_record(record, proc.pid)
                 if sock and NO_UNIX_LISTENER.search(out):
