@@ -89,18 +89,21 @@ def delegate(argv) -> int | None:
         s.close()
         return None
     try:
-        # The forked command first says it started, and runs only if that reached us: once we
-        # stop waiting (and close), it cannot start any more.
+        # The forked command first says it started, and runs only if that could be sent: once
+        # we stop waiting (and close), it cannot start any more.
         s.settimeout(STARTED_WAIT)
         first = s.recv(1)
-    except OSError:
-        first = None
-    if first != STARTED:
+    except TimeoutError:
         s.close()
-        if first == b"":
-            return None  # turned away (another copy, a malformed request) or gone: nothing ran
         return _report(f"the fork server of process {_pid_flag(argv)} took no command within "
                        f"{STARTED_WAIT:.0f}s; nothing was run: try again")
+    except OSError:
+        # Reset: the server closed our connection unread (it was exiting with us in its
+        # backlog) and no forked command holds it; a queued "started" would have come first.
+        first = b""
+    if first != STARTED:
+        s.close()
+        return None  # turned away, or the server ended before it forked: nothing ran
     s.settimeout(None)  # the command runs; it takes as long as it takes
     got = b""
     while len(got) < 4:

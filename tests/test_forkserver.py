@@ -5,6 +5,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from tests.support.blade import Blade
 from tests.support.lifecycle import leftovers, supervisors
 from tests.support.targets import call, text_differences
@@ -183,3 +185,74 @@ def test_a_binary_opened_ahead_serves_forked_children_with_their_own_offsets(e2e
     finally:
         binary._ahead.clear()
         warm.close()
+
+
+def _fake_server(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / "sessions").mkdir(parents=True, mode=0o700)
+    home.chmod(0o700)
+    monkeypatch.setenv("BLADE_GO_HOME", str(home))
+    import socket
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(str(home / "sessions" / "42.fork.sock"))
+    lsock.listen(4)
+    return lsock
+
+
+CREATE_42 = ["create", "go", "return", "--pid", "42", "--func", "main.F", "--value", "1"]
+
+
+def test_a_server_ending_with_the_client_in_its_backlog_leaves_the_command_to_it(
+        tmp_path, monkeypatch):
+    """The server exits (supervisor gone) while our connection waits unaccepted: the reset
+    means nothing was forked, so the client runs the command itself."""
+    import threading
+    import blade_go.fastpath as fastpath
+    lsock = _fake_server(tmp_path, monkeypatch)
+    threading.Timer(0.3, lsock.close).start()
+    t0 = time.monotonic()
+    assert fastpath.delegate(CREATE_42) is None
+    assert time.monotonic() - t0 < 5
+
+
+def test_a_server_that_never_starts_the_command_is_reported_not_retried(tmp_path, monkeypatch,
+                                                                       capsys):
+    """Accepted and read but no "started": the client answers 54000 and closes (the command
+    can no longer start), and never runs it itself."""
+    import json
+    import threading
+    import blade_go.fastpath as fastpath
+    lsock = _fake_server(tmp_path, monkeypatch)
+    held = []
+    threading.Thread(target=lambda: held.append(lsock.accept()), daemon=True).start()
+    monkeypatch.setattr(fastpath, "STARTED_WAIT", 0.5)
+    assert fastpath.delegate(CREATE_42) == 1
+    resp = json.loads(capsys.readouterr().out)
+    assert resp["code"] == 54000 and "nothing was run" in resp["error"]
+    conn = held[0][0]
+    import socket
+    conn.settimeout(2)
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):  # the forked command's view
+        for _ in range(100):
+            conn.send(b"S")
+            time.sleep(0.01)
+    conn.close()
+    lsock.close()
+
+
+def test_a_started_command_reports_its_status(tmp_path, monkeypatch):
+    import struct
+    import threading
+    import blade_go.fastpath as fastpath
+    lsock = _fake_server(tmp_path, monkeypatch)
+
+    def serve():
+        conn, _ = lsock.accept()
+        conn.recv(1 << 20)
+        conn.sendall(b"S")
+        time.sleep(0.2)
+        conn.sendall(struct.pack(">i", 7))
+        conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    assert fastpath.delegate(CREATE_42) == 7
+    lsock.close()
