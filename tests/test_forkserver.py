@@ -78,6 +78,12 @@ def test_later_creates_run_in_the_fork_server(blade, e2e_binary, target_factory)
     with open(os.path.join(home, "blade-go.log")) as f:
         assert "main.Qery" in f.read()
 
+    # the forked command reads its own BLADE_GO_SPECS, not the server's parsed registry
+    code, resp = Blade(home, env={"BLADE_GO_SPECS": os.path.join(home, "no-specs")}).run(
+        "create", "go", "return", "--pid", t.pid, "--func", "main.Flag", "--value", "true")
+    assert forked(home, t.pid) == 4
+    assert code == 1 and resp["code"] == 51000 and "no-specs" in resp["error"], resp
+
     # a client from another copy of blade-go is turned away before anything runs
     import blade_go.fastpath as fastpath
     saved, fastpath.PACKAGE = fastpath.PACKAGE, "/elsewhere/blade_go"
@@ -92,7 +98,7 @@ def test_later_creates_run_in_the_fork_server(blade, e2e_binary, target_factory)
             del os.environ["BLADE_GO_HOME"]
         else:
             os.environ["BLADE_GO_HOME"] = old_env
-    assert forked(home, t.pid) == 3
+    assert forked(home, t.pid) == 4
 
     blade.ok("destroy", second)
     assert call(t, "Flag") == flag

@@ -84,7 +84,7 @@ def _warm():
     from ..inspector.typed import open_typed_binary  # noqa: F401
     from ..stubs import conditions, placement  # noqa: F401
     from .. import registry
-    registry.default_registry()
+    registry.default_registry()  # parsed from this process's BLADE_GO_SPECS (see _run_child)
 
 
 def _open_target(pid: int):
@@ -155,8 +155,12 @@ def _run_child(conn: socket.socket, req: dict, fds: list) -> int:
     for i, fd in enumerate(fds):
         os.dup2(fd, i)
         os.close(fd)
+    specs = os.environ.get("BLADE_GO_SPECS")
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in req["env"].items()})
+    if os.environ.get("BLADE_GO_SPECS") != specs:  # another spec directory: parse that one
+        from .. import registry
+        registry._cached = None
     try:
         os.chdir(req.get("cwd") or "/")
     except OSError:
