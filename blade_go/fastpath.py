@@ -14,7 +14,8 @@ import stat
 import struct
 import sys
 
-STARTED = b"S"  # as session/forkserver.py
+# The protocol's constants, shared with session/forkserver.py (the server's side).
+STARTED = b"S"
 STARTED_WAIT = 30.0
 # Only a server running this very copy of blade-go takes the command (another installation,
 # another checkout: this process runs it).
@@ -35,6 +36,7 @@ def _pid_flag(argv) -> int | None:
 
 
 def _home() -> str:
+    """As state.home(), without importing it (this module loads before anything else)."""
     env = os.environ.get("BLADE_GO_HOME")
     if env:
         return env
@@ -61,7 +63,7 @@ def server_for(argv) -> str | None:
     sessions = os.path.join(home, "sessions")
     if not (_trusted_dir(home) and _trusted_dir(sessions)):
         return None
-    path = os.path.join(sessions, f"{pid}.fork.sock")
+    path = os.path.join(sessions, f"{pid}.fork.sock")  # session/paths.py fork_sock
     return path if os.path.exists(path) else None
 
 

@@ -16,9 +16,9 @@ same; it writes the Response itself and reports the exit status to the client.
 
 Wire protocol (client -> server): 4-byte big-endian length + JSON {"argv", "env", "cwd",
 "package"}, with the three descriptors attached to the first bytes; a request from another copy
-of blade-go ("package": its directory) is closed unanswered, and that client runs it itself. Server child -> client: b"S" once it has
-taken the command (before it, the client may still run the command itself: nothing ran), then
-4 bytes of exit status.
+of blade-go ("package": its directory) is closed unanswered, and that client runs it itself.
+Server child -> client: b"S" (STARTED), and only if that could be sent does it run the
+command; then 4 bytes of exit status. The constants are fastpath.py's, the client's side.
 
 It runs at nice +10 (its imports and read-ahead must not take CPU from the target); a forked
 command gets back the priority it was started with (root; others keep +10).
@@ -37,14 +37,11 @@ import struct
 import subprocess
 import sys
 
-STARTED = b"S"
-PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this copy of blade_go
+from ..fastpath import PACKAGE, STARTED
+from .. import procfs
+
 MAX_REQUEST = 1 << 20
 ENV_OFF = "BLADE_GO_FORKSERVER"  # "0": the supervisor starts none (benchmarks compare)
-
-
-def sock_path(sessions_dir: str, pid: int) -> str:
-    return os.path.join(sessions_dir, f"{pid}.fork.sock")
 
 
 def start(home: str, pid: int, log_path: str, package_root: str):
@@ -65,7 +62,7 @@ def start(home: str, pid: int, log_path: str, package_root: str):
 
 
 def stop(proc):
-    """EOF: it removes its socket and exits (within its poll interval)."""
+    """EOF on its stdin: it removes its socket and exits."""
     if proc is not None:
         try:
             proc.stdin.close()
@@ -252,7 +249,7 @@ def serve(home: str, pid: int) -> int:
     _priority = os.getpriority(os.PRIO_PROCESS, 0)
     os.nice(NICE)
     from .paths import SessionPaths
-    path = sock_path(SessionPaths(home, pid).dir, pid)  # the directory is refused unless trusted
+    path = SessionPaths(home, pid).fork_sock  # the directory is refused unless trusted
     _warm()
     _open_target(pid)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children reaped by the kernel
@@ -265,7 +262,7 @@ def serve(home: str, pid: int) -> int:
             if 0 in ready and not os.read(0, 64):
                 _log("the supervisor ended: exiting")
                 return 0
-            if not os.path.exists(f"/proc/{pid}"):
+            if not procfs.alive(pid):
                 _log("the target ended: exiting")  # its supervisor follows
                 return 0
             if lsock in ready:

@@ -1,4 +1,5 @@
-"""Where a target's session files live: $home/sessions/<pid>.{sock,lock,log,life,dlv.sock,dlv.log,dlv.pid,err,preempt.json}."""
+"""Where a target's session files live: $home/sessions/<pid>.{sock,lock,log,life,dlv.sock,
+dlv.log,dlv.pid,err,preempt.json,fork.sock}."""
 import os
 
 from ..state import sessions_dir
@@ -17,3 +18,4 @@ class SessionPaths:
         self.life = base + ".life"  # flock-ed by the supervisor for its whole life
         self.dlv_pid = base + ".dlv.pid"  # ownership record of the dlv (guard.py)
         self.dlv_sock = base + ".dlv.sock"  # dlv's API (unix socket, this 0700 directory)
+        self.fork_sock = base + ".fork.sock"  # the fork server (forkserver.py; fastpath.py)
