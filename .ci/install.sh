@@ -69,6 +69,9 @@ step_python() {
       python3 -m pip install -q --no-build-isolation -e "$REPO" \
         || python3 -m pip install -q -e "$REPO"
     fi
+    # An installed package has its .pyc (pip compiles at install); an editable checkout on a
+    # machine with PYTHONDONTWRITEBYTECODE=1 would compile every module in every CLI run.
+    python3 -m compileall -q "$REPO/blade_go" >/dev/null || true
   else
     log "blade-go: no setup.cfg yet, skipping pip install -e"
   fi

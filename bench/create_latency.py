@@ -16,13 +16,14 @@ Medians over the rounds; ratios are create / bare of the same rounds. Peak RSS (
 supervisor, its fork server and dlv is read while both experiments are active.
 
 Modes (--modes, each round runs every mode in turn): `fork`, as shipped (the second create is
-handed to the supervisor's warm fork server, session/forkserver.py); `cold`, with
-BLADE_GO_FORKSERVER=0 (no fork server: every create is a fresh process). --gap seconds pass,
-untimed, between the first create and the second (a fork server is ready a few hundred ms
-after the attach).
+handed to the supervisor's warm fork server, session/forkserver.py); `fork-S`, the same with
+the client started as chaosblade's dispatcher starts it (`python -S -m blade_go`: no site
+.pth hooks before the hand-over); `cold`, with BLADE_GO_FORKSERVER=0 (no fork server: every
+create is a fresh process). --gap seconds pass, untimed, between the first create and the
+second (a fork server is ready a few hundred ms after the attach).
 
 Usage: python bench/create_latency.py [--rounds 5] [--small 2] [--large 300]
-           [--modes fork,cold] [--gap 1.0]
+           [--modes fork,fork-S,cold] [--gap 1.0]
 """
 import argparse
 import os
@@ -137,9 +138,20 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def private_kb(pid: int) -> int:
+    """Memory of pid's own (anonymous and private file pages), now: what it costs the host
+    beyond the page cache and the libraries it shares."""
+    try:
+        return sum(int(line.split()[1]) for line in open(f"/proc/{pid}/smaps_rollup")
+                   if line.startswith(("Private_Clean:", "Private_Dirty:")))
+    except OSError:
+        return 0
+
+
 def session_rss(home: str, pid: int):
-    """(supervisor, fork server, dlv) peak RSS KB of the session attached to pid."""
-    sup = fork = dlv = 0
+    """(supervisor, fork server, dlv) peak RSS KB of the session attached to pid, and the fork
+    server's private KB now."""
+    sup = fork = dlv = fork_private = 0
     for p in os.listdir("/proc"):
         if not p.isdigit():
             continue
@@ -150,13 +162,15 @@ def session_rss(home: str, pid: int):
         if b"blade_go.session.supervisor" in cmd and home.encode() in cmd:
             sup = rss_kb(int(p))
         elif b"blade_go.session.forkserver" in cmd and home.encode() in cmd:
-            fork = rss_kb(int(p))
+            fork, fork_private = rss_kb(int(p)), private_kb(int(p))
         elif cmd and cmd[0].endswith(b"dlv") and b"attach" in cmd and str(pid).encode() in cmd:
             dlv = rss_kb(int(p))
-    return sup, fork, dlv
+    return sup, fork, dlv, fork_private
 
 
-MODE_ENV = {"fork": {}, "cold": {"BLADE_GO_FORKSERVER": "0"}}
+MODE_ENV = {"fork": {}, "fork-S": {}, "cold": {"BLADE_GO_FORKSERVER": "0"}}
+# fork-S: the client started as chaosblade's dispatcher starts it, `python -S -m blade_go`
+MODE_OPTS = {"fork-S": ["-S"]}
 
 
 def measure(binary, rounds, modes, dlv, gap):
@@ -166,7 +180,7 @@ def measure(binary, rounds, modes, dlv, gap):
     res = {k: [] for k in ["bare", "bare_pause"]}
     for m in modes:
         for k in ("create", "create2", "destroy2", "destroy", "pause_create", "pause_destroy",
-                  "sup_rss", "fork_rss", "dlv_rss"):
+                  "sup_rss", "fork_rss", "dlv_rss", "fork_private"):
             res[f"{m}:{k}"] = []
     try:
         for r in range(rounds):
@@ -175,7 +189,7 @@ def measure(binary, rounds, modes, dlv, gap):
             res["bare_pause"].append(probe.worst(t0, time.perf_counter()))
             for m in modes:
                 home = tempfile.mkdtemp(prefix="blade-go-bench-")
-                blade = Blade(home, env=MODE_ENV[m])
+                blade = Blade(home, env=MODE_ENV[m], python_opts=MODE_OPTS.get(m, ()))
                 t0 = time.perf_counter()
                 uid = blade.create_return(t.pid, FUNC, VALUE)
                 t1 = time.perf_counter()
@@ -183,7 +197,7 @@ def measure(binary, rounds, modes, dlv, gap):
                 t1g = time.perf_counter()
                 uid2 = blade.create_return(t.pid, FUNC2, VALUE)
                 t2 = time.perf_counter()
-                sup, fork, dl = session_rss(home, t.pid)
+                sup, fork, dl, fork_private = session_rss(home, t.pid)
                 blade.ok("destroy", uid2)
                 t3 = time.perf_counter()
                 blade.ok("destroy", uid)
@@ -191,7 +205,8 @@ def measure(binary, rounds, modes, dlv, gap):
                 for k, v in (("create", t1 - t0), ("create2", t2 - t1g), ("destroy2", t3 - t2),
                              ("destroy", t4 - t3), ("pause_create", probe.worst(t0, t1)),
                              ("pause_destroy", probe.worst(t2, t4)), ("sup_rss", sup),
-                             ("fork_rss", fork), ("dlv_rss", dl)):
+                             ("fork_rss", fork), ("dlv_rss", dl),
+                             ("fork_private", fork_private)):
                     res[f"{m}:{k}"].append(v)
     finally:
         probe.close()
@@ -224,6 +239,7 @@ def main():
                          f"{ms(m + ':pause_create'):.0f}", f"{ms(m + ':pause_destroy'):.0f}"))
             mem.append((f"{size / 1e6:.1f} MB", m, f"{median(res[m + ':sup_rss']) / 1024:.0f}",
                         f"{median(res[m + ':fork_rss']) / 1024:.0f}",
+                        f"{median(res[m + ':fork_private']) / 1024:.0f}",
                         f"{median(res[m + ':dlv_rss']) / 1024:.0f}"))
     print(versions(), f"rounds={a.rounds} gap={a.gap}s")
     print(table(("binary", "who", "create/attach ms", "x bare", "2nd create ms",
@@ -231,7 +247,7 @@ def main():
                  "max pause destroy ms"), rows))
     print()
     print(table(("binary", "mode", "supervisor peak RSS MB", "fork server peak RSS MB",
-                 "dlv peak RSS MB"), mem))
+                 "fork server private MB", "dlv peak RSS MB"), mem))
 
 
 if __name__ == "__main__":

@@ -128,10 +128,20 @@ def _report(message: str) -> int:
     return 0 if os.environ.get("BLADE_GO_UNDER_BLADE") == "1" else 1
 
 
+def _site():
+    """chaosblade's dispatcher starts us with -S (chaosblade/install.py): a hand-over to a fork
+    server needs nothing from site-packages, and their .pth hooks cost tens of ms. A command
+    that runs here needs them (click, yaml, pyelftools): add them now, as start-up would have."""
+    if sys.flags.no_site and "site" not in sys.modules:
+        import site
+        site.main()
+
+
 def main():
     argv = sys.argv[1:]
     status = delegate(argv)
     if status is None:
+        _site()
         from .cli import main as cli_main
         cli_main()
         return

@@ -50,6 +50,20 @@ def test_caves_are_unused_zero_or_int3_bytes(label, opts):
         assert header.size >= 512  # room for a few stubs in every build seen so far
 
 
+def test_int3_runs_found_through_small_windows_equal_those_of_one_read(monkeypatch):
+    """.text is scanned a window at a time (caves.TEXT_WINDOW): windows far smaller than the
+    code, so that gaps fall across their edges, find exactly the runs one whole read finds."""
+    from blade_go.inspector import caves as caves_mod
+    with open_binary(build("go-default")) as b:
+        spans = list(b.symtab.function_spans())
+        monkeypatch.setattr(caves_mod, "TEXT_WINDOW", 1 << 30)
+        whole = caves_mod.int3_caves(b.image, spans)
+        for window in (7, 64, 4096):
+            monkeypatch.setattr(caves_mod, "TEXT_WINDOW", window)
+            assert caves_mod.int3_caves(b.image, spans) == whole
+        assert len(whole) > 100
+
+
 def test_caves_are_executable_and_zero_in_a_running_pie_process():
     path = build(pie=True)
     proc = subprocess.Popen([path, "serve"], stdout=subprocess.PIPE, text=True)

@@ -197,6 +197,35 @@ def test_duplicate_result_entries_are_dropped_and_recursive_types_terminate(targ
     assert node.size == 5 * p
 
 
+def test_unit_index_finds_the_same_entries_searching_one_unit(target, monkeypatch):
+    """index_units (a fork server's warm-up) makes a function's entry be searched in its own
+    compile unit: the same DIE, unit and signature as the whole-section search, for every
+    function with code (runtime, main, methods, closures, generic shapes)."""
+    text = target.elf.get_section_by_name(".text")
+    funcs = {s.name: s["st_value"] for s in target.elf.get_section_by_name(".symtab").iter_symbols()
+             if s["st_info"]["type"] == "STT_FUNC" and s["st_size"]
+             and text["sh_addr"] <= s["st_value"] < text["sh_addr"] + text["sh_size"]}
+    names = [n for n in funcs if n.startswith("main.")] + sorted(funcs)[::25]
+    plain = DwarfInfo(target.elf)
+    indexed = DwarfInfo(target.elf)
+    indexed.index_units()
+    whole_section = []
+    monkeypatch.setattr(indexed, "_named", lambda tag, name: whole_section.append(name) or
+                        DwarfInfo._named(indexed, tag, name))
+    compared = 0
+    for name in names:
+        want = plain._concrete_die(name, funcs[name])
+        if want is None:
+            continue  # assembly and linker-made functions have no DWARF entry
+        got = indexed._concrete_die(name, funcs[name])
+        assert got is not None and got.offset == want.offset, name
+        assert indexed.compile_unit_of(name, funcs[name]) == plain.compile_unit_of(name,
+                                                                                   funcs[name])
+        compared += 1
+    assert compared > 50
+    assert whole_section == []  # every one was found in its unit, none by a whole search
+
+
 def test_unknown_function_is_a_parameter_error(target):
     for pc in (None, 0):  # no name hit, and no subprogram starting at the pc either
         with pytest.raises(BladeError) as e:

@@ -1,8 +1,11 @@
 """Later creates on an attached process run in a fork of its warm fork server
 (blade_go/fastpath.py -> session/forkserver.py): the same Response, exit status, records and
 effect as a fresh CLI; the server ends with its supervisor, however that ends."""
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -105,6 +108,38 @@ def test_later_creates_run_in_the_fork_server(blade, e2e_binary, target_factory)
     blade.ok("destroy", first)  # the last one: the supervisor detaches, its fork server ends
     assert wait_until(lambda: not forkservers(home, t.pid))
     assert not os.path.exists(fork_sock(home, t.pid))
+    assert text_differences(t.pid) == []
+
+
+def test_started_without_site_as_chaosblades_dispatcher_starts_it(blade, e2e_binary,
+                                                                   target_factory):
+    """chaosblade's dispatcher runs `python -S -m blade_go` (chaosblade/install.py): a hand-over
+    needs nothing from site-packages; a command that runs in the client adds them first."""
+    t = target_factory(e2e_binary)
+    home = blade.home
+
+    def run(*args):
+        p = subprocess.run([sys.executable, "-S", "-m", "blade_go", *map(str, args)],
+                           env=blade.env, capture_output=True, text=True, timeout=120)
+        return p.returncode, json.loads(p.stdout)
+
+    # the premise: under -S, click (site-packages) is out of reach until site.main() runs
+    probe = subprocess.run([sys.executable, "-S", "-c", "import click"], env=blade.env,
+                           capture_output=True)
+    assert probe.returncode != 0
+    code, resp = run("create", "go", "return", "--pid", t.pid, "--func", "main.Flag",
+                     "--value", "false")
+    assert code == 0 and resp["success"], resp  # ran here, with site-packages added late
+    assert forked(home, t.pid) == 0
+    assert wait_until(lambda: os.path.exists(fork_sock(home, t.pid)))
+    code, resp2 = run("create", "go", "return", "--pid", t.pid, "--func", "main.Query",
+                      "--value", '"s",nil')
+    assert code == 0 and resp2["success"], resp2
+    assert forked(home, t.pid) == 1
+    assert call(t, "Flag") == "false" and call(t, "Query") == '"s",<nil>'
+    assert run("destroy", resp2["result"])[1]["success"]
+    assert run("destroy", resp["result"])[1]["success"]
+    assert wait_until(lambda: not leftovers(home), 20), leftovers(home)
     assert text_differences(t.pid) == []
 
 

@@ -46,7 +46,7 @@ if [ "$2" = go ]; then
   case "$1" in
     create|destroy)
       BLADE_GO_UNDER_BLADE=1 PYTHONPATH={pythonpath}"${{PYTHONPATH:+:$PYTHONPATH}}" \\
-        exec {python} -m blade_go "$@" ;;
+        exec {python} -S -m blade_go "$@" ;;
   esac
 fi
 exec "$(dirname -- "$0")/chaos_os{orig}" "$@"

@@ -28,6 +28,7 @@ SIGKILL of the supervisor) or when the target is gone, and removes its socket if
 """
 import argparse
 import array
+import gc
 import json
 import os
 import select
@@ -79,7 +80,8 @@ def _warm():
         experiment.executor_for(name)
     from ..denylist import check_injectable  # noqa: F401
     from ..inspector.typed import open_typed_binary  # noqa: F401
-    from ..stubs import conditions, placement  # noqa: F401
+    from ..stubs import conditions, conditions_data, placement  # noqa: F401
+    from .. import container  # noqa: F401
     from .. import registry
     registry.default_registry()  # parsed from this process's BLADE_GO_SPECS (see _run_child)
 
@@ -100,6 +102,9 @@ def _open_target(pid: int):
 
     def warm(b):
         quietly(b.caves)
+        # every compile unit's header and code ranges: a forked create finds the unit of its
+        # function by bisection and searches only that unit's bytes
+        quietly(lambda: b.has_dwarf and b.dwarf.index_units())
         fn = quietly(lambda: b.find_function("main.main"))
         if fn is not None:
             quietly(lambda: check_injectable(b, fn, fn.name))
@@ -252,6 +257,10 @@ def serve(home: str, pid: int) -> int:
     path = SessionPaths(home, pid).fork_sock  # the directory is refused unless trusted
     _warm()
     _open_target(pid)
+    # What the warm-up built stays for good: frozen out of the collector's sight, so that a
+    # forked command's collections walk (and write to, copy-on-write) only its own objects.
+    gc.collect()
+    gc.freeze()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children reaped by the kernel
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     lsock, ident = _bind(path)

@@ -11,14 +11,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class Blade:
     """The CLI bound to one state directory (BLADE_GO_HOME) and dlv choice."""
 
-    def __init__(self, home, env=None):
+    def __init__(self, home, env=None, python_opts=()):
         self.home = str(home)
+        self.python_opts = list(python_opts)  # e.g. ["-S"], as chaosblade's dispatcher runs it
         self.env = dict(os.environ, BLADE_GO_HOME=self.home, **(env or {}))
         self.env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + self.env.get("PYTHONPATH", "")
 
     def run(self, *args, timeout=120):
         """(exit status, parsed Response). The Response must be the whole of stdout."""
-        p = subprocess.run([sys.executable, "-m", "blade_go", *map(str, args)], env=self.env,
+        p = subprocess.run([sys.executable, *self.python_opts, "-m", "blade_go", *map(str, args)], env=self.env,
                            capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
         try:
             resp = json.loads(p.stdout)
