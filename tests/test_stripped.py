@@ -119,6 +119,30 @@ def test_stripped_refusals_say_what_to_pass(tmp_path, target_factory):
     assert text_differences(t.pid) == []
 
 
+def test_faults_that_need_goroutine_stacks_are_refused_before_attaching(tmp_path,
+                                                                      target_factory):
+    """delay, panic and args must see every goroutine's stack when they are removed, which dlv
+    reads through DWARF: on a -s -w build they are refused, saying why and what works, before
+    any dlv attaches."""
+    from tests.support.fixtures import build_fixture
+    from tests.support.lifecycle import leftovers, tracer, wait_until
+    blade = Blade(tmp_path / "home")
+    t = target_factory(build_fixture("e2e_target", ldflags=STRIPPED))
+    before = call(t, "Query")
+    for action, extra in (("delay", ["--time", "100"]), ("panic", ["--value", '"boom"']),
+                          ("args", ["--set", "#0=7"])):
+        resp = blade.fail("create", "go", action, "--pid", t.pid, "--func", "main.Query",
+                          *extra)
+        assert resp["code"] == 47000, resp
+        err = resp["error"]
+        assert f"{action} needs the target's executable with DWARF" in err, err
+        assert "--signature" in err and "goroutines" in err
+        assert tracer(t.pid) is None
+    assert wait_until(lambda: not leftovers(blade.home), 10), leftovers(blade.home)
+    assert call(t, "Query") == before
+    assert text_differences(t.pid) == []
+
+
 def test_signature_checked_against_dwarf(tmp_path, target_factory):
     """On a binary with DWARF a wrong --signature is refused instead of trusted."""
     from tests.support.fixtures import build_fixture

@@ -69,6 +69,16 @@ class CodeFaultExecutor(ReturnExecutor):
         from ..stubs.placement import FunctionCode
 
         binary = open_binary(pid=ctx.pid)
+        if not binary.has_dwarf:
+            # Refused before anything attaches. dlv reads goroutines through the executable's
+            # DWARF (runtime.g and allgs), and this fault needs every goroutine's stack: to
+            # know none is still inside the stub when it is removed.
+            raise BladeError(Code.PARAMETER_INVALID,
+                             f"{self.fault} needs the target's executable with DWARF: "
+                             f"{binary.path} has none ({binary.stripped}), so dlv cannot list "
+                             "goroutines to see that none is still inside the fault when it is "
+                             "removed; rebuild without -ldflags=-s/-w (return works on this "
+                             "binary with --signature or --debug-binary)")
         fn = _find_out_of_line(binary, ctx.flags["func"])
         instance = check_injectable(binary, fn, ctx.flags["func"])  # runtime internals, shapes
         if instance is not None:  # only return's stub compares the dictionary so far
