@@ -72,6 +72,9 @@ step_python() {
     # An installed package has its .pyc (pip compiles at install); an editable checkout on a
     # machine with PYTHONDONTWRITEBYTECODE=1 would compile every module in every CLI run.
     python3 -m compileall -q "$REPO/blade_go" >/dev/null || true
+    # Likewise the parsed spec registry (registry._read_spec: JSON beside the YAML, written
+    # only where bytecode may be written), which saves every command the yaml import and parse.
+    (cd / && PYTHONDONTWRITEBYTECODE= BLADE_GO_SPECS="$REPO/specs" python3 -m blade_go spec >/dev/null) || true
   else
     log "blade-go: no setup.cfg yet, skipping pip install -e"
   fi

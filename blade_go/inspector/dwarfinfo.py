@@ -294,7 +294,10 @@ class DwarfInfo(InlinedSites):
                     pc = d.attributes.get("DW_AT_low_pc")
                     if pc is not None and pc.value == low_pc:
                         return d
-                return self._walk_unit(cu, low_pc)  # an out-of-line copy names no name
+                die = self._walk_unit(cu, low_pc)  # an out-of-line copy names no name
+                if die is not None:
+                    return die
+            # not where the index says (units of C code may overlap): search everywhere
         hits = [d for d in self._named("DW_TAG_subprogram", name)
                 if "DW_AT_low_pc" in d.attributes]
         if low_pc is None:
