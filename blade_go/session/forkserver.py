@@ -101,7 +101,7 @@ def _open_target(pid: int):
             return None
 
     def warm(b):
-        quietly(b.caves)
+        quietly(lambda: b.caves(int3=False))  # what a create allocates from (no INT3 runs)
         # every compile unit's header and code ranges: a forked create finds the unit of its
         # function by bisection and searches only that unit's bytes
         quietly(lambda: b.has_dwarf and b.dwarf.index_units())
