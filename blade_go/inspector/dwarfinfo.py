@@ -151,6 +151,7 @@ class DwarfInfo(InlinedSites):
         self._named_cache: Dict[Tuple[str, str], List[DIE]] = {}
         self._unit_index = None  # (sorted starts, [(start, end, cu)]): see index_units
         self._range_lists = None
+        self._indexed_concrete: Dict[str, DIE] = {}  # name -> its entry, found via the index
 
     # -- setup ------------------------------------------------------------------------------
     @property
@@ -293,9 +294,11 @@ class DwarfInfo(InlinedSites):
                                             cu.cu_offset + cu.size):
                     pc = d.attributes.get("DW_AT_low_pc")
                     if pc is not None and pc.value == low_pc:
+                        self._indexed_concrete[name] = d
                         return d
                 die = self._walk_unit(cu, low_pc)  # an out-of-line copy names no name
                 if die is not None:
+                    self._indexed_concrete[name] = die
                     return die
             # not where the index says (units of C code may overlap): search everywhere
         hits = [d for d in self._named("DW_TAG_subprogram", name)

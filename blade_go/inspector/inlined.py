@@ -25,6 +25,7 @@ from typing import Dict, Iterable, List, Optional, Set, Tuple
 from elftools.dwarf.die import DIE
 
 from .diewalk import DieWalker
+from .dwarf_types import die_name
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,7 @@ class InlinedSites:
 
     def inlined_sites(self, name: str) -> List[InlinedSite]:
         """Every inlined copy of `name`, in every compile unit (module doc)."""
-        abstract = {d.offset for d in self._named("DW_TAG_subprogram", name)
-                    if "DW_AT_inline" in d.attributes}
+        abstract = self._abstract_entries(name)
         sites = []
         for origin in sorted(abstract):
             for die in self._references_to(origin):
@@ -51,6 +51,19 @@ class InlinedSites:
                 if site is not None:
                     sites.append(site)
         return sorted(set(sites), key=lambda s: (s.caller, s.file, s.line))
+
+    def _abstract_entries(self, name: str) -> Set[int]:
+        """Offsets of `name`'s abstract (inlinable) entries. When its out-of-line copy was found
+        through the unit index (a fork server's creates, dwarfinfo.index_units), that copy's
+        DW_AT_abstract_origin is the one abstract entry (the linker keeps one per name): no
+        search of the whole section."""
+        found = getattr(self, "_indexed_concrete", {}).get(name)
+        if found is not None and "DW_AT_abstract_origin" in found.attributes:
+            origin = found.get_DIE_from_attribute("DW_AT_abstract_origin")
+            if "DW_AT_inline" in origin.attributes and die_name(origin) == name:
+                return {origin.offset}
+        return {d.offset for d in self._named("DW_TAG_subprogram", name)
+                if "DW_AT_inline" in d.attributes}
 
     def _references_to(self, origin: int) -> Iterable[DIE]:
         """DW_TAG_inlined_subroutine DIEs whose abstract origin (ref_addr) is `origin`."""
