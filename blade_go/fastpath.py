@@ -128,10 +128,12 @@ def _report(message: str) -> int:
     return 0 if os.environ.get("BLADE_GO_UNDER_BLADE") == "1" else 1
 
 
-def _site():
-    """chaosblade's dispatcher starts us with -S (chaosblade/install.py): a hand-over to a fork
-    server needs nothing from site-packages, and their .pth hooks cost tens of ms. A command
-    that runs here needs them (click, yaml, pyelftools): add them now, as start-up would have."""
+def load_site():
+    """Started with -S (chaosblade's dispatcher, chaosblade/install.py; the standby supervisor,
+    session/standby.py): site-packages and their .pth hooks, tens of ms, are skipped where only
+    the standard library is needed (a hand-over to a fork server; a supervisor up to dlv's
+    attach). Add them once a dependency (click, yaml, pyelftools) may be imported, as start-up
+    would have."""
     if sys.flags.no_site and "site" not in sys.modules:
         import site
         site.main()
@@ -141,7 +143,7 @@ def main():
     argv = sys.argv[1:]
     status = delegate(argv)
     if status is None:
-        _site()
+        load_site()
         from .cli import main as cli_main
         cli_main()
         return

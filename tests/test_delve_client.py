@@ -176,6 +176,28 @@ def test_not_a_go_program_and_missing_process(tmp_path):
         sleeper.wait()
 
 
+@pytest.mark.parametrize("opts", [{}, {"goarch": "386"}, {"pie": True},
+                                  {"ldflags": "-s -w"}], ids=str)
+def test_section_names_read_without_pyelftools_match_it(opts, target_factory):
+    """The supervisor checks its target is a Go program before site-packages are loaded
+    (procfs.exe_section_names, standard library): the same names pyelftools reads."""
+    from elftools.elf.elffile import ELFFile
+    from blade_go import procfs
+    from tests.support.fixtures import build_fixture
+    sleeper = subprocess.Popen(["sleep", "30"])
+    t = target_factory(build_fixture("e2e_target", **opts))
+    try:
+        for pid in (sleeper.pid, t.pid):
+            with open(f"/proc/{pid}/exe", "rb") as f:
+                want = {sec.name for sec in ELFFile(f).iter_sections()}
+            assert procfs.exe_section_names(pid) == want
+            assert len(want) > 10
+        assert ".gopclntab" in procfs.exe_section_names(t.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 @pytest.mark.parametrize("transport", ["unix", "tcp"])
 def test_real_dlv_halt_write_continue(build, target_factory, dlv, monkeypatch, tmp_path,
                                       transport):

@@ -39,14 +39,11 @@ def target_machine(pid: int) -> int:
 
 def check_go_program(pid: int):
     """Refuse targets that are not Go programs (dlv >= 1.21 would attach to any ELF)."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
     try:
-        with open(f"/proc/{pid}/exe", "rb") as f:
-            names = {s.name for s in ELFFile(f).iter_sections()}
+        names = procfs.exe_section_names(pid)
     except FileNotFoundError:
         raise BladeError(Code.PROCESS_NOT_EXIST, f"process {pid} does not exist") from None
-    except ELFError as e:
+    except (ValueError, OSError) as e:
         raise BladeError(Code.PARAMETER_INVALID, f"process {pid}: unreadable executable: {e}") from None
     if not names & {".go.buildinfo", ".gopclntab", ".data.rel.ro.gopclntab"}:
         exe = os.path.realpath(f"/proc/{pid}/exe")

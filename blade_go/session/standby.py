@@ -41,7 +41,8 @@ class Standby:
         try:
             with open_private(p.log, "ab") as log:
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "blade_go.session.supervisor", "--pid", str(pid),
+                    # -S: ready for "go" sooner; site-packages come while dlv attaches
+                    [sys.executable, "-S", "-m", "blade_go.session.supervisor", "--pid", str(pid),
                      "--home", home, "--standby", "--ready-fd", str(ready_w)],
                     stdin=subprocess.PIPE, stdout=log, stderr=log, cwd="/", env=env,
                     start_new_session=True, pass_fds=(ready_w,))
@@ -147,11 +148,7 @@ def claim(pid: int, home: str) -> Standby | None:
 # -- the supervisor's side ----------------------------------------------------------------------
 def wait_for_go() -> bool:
     """In the standby: True once the creator says go; False on EOF (it refused or died), on
-    anything else, or after STANDBY_WAIT. Meanwhile load what attaching imports lazily."""
-    try:
-        import elftools.elf.elffile  # noqa: F401  (launcher.check_go_program)
-    except ImportError:
-        pass
+    anything else, or after STANDBY_WAIT."""
     ready, _, _ = select.select([0], [], [], STANDBY_WAIT)
     if not ready:
         return False

@@ -24,6 +24,7 @@ import threading
 import time
 
 from ..errors import BladeError, Code
+from ..fastpath import load_site
 from ..patch import Patch
 from ..state import open_private, write_private
 from ..trust import trusted_patches
@@ -73,6 +74,7 @@ class Supervisor(Monitoring):
         log(f"dlv {self.dlv.pid} listens")
         if self.dlv.note:
             log(self.dlv.note)
+        load_site()  # started with -S (standby.py): while dlv attaches, before anything needs it
         try:
             try:
                 self.client = DelveClient(self.dlv.address)
