@@ -213,7 +213,8 @@ class DwarfInfo(InlinedSites):
             self._named_cache[key] = self._search_named(tag, name)
         return list(self._named_cache[key])
 
-    def _search_named(self, tag: str, name: str, lo: int = 0, hi: Optional[int] = None) -> List[DIE]:
+    def _search_named(self, tag: str, name: str, lo: int = 0,
+                      hi: Optional[int] = None) -> List[DIE]:
         self.dwarf
         needle = name.encode() + b"\0"
         hi = len(self._info) if hi is None else hi
@@ -337,7 +338,7 @@ class DwarfInfo(InlinedSites):
         if rng is not None and self._range_lists is None:
             self._range_lists = self.dwarf.range_lists() or False
         rl = self._range_lists if rng is not None else None
-        if rng is not None and rl is not None:
+        if rng is not None and rl:
             base = lo.value if lo is not None else 0
             for e in rl.get_range_list_at_offset(rng.value, cu=cu):
                 if hasattr(e, "base_address"):
