@@ -168,6 +168,11 @@ def container(request, e2e_binary):
     c.name = Path(e2e_binary).name
     try:
         runner.wait_for_line("READY", timeout=20)
+        # the inner sleep is forked after the Go target, which can say READY before it exists
+        # (seen once in CI: host_pid_of(inner_only) was None)
+        deadline = time.monotonic() + 10
+        while c.host_pid_of(inner_only) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         yield c
     finally:
         init = c.init
