@@ -19,6 +19,7 @@ HEADER, TEXT_END, INT3_PAD = "header", "text-end", "int3-pad"
 PREFERENCE = (HEADER, TEXT_END, INT3_PAD)
 REL32 = 1 << 31
 MIN_CAVE = 16  # smaller runs are useless for stubs and only clutter reports
+TEXT_WINDOW = 1 << 20  # bytes of .text read at a time when looking for INT3 runs
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,6 @@ def int3_caves(image: ElfImage, functions: Iterable[Tuple[int, int]]) -> List[Ca
         if gap.count(0xCC) == len(gap):
             out.append(Cave(end, nxt, INT3_PAD))
     return out
-
-
-TEXT_WINDOW = 1 << 20
 
 
 def _overlaps(lo: int, hi: int, taken: Sequence[Tuple[int, int]]) -> Optional[int]:

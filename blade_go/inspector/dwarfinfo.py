@@ -336,11 +336,10 @@ class DwarfInfo(InlinedSites):
         lo = top.attributes.get("DW_AT_low_pc")
         rng = top.attributes.get("DW_AT_ranges")
         if rng is not None and self._range_lists is None:
-            self._range_lists = self.dwarf.range_lists() or False
-        rl = self._range_lists if rng is not None else None
-        if rng is not None and rl:
+            self._range_lists = self.dwarf.range_lists() or False  # False: the binary has none
+        if rng is not None and self._range_lists:
             base = lo.value if lo is not None else 0
-            for e in rl.get_range_list_at_offset(rng.value, cu=cu):
+            for e in self._range_lists.get_range_list_at_offset(rng.value, cu=cu):
                 if hasattr(e, "base_address"):
                     base = e.base_address
                     continue

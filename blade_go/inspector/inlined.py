@@ -40,6 +40,8 @@ class InlinedSites:
     _func_starts: Optional[List[int]] = None
     # CU offset -> offsets of its real DW_TAG_inlined_subroutine DIEs (skimmed on first hit)
     _inlined_dies: Optional[Dict[int, Set[int]]] = None
+    # name -> its out-of-line entry, when found through the unit index (dwarfinfo.index_units)
+    _indexed_concrete: Optional[Dict[str, DIE]] = None
 
     def inlined_sites(self, name: str) -> List[InlinedSite]:
         """Every inlined copy of `name`, in every compile unit (module doc)."""
@@ -57,7 +59,7 @@ class InlinedSites:
         through the unit index (a fork server's creates, dwarfinfo.index_units), that copy's
         DW_AT_abstract_origin is the one abstract entry (the linker keeps one per name): no
         search of the whole section."""
-        found = getattr(self, "_indexed_concrete", {}).get(name)
+        found = (self._indexed_concrete or {}).get(name)
         if found is not None and "DW_AT_abstract_origin" in found.attributes:
             origin = found.get_DIE_from_attribute("DW_AT_abstract_origin")
             if "DW_AT_inline" in origin.attributes and die_name(origin) == name:
