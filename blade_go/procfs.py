@@ -24,11 +24,13 @@ def alive(pid: int) -> bool:
 
 
 def start_time(pid: int):
-    """Start time in clock ticks since boot: with the pid, it names one process (pids are
-    reused). None when there is no such process."""
+    """Start time in clock ticks since boot: with the pid, it names one running process (pids
+    are reused). None when there is no such process, or when it has exited and only its zombie
+    waits for its parent: a zombie has no memory to restore or write and no /proc/PID/exe, so
+    every caller treats it as gone (a destroy right after the target's exit must not fail)."""
     fields = _stat_fields(pid)
     try:
-        return int(fields[19]) if fields else None
+        return int(fields[19]) if fields and fields[0] not in ("Z", "X") else None
     except (IndexError, ValueError):
         return None
 

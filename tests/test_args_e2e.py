@@ -1,10 +1,14 @@
 """End to end: `blade-go create go args` (and `return` on a function without results, which uses
 the same entry placement) on a live Go process, observed from what the target computes."""
+import os
 import re
+import signal
 
 import pytest
 
+from blade_go import procfs
 from tests.support.fixtures import build_fixture
+from tests.support.lifecycle import leftovers, supervisors, wait_until
 from tests.support.targets import text_differences
 
 
@@ -61,6 +65,26 @@ def test_args_survive_stack_growth_and_gc_under_load(blade, faults_binary, targe
     g, got = map(int, re.match(r"^BAD goroutine (\d+) got (\d+)", line).groups())
     assert g > 0 and got == 1000 + g + 3  # the program's own check saw the changed input
     blade.ok("destroy", uid)
+
+
+@pytest.mark.parametrize("action", [["args", "--func", "main.Scale", "--set", "x=10"],
+                                    ["return", "--func", "main.Log"]], ids=["args", "return"])
+def test_destroy_right_after_the_target_exited_leaves_its_zombie_alone(
+        blade, faults_binary, target_factory, action):
+    # A target that exited but is not yet reaped by its parent (here: this test) keeps its
+    # /proc entry and start time, but has no executable and no memory: destroy must report it
+    # gone. A CI run once failed with "process has no executable" when the load target exited
+    # on its own just before the destroy.
+    t = target_factory(faults_binary)
+    uid = blade.ok("create", "go", action[0], "--pid", t.pid, *action[1:])
+    for s in supervisors(blade.home, t.pid):
+        os.kill(s, signal.SIGKILL)  # so no supervisor marks the record ended before destroy
+    t.proc.kill()
+    assert wait_until(lambda: procfs.state(t.pid) == "Z", 10), procfs.state(t.pid)
+    out = blade.ok("destroy", uid)
+    assert out["status"] == "Destroyed" and "is gone" in out["restored"]["note"], out
+    assert procfs.state(t.pid) == "Z"  # left to its parent
+    assert wait_until(lambda: not leftovers(blade.home), 20), leftovers(blade.home)
 
 
 def test_return_without_results_skips_the_body(blade, faults_binary, target_factory):

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.fixtures import build_fixture
+from tests.support.lifecycle import tracer as tracer_of
 from tests.support.targets import free_port, text_differences
 from tests.support.toolchains import missing, require_dlv
 
@@ -98,13 +99,6 @@ def started_under(home: Path):
         if str(home) in cmdline:
             found.append((int(d), cmdline))
     return found
-
-
-def tracer_of(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("TracerPid:"):
-            return int(line.split()[1]) or None
-    return None
 
 
 def assert_nothing_left(target, home: Path):

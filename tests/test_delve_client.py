@@ -19,6 +19,7 @@ from blade_go.session import launcher
 from blade_go.session.delve_client import DelveClient, DelveTimeout
 from blade_go.session.memory import write_plan
 from blade_go.session.patching import unsafe_pcs
+from tests.support.lifecycle import tracer as _tracer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -289,13 +290,6 @@ def test_guardian_ends_dlv_when_its_owner_dies(build, target_factory, dlv, tmp_p
     time.sleep(0.6)
     assert len(t.lines_since(m)) >= 3 and t.alive(), "the target must run again"
     assert launcher.read_owner_record(str(record)) is None
-
-
-def _tracer(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("TracerPid:"):
-                return int(line.split()[1])
 
 
 class _WordMemory:

@@ -48,3 +48,22 @@ def test_live_process_has_no_zombie_status():
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_zombie_has_no_start_time_so_every_check_sees_it_gone():
+    # procfs.start_time names *running* processes: a zombie has no memory and no executable
+    # (trust.trusted_patches and the destroys rely on this to report the target gone).
+    from blade_go.session import guard
+    p = subprocess.Popen(["sleep", "30"])
+    try:
+        started = procfs.start_time(p.pid)
+        assert started and guard.start_time(p.pid) == started
+        p.kill()
+        deadline = time.monotonic() + 5
+        while procfs.state(p.pid) != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert procfs.state(p.pid) == "Z"
+        assert procfs.start_time(p.pid) is None and guard.start_time(p.pid) is None
+    finally:
+        p.kill()
+        p.wait()

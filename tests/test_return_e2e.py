@@ -13,6 +13,7 @@ import time
 import pytest
 
 from tests.support.blade import Blade
+from tests.support.lifecycle import tracer as _dlv_attached_to
 from tests.support.targets import call, text_differences
 
 # (case id, --func, call name in the target, --value, what the target prints while injected)
@@ -228,11 +229,3 @@ def test_unknown_uid(blade):
     assert resp["code"] == 67002
 
 
-def _dlv_attached_to(pid):
-    """pid of a tracer of `pid`, or None."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("TracerPid:"):
-                tracer = int(line.split()[1])
-                return tracer or None
-    return None

@@ -15,6 +15,7 @@ import pytest
 from blade_go.session import ensure_session
 from blade_go.session.paths import SessionPaths
 from tests.conftest import leftover_processes
+from tests.support.lifecycle import tracer as _tracer
 
 REPO = Path(__file__).resolve().parents[1]
 GUARD = REPO / "blade_go" / "session" / "guard.py"
@@ -23,12 +24,6 @@ GUARD = REPO / "blade_go" / "session" / "guard.py"
 @pytest.fixture(autouse=True)
 def dlv_env(dlv, monkeypatch):
     monkeypatch.setenv("BLADE_GO_DLV", dlv)
-
-
-def _tracer(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("TracerPid:"):
-            return int(line.split()[1])
 
 
 def _alive(pid):
@@ -55,7 +50,7 @@ def _watch_untraced(target_pid, pids, timeout=15.0):
     Returns the pids still alive at the end."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert _tracer(target_pid) == 0, "a standby must never attach"
+        assert _tracer(target_pid) is None, "a standby must never attach"
         if not any(_alive(p) for p in pids):
             return []
         time.sleep(0.01)
@@ -131,9 +126,9 @@ def test_creator_killed_before_go_standby_and_guardian_exit(e2e_binary, target_f
         standby = int(drv.stdout.readline())
         guard = _guard_of(standby)
         assert guard, "the standby starts dlv's guardian, idle"
-        assert _alive(standby) and _tracer(t.pid) == 0
+        assert _alive(standby) and _tracer(t.pid) is None
         time.sleep(0.3)  # idle: still nothing attached
-        assert _alive(standby) and _alive(guard) and _tracer(t.pid) == 0
+        assert _alive(standby) and _alive(guard) and _tracer(t.pid) is None
         drv.send_signal(signal.SIGKILL)  # the creator dies however: its pipe end closes
         drv.wait(10)
         assert _watch_untraced(t.pid, [standby, guard]) == []

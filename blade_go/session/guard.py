@@ -31,9 +31,11 @@ DETACH_WAIT = 60.0
 
 
 def start_time(pid):
+    """As procfs.start_time (this file runs alone): None for a process gone or a zombie."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
+            fields = f.read().rsplit(")", 1)[1].split()
+        return None if fields[0] in ("Z", "X") else int(fields[19])
     except (OSError, IndexError, ValueError):
         return None
 

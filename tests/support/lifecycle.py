@@ -32,12 +32,26 @@ def _stat(pid):
         return None
 
 
+def _status_field(pid, name):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    return None
+
+
 def tracer(pid):
+    """pid of the process tracing pid, or None. TracerPid names the tracing *thread*: dlv
+    ptraces from whichever OS thread its ptrace goroutine is locked to, not always its main
+    one, so the thread is mapped to its thread group."""
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("TracerPid:"):
-                    return int(line.split()[1]) or None
+        tid = _status_field(pid, "TracerPid")
+        if not tid:
+            return None
+        try:
+            return _status_field(tid, "Tgid") or tid
+        except OSError:  # the tracer ended meanwhile
+            return tid
     except OSError:
         return None
 
