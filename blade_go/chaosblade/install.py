@@ -9,7 +9,15 @@ experiments as `bin/chaos_os create|destroy <target> <action> --k=v ...`. So ins
      dispatcher at bin/chaos_os: target `go` -> blade-go (the Python interpreter and package
      directory recorded now, absolute), anything else -> exec of the real chaos_os with the same
      arguments (same pid, same bin/ directory, so chaos_os behaves as before);
-  3. writes bin/chaos_os.blade-go.json (what was installed, for uninstall and upgrades).
+  3. writes bin/chaos_os.blade-go.json (what was installed, for uninstall and upgrades);
+  4. where the release has them, declares the same target in yaml/chaosblade-cri-spec-<version>
+     .yaml (`blade create cri go ...`) and yaml/chaosblade-k8s-spec-<version>.yaml (`blade
+     create k8s container-go|pod-go ...`), each action carrying the flags those paths add to
+     the os targets (read from the file itself: container id/name/runtime/namespace/label
+     selector and cri endpoint for cri, the pod and container selectors for k8s). blade's cri
+     path runs such a target as `bin/chaos_os create go ... --channel=nsexec --ns_target=<the
+     container's pid>` (with build/chaosblade/patches/exec-cri; stock blade 1.8 answers 55002),
+     which the dispatcher hands to blade-go like any other `go` experiment.
 Running install again re-merges from the kept original (idempotent). After a blade upgrade
 overwrote bin/chaos_os and/or the spec, install takes the new files as the originals and puts
 back the previous version's spec file. uninstall moves the originals back: both files are
@@ -36,6 +44,15 @@ SPEC_MARK = "# blade-go: target go appended by `blade-go chaosblade install`"
 ORIG = ".blade-go-orig"
 MANIFEST = "chaos_os.blade-go.json"
 _SPEC_NAME = re.compile(r"^chaosblade-os-spec-(.+)\.yaml$")
+_ANY_SPEC_NAME = re.compile(r"^chaosblade-(?:os|cri|k8s)-spec-(.+)\.yaml$")
+# spec files of container paths that also get target go, and the scopes of their items whose
+# flags (those every os target's actions share there) our actions take
+CONTAINER_SPECS = {"cri": ("cri",), "k8s": ("container", "pod")}
+# blade-go's own flags that make no sense on a container path's item: a ChaosBlade resource
+# picks containers with container-ids/-names/-index, and the operator adds --container-id itself
+DROPPED_FLAGS = {"cri": set(), "k8s": {"container-id"}}
+# flags blade declares itself on every action; blade-go's plugin yaml leaves them out too
+BLADE_OWNED_FLAGS = {"timeout", "async", "endpoint", "uid", "debug", "nohup"}
 
 DISPATCHER = """#!/bin/sh
 # {mark}: installed by `blade-go chaosblade install`; undo with
@@ -94,8 +111,8 @@ class Release:
             raise BladeError(Code.CHAOSBLADE_FILE_NOT_FOUND, f"{self.home} is not a chaosblade "
                              "release: it needs blade and bin/chaos_os")
 
-    def spec(self, version: str) -> Path:
-        return self.yaml / f"chaosblade-os-spec-{version}.yaml"
+    def spec(self, version: str, kind: str = "os") -> Path:
+        return self.yaml / f"chaosblade-{kind}-spec-{version}.yaml"
 
     def read_manifest(self) -> dict:
         try:
@@ -151,6 +168,74 @@ def merge_spec(original: str, items_text: str) -> str:
     return SPEC_MARK + "\n" + dump_yaml({**data, "items": items + ours})
 
 
+def _shared_flags(items) -> list:
+    """The flags (their models, in first-seen order) that every action of every item declares,
+    blade's own left out: what a container path adds to each os target."""
+    common, first = None, {}
+    for item in items:
+        for action in item.get("actions") or []:
+            flags = (action.get("matchers") or []) + (action.get("flags") or [])
+            for f in flags:
+                first.setdefault(f["name"], f)
+            names = {f["name"] for f in flags}
+            common = names if common is None else common & names
+    return [f for n, f in first.items() if n in (common or ()) and n not in BLADE_OWNED_FLAGS]
+
+
+def container_items(kind: str, original: str, items_text: str, os_targets: set) -> str:
+    """blade-go's items for the `kind` spec file (cri or k8s) whose text is `original`: one item
+    per scope of CONTAINER_SPECS[kind], each action with that scope's shared flags (replacing
+    blade-go's own of the same name, e.g. --container-id, which the cri path consumes itself).
+
+    E.g. for blade 1.8's cri spec, `go return` gets --container-id, --container-name,
+    --cri-endpoint, --container-runtime, --container-namespace, --container-label-selector (as
+    cpu, disk, ... do there) and keeps --func, --value, --pid, --process, ...; scope `cri`.
+    """
+    import copy
+    theirs = (yaml.safe_load(original) or {}).get("items") or []
+    ours = yaml.safe_load("items:\n" + items_text)["items"]
+    out = []
+    for scope in CONTAINER_SPECS[kind]:
+        shared = _shared_flags([i for i in theirs if i.get("scope") == scope
+                                and i.get("target") in os_targets])
+        if not shared:
+            raise BladeError(Code.PARAMETER_INVALID, f"the release's {kind} spec has no os "
+                             f"target of scope {scope} to take the container flags from")
+        names = {f["name"] for f in shared} | DROPPED_FLAGS[kind]
+        for item in copy.deepcopy(ours):
+            item["scope"] = scope
+            for action in item["actions"]:
+                for key in ("matchers", "flags"):
+                    kept = [f for f in action.get(key) or [] if f["name"] not in names]
+                    if key == "flags":
+                        kept += copy.deepcopy(shared)
+                    if kept:
+                        action[key] = kept
+                    else:
+                        action.pop(key, None)
+            out.append(item)
+    from ..plugin_yaml import dump_yaml
+    return dump_yaml({"items": out})[len("items:\n"):]
+
+
+def _merge_file(spec: Path, items_for) -> bool:
+    """Merge items_for(original text) into spec, always from the original (kept beside it as
+    <spec>.blade-go-orig); True when the file changed."""
+    backup = Path(str(spec) + ORIG)
+    current = spec.read_bytes()
+    if backup.exists() and current.decode(errors="replace").find(SPEC_MARK) >= 0:
+        original = backup.read_bytes()
+    else:
+        original = current  # first install, or an upgrade rewrote the file
+        _write_atomic(backup, original, spec.stat().st_mode & 0o7777)
+        os.utime(backup, ns=(spec.stat().st_atime_ns, spec.stat().st_mtime_ns))
+    merged = merge_spec(original.decode(), items_for(original.decode())).encode()
+    if merged != current:
+        _write_atomic(spec, merged, spec.stat().st_mode & 0o7777)
+        return True
+    return False
+
+
 def _dispatcher_text() -> str:
     # sys.executable as is, not its realpath: a virtualenv's python is a symlink whose location
     # is what makes it the venv's
@@ -183,18 +268,21 @@ def install(home, version=None, via="os") -> dict:
     if old and old != version:
         changed += _restore_spec(rel, old)
     # the spec: always merged from the original, never from a merged file
-    backup = Path(str(spec) + ORIG)
-    current = spec.read_bytes()
-    if backup.exists() and current.decode(errors="replace").find(SPEC_MARK) >= 0:
-        original = backup.read_bytes()
-    else:
-        original = current  # first install, or an upgrade rewrote the file
-        _write_atomic(backup, original, spec.stat().st_mode & 0o7777)
-        os.utime(backup, ns=(spec.stat().st_atime_ns, spec.stat().st_mtime_ns))
-    merged = merge_spec(original.decode(), _our_items()).encode()
-    if merged != current:
-        _write_atomic(spec, merged, spec.stat().st_mode & 0o7777)
+    items = _our_items()
+    if _merge_file(spec, lambda original: items):
         changed.append(str(spec))
+    merged = spec.read_bytes()
+    # the container paths' spec files, where the release has them
+    os_targets = {i.get("target") for i in (yaml.safe_load(
+        Path(str(spec) + ORIG).read_text()) or {}).get("items") or []}
+    container_specs = []
+    for kind in CONTAINER_SPECS:
+        path = rel.spec(version, kind)
+        if path.is_file():
+            container_specs.append(str(path))
+            if _merge_file(path, lambda original, kind=kind: container_items(
+                    kind, original, items, os_targets)):
+                changed.append(str(path))
     # the dispatcher: the real chaos_os moves aside (renamed, so it stays the same file)
     if not is_dispatcher(rel.chaos_os):
         os.replace(rel.chaos_os, rel.real)
@@ -207,7 +295,8 @@ def install(home, version=None, via="os") -> dict:
         _write_atomic(rel.chaos_os, text, 0o755)
         changed.append(str(rel.chaos_os))
     info = {"version": version, "spec": str(spec), "spec_sha256": hashlib.sha256(
-        merged).hexdigest(), "dispatcher": str(rel.chaos_os), "real_chaos_os": str(rel.real),
+        merged).hexdigest(), "container_specs": container_specs,
+        "dispatcher": str(rel.chaos_os), "real_chaos_os": str(rel.real),
         "python": os.path.abspath(sys.executable),
         "pythonpath": str(Path(__file__).resolve().parents[2])}
     if {k: v for k, v in manifest.items()} != info:
@@ -217,19 +306,22 @@ def install(home, version=None, via="os") -> dict:
 
 
 def _restore_spec(rel: Release, version: str) -> list:
-    spec = rel.spec(version)
-    backup = Path(str(spec) + ORIG)
-    if not backup.exists():
-        return []
-    try:
-        ours = SPEC_MARK in spec.read_text(errors="replace")
-    except FileNotFoundError:
-        ours = False
-    if ours:
-        os.replace(backup, spec)
-    else:  # blade rewrote the file since: the backup is stale
-        backup.unlink()
-    return [str(spec)]
+    restored = []
+    for kind in ("os", *CONTAINER_SPECS):
+        spec = rel.spec(version, kind)
+        backup = Path(str(spec) + ORIG)
+        if not backup.exists():
+            continue
+        try:
+            ours = SPEC_MARK in spec.read_text(errors="replace")
+        except FileNotFoundError:
+            ours = False
+        if ours:
+            os.replace(backup, spec)
+        else:  # blade rewrote the file since: the backup is stale
+            backup.unlink()
+        restored.append(str(spec))
+    return restored
 
 
 def uninstall(home) -> dict:
@@ -249,7 +341,7 @@ def uninstall(home) -> dict:
     elif rel.real.exists():  # an upgrade replaced the dispatcher: the kept binary is stale
         rel.real.unlink()
     versions = {manifest.get("version")} | {m.group(1) for m in (
-        _SPEC_NAME.match(p.name[:-len(ORIG)]) for p in rel.yaml.glob("*" + ORIG)) if m}
+        _ANY_SPEC_NAME.match(p.name[:-len(ORIG)]) for p in rel.yaml.glob("*" + ORIG)) if m}
     for v in sorted(x for x in versions if x):
         changed += _restore_spec(rel, v)
     if rel.manifest.exists():

@@ -15,7 +15,9 @@ from tests.support import toolchains
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO.parent / "shared" / "chaosblade" / "build-blade.sh"
+PATCHED_BUILD_SCRIPT = REPO / "build" / "chaosblade" / "build-patched.sh"
 RUNTIME = ("chaosblade.dat", "logs")  # what blade itself writes next to itself when it runs
+BUILD_ONLY = ("operator", ".patched")  # what build-patched.sh adds beside the release
 
 
 def version() -> str:
@@ -38,11 +40,25 @@ def release_dir() -> Path:
     return out
 
 
-def copy_release(dest: Path) -> Path:
+def patched_release_dir() -> Path:
+    """blade built against the patched chaosblade-exec-cri, with the cri and k8s spec files
+    and the patched operator's test binary (build/chaosblade/build-patched.sh, cached by the
+    patches' hash; .ci/install.sh builds it into $TOOLS_DIR/blade-<version>-patched)."""
+    out = toolchains.tools_dir() / f"blade-{version()}-patched"
+    p = subprocess.run(["bash", str(PATCHED_BUILD_SCRIPT), str(out), str(release_dir())],
+                       capture_output=True, text=True, timeout=1800,
+                       env={**os.environ, "PATH": os.environ["PATH"] + ":/usr/local/go/bin"})
+    if p.returncode != 0:  # returns at once when the cached build matches the patches
+        toolchains.missing(f"build-patched.sh failed: {p.stdout[-1000:]} {p.stderr[-2000:]}")
+    return out
+
+
+def copy_release(dest: Path, source: Path = None) -> Path:
     """A private copy of the release, without blade's runtime files (fresh sqlite db)."""
-    shutil.copytree(release_dir(), dest, symlinks=True,
-                    ignore=lambda d, names: [n for n in names if Path(d) == release_dir()
-                                             and n in RUNTIME])
+    source = Path(source or release_dir())
+    shutil.copytree(source, dest, symlinks=True,
+                    ignore=lambda d, names: [n for n in names if Path(d) == source
+                                             and n in RUNTIME + BUILD_ONLY])
     return dest
 
 
@@ -115,11 +131,11 @@ def blade_go(*args, env=None, timeout=120) -> dict:
 
 
 @contextlib.contextmanager
-def installed_release(dest: Path, *install_args):
-    """A copy of the real release with blade-go installed into it (`install_args`, e.g.
-    "--via", "cplus"); on exit, uninstalled and checked to be as it was (blade's own runtime
-    files, chaosblade.dat and logs/, aside)."""
-    rel = copy_release(dest)
+def installed_release(dest: Path, *install_args, source: Path = None):
+    """A copy of the real release (`source`, default the stock one) with blade-go installed
+    into it (`install_args`, e.g. "--via", "cplus"); on exit, uninstalled and checked to be as
+    it was (blade's own runtime files, chaosblade.dat and logs/, aside)."""
+    rel = copy_release(dest, source)
     pristine = snapshot(rel)
     resp = blade_go("chaosblade", "install", "--home", rel, *install_args)
     assert resp["success"], resp
