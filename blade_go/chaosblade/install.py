@@ -218,15 +218,22 @@ def container_items(kind: str, original: str, items_text: str, os_targets: set) 
     return dump_yaml({"items": out})[len("items:\n"):]
 
 
+def _original(spec: Path) -> bytes:
+    """The file as blade's release has it: its kept backup once blade-go merged into it."""
+    backup = Path(str(spec) + ORIG)
+    current = spec.read_bytes()
+    if backup.exists() and current.decode(errors="replace").find(SPEC_MARK) >= 0:
+        return backup.read_bytes()
+    return current  # first install, or an upgrade rewrote the file
+
+
 def _merge_file(spec: Path, items_for) -> bool:
     """Merge items_for(original text) into spec, always from the original (kept beside it as
     <spec>.blade-go-orig); True when the file changed."""
     backup = Path(str(spec) + ORIG)
     current = spec.read_bytes()
-    if backup.exists() and current.decode(errors="replace").find(SPEC_MARK) >= 0:
-        original = backup.read_bytes()
-    else:
-        original = current  # first install, or an upgrade rewrote the file
+    original = _original(spec)
+    if not (backup.exists() and original == backup.read_bytes() and current != original):
         _write_atomic(backup, original, spec.stat().st_mode & 0o7777)
         os.utime(backup, ns=(spec.stat().st_atime_ns, spec.stat().st_mtime_ns))
     merged = merge_spec(original.decode(), items_for(original.decode())).encode()
@@ -267,22 +274,25 @@ def install(home, version=None, via="os") -> dict:
     old = manifest.get("version")
     if old and old != version:
         changed += _restore_spec(rel, old)
-    # the spec: always merged from the original, never from a merged file
     items = _our_items()
+    # the container paths' spec files, where the release has them: checked before anything
+    # is written, so a release whose files cannot take target go is left as it was
+    os_targets = {i.get("target") for i in (yaml.safe_load(_original(spec)) or {}).get(
+        "items") or []}
+    container_specs = [rel.spec(version, kind) for kind in CONTAINER_SPECS
+                       if rel.spec(version, kind).is_file()]
+    for path in container_specs:
+        merge_spec(_original(path).decode(), container_items(
+            path.name.split("-")[1], _original(path).decode(), items, os_targets))
+    # the specs: always merged from the original, never from a merged file
     if _merge_file(spec, lambda original: items):
         changed.append(str(spec))
     merged = spec.read_bytes()
-    # the container paths' spec files, where the release has them
-    os_targets = {i.get("target") for i in (yaml.safe_load(
-        Path(str(spec) + ORIG).read_text()) or {}).get("items") or []}
-    container_specs = []
-    for kind in CONTAINER_SPECS:
-        path = rel.spec(version, kind)
-        if path.is_file():
-            container_specs.append(str(path))
-            if _merge_file(path, lambda original, kind=kind: container_items(
-                    kind, original, items, os_targets)):
-                changed.append(str(path))
+    for path in container_specs:
+        if _merge_file(path, lambda original, kind=path.name.split("-")[1]: container_items(
+                kind, original, items, os_targets)):
+            changed.append(str(path))
+    container_specs = [str(p) for p in container_specs]
     # the dispatcher: the real chaos_os moves aside (renamed, so it stays the same file)
     if not is_dispatcher(rel.chaos_os):
         os.replace(rel.chaos_os, rel.real)
