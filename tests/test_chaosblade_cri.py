@@ -14,17 +14,14 @@ goes blade -> exec-cri (the container's pid from containerd) -> bin/chaos_os --c
 --ns_target=<pid> (blade-go's dispatcher) -> blade-go -> dlv on the host. The fault is read
 from the container's own output; destroy must leave its code as the file has it.
 """
-import json
 import re
 import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from tests.support import chaosblade as cb
 from tests.support import containerd
-from tests.support.fixtures import build_fixture
+from tests.support.containerd import lines_since, next_lines
 
 UID = re.compile(r"^[0-9a-f]{16}$")
 
@@ -38,28 +35,11 @@ def release(tmp_path_factory):
         yield rel
 
 
-def container_rootfs(base: Path) -> Path:
-    exe = build_fixture("cri_target", extra_env={"CGO_ENABLED": "0"})  # static: no libc inside
-    rootfs = base / "rootfs"
-    (rootfs / "app").mkdir(parents=True)
-    shutil.copy2(exe, rootfs / "app" / "crisvc")
-    return rootfs
-
-
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory):
+def runtime():
     """(containerd, container): torn down at the end of the module, pass or fail."""
-    containerd.require()
-    base = Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))  # short: a socket path is <108 bytes
-    try:
-        with containerd.Containerd(base / "c") as ctd:
-            c = ctd.run(container_rootfs(base), ["/app/crisvc"],
-                        labels=[("io.kubernetes.container.name", "crisvc")])
-            c.wait_for_line(r"^tick=")
-            yield ctd, c
-        assert containerd._pids_with_cmdline(ctd.sock) == []  # no shim, no containerd left
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    with containerd.crisvc_container() as r:
+        yield r
 
 
 @pytest.fixture
@@ -72,23 +52,6 @@ def cri(blade, runtime, verb, action, *flags, container=None):
     select = container or ("--container-id", c.id)
     return blade.response(verb, "cri", "go", action, "--container-runtime", "containerd",
                           *select, "--cri-endpoint", ctd.sock, *flags)
-
-
-def fields(line: str) -> dict:
-    """tick=3 query="row",<nil> slow=0ms ... -> {'tick': '3', 'query': '"row",<nil>', ...}"""
-    return dict(m.groups() for m in re.finditer(r"(\w+)=(.*?)(?= \w+=|$)", line))
-
-
-def next_lines(c, n=3):
-    mark = c.mark()
-    return [fields(line) for line in c.wait_for_line(r"^tick=", since=mark, count=n)]
-
-
-def lines_since(c, mark, more=10):
-    """Every line since mark, once `more` lines came after this call (the fault is armed while
-    create runs: the counted calls can be before create returns)."""
-    c.wait_for_line(r"^tick=", since=c.mark(), count=more)
-    return [fields(line) for line in c.lines(mark) if line.startswith("tick=")]
 
 
 def test_return_status_destroy(blade, runtime):

@@ -11,12 +11,14 @@ directory, the CRI plugin disabled (no kubelet here). Everything is torn down on
 fail: tasks killed and deleted, containers deleted, containerd stopped by its pid, and any shim
 of this daemon (its command line names this socket) killed.
 """
+import contextlib
 import os
 import re
 import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -190,3 +192,48 @@ class Containerd:
             except ProcessLookupError:
                 pass
         return False
+
+
+# ---- tests/fixtures/cri_target in a container ------------------------------------------
+
+def container_rootfs(base: Path) -> Path:
+    from tests.support.fixtures import build_fixture
+    exe = build_fixture("cri_target", extra_env={"CGO_ENABLED": "0"})  # static: no libc inside
+    rootfs = base / "rootfs"
+    (rootfs / "app").mkdir(parents=True)
+    shutil.copy2(exe, rootfs / "app" / "crisvc")
+    return rootfs
+
+
+@contextlib.contextmanager
+def crisvc_container():
+    """(Containerd, Container) running cri_target as /app/crisvc, named crisvc the way the CRI
+    plugin names containers (label io.kubernetes.container.name); all gone afterwards."""
+    require()
+    base = Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))  # short: a socket path is <108 bytes
+    try:
+        with Containerd(base / "c") as ctd:
+            c = ctd.run(container_rootfs(base), ["/app/crisvc"],
+                        labels=[("io.kubernetes.container.name", "crisvc")])
+            c.wait_for_line(r"^tick=")
+            yield ctd, c
+        assert _pids_with_cmdline(ctd.sock) == []  # no shim, no containerd left
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def fields(line: str) -> dict:
+    """tick=3 query="row",<nil> slow=0ms ... -> {'tick': '3', 'query': '"row",<nil>', ...}"""
+    return dict(m.groups() for m in re.finditer(r"(\w+)=(.*?)(?= \w+=|$)", line))
+
+
+def next_lines(c, n=3):
+    mark = c.mark()
+    return [fields(line) for line in c.wait_for_line(r"^tick=", since=mark, count=n)]
+
+
+def lines_since(c, mark, more=10):
+    """Every line since mark, once `more` lines came after this call (the fault is armed while
+    create runs: the counted calls can be before create returns)."""
+    c.wait_for_line(r"^tick=", since=c.mark(), count=more)
+    return [fields(line) for line in c.lines(mark) if line.startswith("tick=")]
