@@ -226,6 +226,27 @@ step_blade() {
   PATH="$(dirname "$DEFAULT_GO"):$PATH" bash "$script" "$out"
 }
 
+# 9. Debian's containerd 1.6 + runc: tests/test_chaosblade_{cri,k8s}.py start a containerd of
+#    their own (own root, state and socket) and run a container from a directory.
+step_containerd() {
+  if command -v containerd >/dev/null && command -v ctr >/dev/null && command -v runc >/dev/null \
+     && command -v containerd-shim-runc-v2 >/dev/null; then
+    log "containerd + runc: present"; return
+  fi
+  apt_update_once
+  log "containerd + runc: apt-get install containerd runc"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >/dev/null
+}
+
+# 10. blade against the patched chaosblade-exec-cri, the release's cri/k8s spec files and the
+#     patched operator's test binary (build/chaosblade/build-patched.sh; cached by the patches'
+#     hash, about 3 minutes cold, a second run returns at once).
+step_blade_patched() {
+  log "blade $CHAOSBLADE_VERSION patched: build-patched.sh"
+  PATH="$(dirname "$DEFAULT_GO"):$PATH" bash "$REPO/build/chaosblade/build-patched.sh" \
+    "$(blade_dir)-patched" "$(blade_dir)"
+}
+
 step_python
 step_dlv
 step_debian_go
@@ -236,4 +257,6 @@ step_gobin_matrix
 step_musl
 step_multilib
 step_blade
+step_containerd
+step_blade_patched
 summary
