@@ -54,6 +54,11 @@ def cri(blade, runtime, verb, action, *flags, container=None):
                           *select, "--cri-endpoint", ctd.sock, *flags)
 
 
+def live(blade, uid):
+    """blade-go's own record of a blade experiment: the live facts (stub counters)."""
+    return cb.blade_go("status", uid, env={"BLADE_GO_HOME": str(blade.state_home)})["result"]["live"]
+
+
 def test_return_status_destroy(blade, runtime):
     ctd, c = runtime
     assert {f["query"] for f in next_lines(c)} == {'"row",<nil>'}
@@ -86,10 +91,12 @@ def test_delay_with_effect_count(blade, runtime):
     uid = resp["result"]
     lines = lines_since(c, mark, more=10)
     slow = [int(f["slow"][:-2]) for f in lines]
-    assert [ms for ms in slow if ms >= 290] == [ms for ms in slow if ms >= 100], slow
-    assert len([ms for ms in slow if ms >= 290]) == 2, slow  # exactly the first two calls
-    st = blade.record(uid)
-    assert st["Status"] == "Success"
+    # two calls waited (a call that spanned dlv's stop while create attached may look slow too);
+    # the stub's own counters say exactly which calls it delayed
+    assert len([ms for ms in slow if ms >= 290]) >= 2, slow
+    assert live(blade, uid)["calls_faulted"] == 2
+    assert max(int(f["slow"][:-2]) for f in next_lines(c)) < 290
+    assert blade.record(uid)["Status"] == "Success"
     blade.ok("destroy", uid)
     assert c.text_differences() == []
 

@@ -101,3 +101,18 @@ def test_the_stock_release_without_cri_spec_is_installed_as_before(tmp_path):
     resp = cb.blade_go("chaosblade", "install", "--home", release)
     assert resp["success"] and resp["result"]["container_specs"] == [], resp
     assert cb.blade_go("chaosblade", "uninstall", "--home", release)["success"]
+
+
+def test_the_kubernetes_example_uses_flags_the_installed_spec_declares(tmp_path):
+    """examples/kubernetes/chaosblade-go-return.yaml: every matcher is a flag of the k8s spec's
+    container-go action once blade-go is installed (the resource cannot be applied here)."""
+    release = cb.copy_release(tmp_path / "release", cb.patched_release_dir())
+    assert cb.blade_go("chaosblade", "install", "--home", release)["success"]
+    doc = yaml.safe_load((cb.REPO / "examples/kubernetes/chaosblade-go-return.yaml").read_text())
+    assert doc["apiVersion"] == "chaosblade.io/v1alpha1" and doc["kind"] == "ChaosBlade"
+    for exp in doc["spec"]["experiments"]:
+        item = next(i for i in items(release, "k8s") if i["scope"] == exp["scope"])
+        action = next(a for a in item["actions"] if a["action"] == exp["action"])
+        assert exp["target"] == item["target"] == "go"
+        declared = set(flag_names(action))
+        assert {m["name"] for m in exp["matchers"]} <= declared, declared
