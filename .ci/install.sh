@@ -240,7 +240,7 @@ step_containerd() {
 
 # 10. blade against the patched chaosblade-exec-cri, the release's cri/k8s spec files and the
 #     patched operator's test binary (build/chaosblade/build-patched.sh; cached by the patches'
-#     hash, about 3 minutes cold, a second run returns at once).
+#     hash, about 5 CPU-minutes cold, a second run returns at once).
 step_blade_patched() {
   log "blade $CHAOSBLADE_VERSION patched: build-patched.sh"
   PATH="$(dirname "$DEFAULT_GO"):$PATH" bash "$REPO/build/chaosblade/build-patched.sh" \
