@@ -312,7 +312,10 @@ def install(home, version=None, via="os") -> dict:
     if {k: v for k, v in manifest.items()} != info:
         _write_atomic(rel.manifest, (json.dumps(info, indent=1) + "\n").encode(), 0o644)
     return {**info, "home": str(rel.home), "changed": changed,
-            "message": f"blade {version} at {rel.home} now offers `blade create go ...`"}
+            "message": f"blade {version} at {rel.home} now offers `blade create go ...`" + (
+                " and `blade create cri go ...` (that one runs only with blade built against "
+                "chaosblade-exec-cri with blade-go's patches, build/chaosblade/UPSTREAM.md: "
+                "stock blade 1.8 answers 55002)" if container_specs else "")}
 
 
 def _restore_spec(rel: Release, version: str) -> list:
