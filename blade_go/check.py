@@ -39,9 +39,9 @@ SUPPORTED_MACHINES = ("x86_64", "i386", "i686")
 # it stops every thread, then reads the file (DWARF most of all) before it answers. Milliseconds
 # per MB of executable, from docs/BENCHMARKS.md "How long is the target paused?" (dlv 1.27.2,
 # 68 and 100 MB programs, 2-vCPU AMD EPYC): with DWARF 14.4-16.7, a copy without DWARF 4.7-5.1;
-# at least about 90 ms for a small program (a bare attach's first answer).
+# at least about 100 ms for a small program (a bare attach's longest pause on 3.8 MB: 104 ms).
 PAUSE_MS_PER_MB = {True: (14.4, 16.7), False: (4.7, 5.1)}
-PAUSE_FLOOR_MS = 90
+PAUSE_FLOOR_MS = 100
 
 
 @dataclass
@@ -387,7 +387,8 @@ def check_process(rep: Report, pid: int):
     if "has_dwarf" in proc:
         lo, hi = estimate_pause_ms(size / 1e6, proc["has_dwarf"])
         proc["attach_pause_ms"] = [lo, hi]
-        note = (f"expect the target to stop {lo}-{hi} ms while the stock dlv attaches "
+        span = f"about {lo} ms" if lo == hi else f"{lo}-{hi} ms"
+        note = (f"expect the target to stop {span} while the stock dlv attaches "
                 f"({proc['exe_mb']} MB executable, {'with' if proc['has_dwarf'] else 'without'}"
                 " DWARF; docs/BENCHMARKS.md \"How long is the target paused?\")")
         if dlv.get("kind") == "patched":

@@ -29,10 +29,13 @@ quiet() {
 bash "$REPO/build/dlv.sh" >"$logs/dlv.out" 2>"$logs/dlv.log" &
 dlv_pid=$!
 
-if "$PY" -c "import yaml, requests, elftools, click, iced_x86" 2>/dev/null; then
+# blade-go's dependencies, and what installing it needs (setuptools and wheel: installed here
+# once, the editable install below builds without an isolated environment of its own).
+if "$PY" -c "import yaml, requests, elftools, click, iced_x86, setuptools, wheel" 2>/dev/null; then
   say python "dependencies present"
 else
-  quiet python "$PY" -m pip install -q pyyaml requests pyelftools click iced-x86
+  quiet python "$PY" -m pip install -q pyyaml requests pyelftools click iced-x86 \
+    'setuptools>=62.3' wheel
   say python "dependencies installed"
 fi
 
@@ -41,12 +44,7 @@ scripts="$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
 if [ "$where" = "$REPO" ] && [ -x "$scripts/blade-go" ]; then
   say blade-go "installed from $REPO"
 else
-  # No build isolation when setuptools and wheel are already there (nothing to download).
-  if "$PY" -c "import setuptools, wheel" 2>/dev/null; then
-    quiet blade-go "$PY" -m pip install -q --no-build-isolation --no-deps -e "$REPO"
-  else
-    quiet blade-go "$PY" -m pip install -q --no-deps -e "$REPO"
-  fi
+  quiet blade-go "$PY" -m pip install -q --no-build-isolation --no-deps -e "$REPO"
   say blade-go "pip install -e $REPO"
 fi
 

@@ -73,6 +73,20 @@ def test_go_process(cli, e2e_binary, target_factory):
     assert 0 < lo <= hi
 
 
+def test_process_under_blade_go_own_session(cli, e2e_binary, target_factory):
+    """The tracer of a process with an active experiment is blade-go's own dlv: not a failure."""
+    t = target_factory(e2e_binary)
+    uid = cli.create_return(t.pid, "main.Query", '"x",nil')
+    try:
+        code, resp = cli.run("check", "--pid", t.pid)
+        assert code == 0 and resp["success"], resp
+        tracer = resp["result"]["process"]["tracer"]
+        assert tracer["blade_go"] is True and tracer["name"] == "dlv", tracer
+        assert "blade-go's own dlv" in checks(resp)["tracer"]["detail"]
+    finally:
+        cli.ok("destroy", uid)
+
+
 def test_non_go_process(cli, target_factory):
     t = target_factory("sleep", args=["60"], ready_line=None)
     code, resp = cli.run("check", "--pid", t.pid)
@@ -82,8 +96,9 @@ def test_non_go_process(cli, target_factory):
 
 
 def test_missing_process(cli):
-    pid = subprocess.Popen(["true"]).pid
-    os.waitpid(pid, 0)
+    p = subprocess.Popen(["true"])
+    p.wait()  # reaped: the pid names no process (until the kernel reuses it)
+    pid = p.pid
     code, resp = cli.run("check", "--pid", pid)
     assert code == 1
     assert_fails(resp, "process", 63012, "does not exist")
