@@ -15,6 +15,7 @@ manylinux2014_x86_64 for a statically linked dlv, linux_x86_64 otherwise. Editab
 """
 import os
 import shutil
+import struct
 import subprocess
 
 from setuptools import setup
@@ -27,6 +28,7 @@ except ImportError:  # setuptools < 70.1: the wheel package's
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUNDLED = os.path.join("blade_go", "_bin", "dlv")  # session/launcher.py BUNDLED_DLV
+PT_INTERP = 3
 
 
 def bundle_wanted() -> bool:
@@ -46,10 +48,18 @@ def built_dlv() -> str:
 
 
 def is_static(path: str) -> bool:
-    """No PT_INTERP program header: the executable needs no libc of the target machine."""
-    from elftools.elf.elffile import ELFFile  # a build dependency only when bundling
+    """No PT_INTERP program header: the executable needs no libc of the target machine.
+    (ELF64 little-endian header read by hand: an isolated build has no pyelftools.)"""
     with open(path, "rb") as f:
-        return not any(seg["p_type"] == "PT_INTERP" for seg in ELFFile(f).iter_segments())
+        head = f.read(64)
+        if head[:6] != b"\x7fELF\x02\x01":
+            raise SystemExit(f"blade-go: {path} is not an ELF64 little-endian executable")
+        phoff, = struct.unpack_from("<Q", head, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    return all(struct.unpack_from("<I", table, i * phentsize)[0] != PT_INTERP
+               for i in range(phnum))
 
 
 class BuildPyWithDlv(build_py):

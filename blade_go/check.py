@@ -26,6 +26,7 @@ import os
 import platform
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 
 from .errors import BladeError, Code
@@ -117,20 +118,24 @@ def has_cap_ptrace(fields: dict) -> bool:
 
 
 def ptrace_probe() -> tuple[bool, str]:
-    """Try PTRACE_SEIZE on a child of ours (a `sleep`): allowed by yama at every scope below 3
-    and by the uid check, so a refusal means seccomp, a missing capability in a user namespace
-    or scope 3. Returns (allowed, why not)."""
+    """Try PTRACE_SEIZE on a child of ours (a fork that only sleeps): allowed by yama at every
+    scope below 3 and by the uid check, so a refusal means seccomp, a missing capability in a
+    user namespace or scope 3. Returns (allowed, why not)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     libc.ptrace.restype = ctypes.c_long
     libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-    child = subprocess.Popen(["sleep", "30"], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child only waits to be killed
+        try:
+            time.sleep(30)
+        finally:
+            os._exit(0)
     try:
-        rc = libc.ptrace(PTRACE_SEIZE, child.pid, None, None)
+        rc = libc.ptrace(PTRACE_SEIZE, child, None, None)
         err = ctypes.get_errno()
     finally:
-        child.send_signal(signal.SIGKILL)  # ends the tracing with it
-        child.wait()
+        os.kill(child, signal.SIGKILL)  # ends the tracing with it
+        os.waitpid(child, 0)
     if rc == 0:
         return True, ""
     return False, f"PTRACE_SEIZE of a child process failed: {errno.errorcode.get(err, err)} " \
@@ -202,7 +207,7 @@ def check_ptrace(rep: Report):
                    "seccomp=unconfined, or Kubernetes securityContext.seccompProfile "
                    "Unconfined) and CAP_SYS_PTRACE")
         else:
-            fix = "run blade-go as root, or grant CAP_SYS_PTRACE (docker --cap-add SYS_PTRACE)"
+            fix = _grant_cap()
         rep.add("ptrace", "fail", f"ptrace is not allowed: {why}; {facts}", fix=fix,
                 code=Code.FORBIDDEN)
         return
@@ -217,12 +222,18 @@ def check_ptrace(rep: Report):
         what = {1: "only to its own descendants", 2: "only with CAP_SYS_PTRACE",
                 3: "to nothing"}[scope]
         rep.add("ptrace", "fail", f"{facts}: this user may attach {what}", code=Code.FORBIDDEN,
-                fix="run blade-go as root (or with CAP_SYS_PTRACE)"
-                    + ("" if scope == 3 else ", or `sysctl kernel.yama.ptrace_scope=0`"))
+                fix=_grant_cap() + ("" if scope == 3 else
+                                    ", or lower it: `sysctl kernel.yama.ptrace_scope=0`"))
         return
-    rep.add("ptrace", "warn", f"{facts}: this user may attach only to its own processes",
-            fix="run blade-go as root (or with CAP_SYS_PTRACE) to inject into other users' "
-                "processes")
+    rep.add("ptrace", "warn", f"{facts}: this user may attach only to its own uid's processes",
+            fix=_grant_cap() + " to inject into other users' processes")
+
+
+def _grant_cap() -> str:
+    if os.geteuid() == 0:  # root without the capability: a container's default set
+        return ("grant CAP_SYS_PTRACE (docker run --cap-add SYS_PTRACE; Kubernetes "
+                "securityContext.capabilities.add: [SYS_PTRACE], or a privileged pod)")
+    return "run blade-go as root (with CAP_SYS_PTRACE)"
 
 
 def check_state_home(rep: Report):

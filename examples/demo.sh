@@ -14,8 +14,9 @@ trap 'kill "$svc" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 go=/usr/local/go/bin/go
 [ -x "$go" ] || go=go
+t0=$(date +%s%N)
 (cd examples/userservice && GOTOOLCHAIN=local GOFLAGS=-buildvcs=false "$go" build -o "$work/userservice" .)
-printf '[setup] %-10s built\n' userservice
+printf '[setup] %-10s built (%.1f s)\n' userservice "$(( $(date +%s%N) - t0 ))e-9"
 "$work/userservice" >"$work/out.log" 2>&1 &
 svc=$!
 section() { printf '\n== %s\n' "$1"; }

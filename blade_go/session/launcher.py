@@ -89,7 +89,8 @@ def find_dlv(machine: int = EM_X86_64) -> str:
     else:
         var, found = "BLADE_GO_DLV", [bundled_dlv(), shutil.which("dlv"), f"{TOOLS}/bin/dlv"]
         hint = (f"dlv not found: install it with `go install github.com/go-delve/delve/cmd/dlv@"
-                f"{version}` (or `bash .ci/install.sh`), or set BLADE_GO_DLV to its path")
+                f"{version}` (from a blade-go checkout: `build/dlv.sh`), or install blade-go's "
+                "wheel, which carries one, or set BLADE_GO_DLV to its path")
     chosen = os.environ.get(var)
     if chosen:  # an explicit choice is never silently replaced by another dlv
         if os.path.isfile(chosen) and os.access(chosen, os.X_OK):
