@@ -232,3 +232,28 @@ def test_ptrace_refused_by_seccomp(cli, tmp_path):
 def test_pid_must_be_a_number(cli):
     code, resp = cli.run("check", "--pid", "12x")
     assert code == 1 and resp["code"] == 46000, resp
+
+
+def test_find_dlv_order_with_a_bundled_dlv(monkeypatch, tmp_path):
+    """$BLADE_GO_DLV, then the wheel's bundled dlv, then PATH, then the installer's."""
+    from blade_go.session import launcher
+
+    def fake(where):
+        where.mkdir(parents=True, exist_ok=True)
+        (where / "dlv").write_text("#!/bin/sh\n")
+        (where / "dlv").chmod(0o755)
+        return str(where / "dlv")
+
+    bundled, on_path, tools = (fake(tmp_path / d) for d in ("_bin", "path", "tools/bin"))
+    monkeypatch.delenv("BLADE_GO_DLV", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "path"))
+    monkeypatch.setattr(launcher, "TOOLS", str(tmp_path / "tools"))
+    monkeypatch.setattr(launcher, "BUNDLED_DLV", bundled)
+    assert launcher.find_dlv() == bundled
+    monkeypatch.setenv("BLADE_GO_DLV", on_path)
+    assert launcher.find_dlv() == on_path
+    monkeypatch.delenv("BLADE_GO_DLV")
+    monkeypatch.setattr(launcher, "BUNDLED_DLV", str(tmp_path / "no-bundle" / "dlv"))
+    assert launcher.find_dlv() == on_path
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert launcher.find_dlv() == tools
