@@ -167,7 +167,8 @@ def check_dlv(rep: Report):
     info["chosen_by"] = _dlv_source(path)
     rep.environment["dlv"] = info
     detail = f"{path}: dlv {info['version']} ({info['kind']}; {info['chosen_by']})"
-    if pinned and info["version"] != pinned:
+    base = info["version"].split("-")[0].split("+")[0]  # a patched build's suffix aside
+    if pinned and base != pinned:
         rep.add("dlv", "warn", detail + f"; blade-go is tested with dlv {pinned}",
                 fix=f"use dlv {pinned} (build/setup.sh builds it; BLADE_GO_DLV names it)")
     else:
