@@ -257,3 +257,23 @@ def test_find_dlv_order_with_a_bundled_dlv(monkeypatch, tmp_path):
     assert launcher.find_dlv() == on_path
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert launcher.find_dlv() == tools
+
+
+def test_process_in_another_pid_namespace(cli, e2e_binary, target_factory):
+    """A Go program in a pid namespace of its own (as in a container): named by its host pid,
+    it is pid 1 inside."""
+    if not shutil.which("unshare"):
+        from tests.support.toolchains import missing
+        missing("unshare (util-linux)")
+    runner = target_factory("unshare", args=["--pid", "--fork", "--mount-proc", "--kill-child",
+                                             str(e2e_binary)])
+    kids = [int(p) for p in os.listdir("/proc") if p.isdigit()
+            and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == str(runner.pid)]
+    assert len(kids) == 1, kids
+    code, resp = cli.run("check", "--pid", kids[0])
+    assert code == 0 and resp["success"], resp
+    p = resp["result"]["process"]
+    assert p["nspid"] == [kids[0], 1] and p["same_pid_namespace"] is False, p
+    assert checks(resp)["namespace"]["detail"].startswith("in another pid namespace (pid 1 "), \
+        checks(resp)["namespace"]
+    assert p["go_version"].startswith("go1.")  # its executable read through the host's /proc
