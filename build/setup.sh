@@ -14,7 +14,9 @@ t0=$(date +%s%N)
 say() { printf '[setup] %-10s %s (%.1f s)\n' "$1" "$2" "$(( $(date +%s%N) - t0 ))e-9"; }
 logs="$(mktemp -d)"
 dlv_pid=
-trap '[ -z "$dlv_pid" ] || kill "$dlv_pid" 2>/dev/null || true; rm -rf "$logs"' EXIT
+# On a failure the dlv build still running is ended with its children (go), all of them.
+trap '[ -z "$dlv_pid" ] || kill -- "-$dlv_pid" 2>/dev/null || kill "$dlv_pid" 2>/dev/null || true
+      rm -rf "$logs"' EXIT
 # Run "$@" with its output kept in $logs/$1.log; on failure show it and stop.
 quiet() {
   local name="$1"; shift
@@ -25,8 +27,10 @@ quiet() {
   fi
 }
 
-# dlv takes longest when it must be built: start it now, beside the Python steps.
-bash "$REPO/build/dlv.sh" >"$logs/dlv.out" 2>"$logs/dlv.log" &
+# dlv takes longest when it must be built: start it now, beside the Python steps (in a
+# process group of its own, which the trap can end as a whole).
+setsid=$(command -v setsid || true)
+$setsid bash "$REPO/build/dlv.sh" >"$logs/dlv.out" 2>"$logs/dlv.log" &
 dlv_pid=$!
 
 # blade-go's dependencies, and what installing it needs (setuptools and wheel: installed here
