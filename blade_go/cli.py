@@ -256,6 +256,24 @@ def inspect(pid, binary, func, signature, debug_binary, debug):
              debug_binary=debug_binary)
 
 
+@cli.command(context_settings=CONTEXT, help="Check whether blade-go can work here (dlv, ptrace, "
+             "capabilities, seccomp, the state directory, the kernel) and, with --pid, whether "
+             "and how that process can be injected. Each failed check says what to do; nothing "
+             "is attached or written.")
+@click.option("--pid", default=None, help="A running process to check")
+@click.option("--debug", is_flag=True, help="Diagnostics to stderr and the log file")
+def check(pid, debug):
+    if pid is not None:
+        if not (pid.isascii() and pid.isdigit()) or int(pid) <= 0:
+            raise BladeError(Code.PARAMETER_ILLEGAL, f"illegal value {pid!r} for --pid: "
+                             "expected a process id (positive integer)")
+        pid = int(pid)
+    from .check import response
+    with _stdout_to_stderr():
+        resp = response(pid)
+    raise Respond(resp)
+
+
 @cli.group(context_settings=CONTEXT, help="Install blade-go into a chaosblade release, so that "
            "its `blade create go ...` reaches blade-go, or remove it again.")
 def chaosblade():

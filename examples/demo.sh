@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # blade-go demo: a running Go service's database query starts failing, then recovers.
-# Installs what it needs (Python deps, dlv), builds examples/userservice, and shows its output
-# before, during and after a `return` experiment.
+# Installs only what it needs (build/setup.sh: Python deps, blade-go, dlv; one line per step),
+# builds examples/userservice, and shows its output before, during and after a `return`
+# experiment. PYTHON=/path/to/python picks the interpreter (and so the environment) used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Idempotent: a few seconds once everything is installed.
-bash .ci/install.sh >/dev/null
-source build/toolchains.env
-export PATH="$TOOLS_DIR/bin:$PATH"
+bash build/setup.sh  # idempotent: about a second once everything is installed
+PY="${PYTHON:-python3}"
+export BLADE_GO_DLV="$(bash build/dlv.sh)"
+export PATH="$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 work=$(mktemp -d)
 trap 'kill "$svc" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-(cd examples/userservice && GOTOOLCHAIN=local go build -o "$work/userservice" .)
+go=/usr/local/go/bin/go
+[ -x "$go" ] || go=go
+t0=$(date +%s%N)
+(cd examples/userservice && GOTOOLCHAIN=local GOFLAGS=-buildvcs=false "$go" build -o "$work/userservice" .)
+printf '[setup] %-10s built (%.1f s)\n' userservice "$(( $(date +%s%N) - t0 ))e-9"
 "$work/userservice" >"$work/out.log" 2>&1 &
 svc=$!
 section() { printf '\n== %s\n' "$1"; }
@@ -23,7 +28,7 @@ show_new 3
 section "create: blade-go create go return --pid $svc --func 'main.(*Store).GetUser' --value 'nil,error:db is down'"
 out=$(blade-go create go return --pid "$svc" --func 'main.(*Store).GetUser' --value 'nil,error:db is down')
 echo "$out"
-uid=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["result"])' "$out")
+uid=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["result"])' "$out")
 
 section "during: every query fails with the injected error"
 show_new 3

@@ -15,7 +15,8 @@ from .. import procfs
 from ..errors import BladeError, Code
 from ..state import open_private
 
-TOOLS = "/opt/blade-go-tools"
+# Where .ci/install.sh puts its builds (build/toolchains.env TOOLS_DIR; BLADE_GO_TOOLS_DIR as there).
+TOOLS = os.environ.get("BLADE_GO_TOOLS_DIR") or "/opt/blade-go-tools"
 EM_386, EM_X86_64, EM_AARCH64 = 3, 62, 183
 LISTENING = re.compile(r"API server listening at:\s*(\S+)")
 # dlv before 1.21 has no unix listener; it says so before attaching (nothing was stopped).
@@ -63,17 +64,33 @@ def _pinned(key: str, default: str) -> str:
     return default
 
 
+# A wheel built by setup.py carries the dlv blade-go is tested with here (amd64 only).
+BUNDLED_DLV = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_bin",
+                           "dlv")
+
+
+def bundled_dlv():
+    """The dlv shipped inside this installation (a wheel), else None (a source checkout)."""
+    return BUNDLED_DLV if os.path.isfile(BUNDLED_DLV) else None
+
+
 def find_dlv(machine: int = EM_X86_64) -> str:
-    """dlv for the target's architecture: a 386 target needs a 386 dlv."""
+    """dlv for the target's architecture: a 386 target needs a 386 dlv.
+
+    amd64, first found: $BLADE_GO_DLV (an explicit choice, never replaced), the dlv bundled in
+    the wheel (blade_go/_bin/dlv), `dlv` on PATH, $BLADE_GO_TOOLS_DIR/bin/dlv (default
+    /opt/blade-go-tools, where .ci/install.sh builds it).
+    """
     version = _pinned("DLV_VERSION", "latest")
     if machine == EM_386:
         var, found = "BLADE_GO_DLV_386", [f"{TOOLS}/bin386/dlv", f"{TOOLS}/delve-386/usr/bin/dlv"]
         hint = ("dlv for 386 targets not found: set BLADE_GO_DLV_386 or build one with "
                 f"`GOARCH=386 CGO_ENABLED=0 go install github.com/go-delve/delve/cmd/dlv@{version}`")
     else:
-        var, found = "BLADE_GO_DLV", [shutil.which("dlv"), f"{TOOLS}/bin/dlv"]
+        var, found = "BLADE_GO_DLV", [bundled_dlv(), shutil.which("dlv"), f"{TOOLS}/bin/dlv"]
         hint = (f"dlv not found: install it with `go install github.com/go-delve/delve/cmd/dlv@"
-                f"{version}` (or `bash .ci/install.sh`), or set BLADE_GO_DLV to its path")
+                f"{version}` (from a blade-go checkout: `build/dlv.sh`), or install blade-go's "
+                "wheel, which carries one, or set BLADE_GO_DLV to its path")
     chosen = os.environ.get(var)
     if chosen:  # an explicit choice is never silently replaced by another dlv
         if os.path.isfile(chosen) and os.access(chosen, os.X_OK):
