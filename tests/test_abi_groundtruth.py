@@ -10,7 +10,7 @@ import pytest
 from blade_go.abi import ABI, STACK
 from blade_go.abi.abi0 import ABI0_386, ABI0_AMD64, StackFrame
 from blade_go.abi.layout import align_up
-from blade_go.abi.regabi_amd64 import REGABI_AMD64, RegisterABI
+from blade_go.abi.regabi_amd64 import REGABI_AMD64, RegisterABIAMD64
 from tests.support import abi_check, toolchains
 from tests.support.abi_gen import FIXTURE_DIR, GO_MOD, generate
 
@@ -45,7 +45,7 @@ def _mutants(base: ABI):
             "mutant-results-unaligned": (Mutant(base, "align", pointer_align=lambda f: None), 1)}
 
 
-class NoRegistersAfterSpill(RegisterABI):
+class NoRegistersAfterSpill(RegisterABIAMD64):
     """Mutant: once a value goes to the stack, every later one does too."""
     name = "mutant-no-regs-after-spill"
 
