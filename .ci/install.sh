@@ -211,6 +211,17 @@ step_multilib() {
   fi
 }
 
+# 7b. qemu-user: the arm64 tests run arm64 builds on an emulated arm64 CPU (its gdbstub
+#     stands in for dlv), e.g. the register ABI's ground truth in test_abi_groundtruth.py.
+step_qemu_user() {
+  if command -v qemu-aarch64 >/dev/null 2>&1; then
+    log "qemu-user: present"; return
+  fi
+  apt_update_once
+  log "qemu-user: apt-get install qemu-user"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user >/dev/null
+}
+
 # 8. The real chaosblade CLI (blade, bin/chaos_os and its os spec) built from the pinned source
 #    beside the repo (../shared/chaosblade): tests/test_chaosblade*.py drive blade-go through it.
 blade_dir() { echo "$TOOLS_DIR/blade-$CHAOSBLADE_VERSION"; }
@@ -235,5 +246,6 @@ step_gobin
 step_gobin_matrix
 step_musl
 step_multilib
+step_qemu_user
 step_blade
 summary
