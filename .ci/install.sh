@@ -45,11 +45,12 @@ dlv_version_of() { "$1" version 2>/dev/null | sed -n 's/^Version: //p'; }
 
 # 1. Python dependencies.
 step_python() {
-  if python3 -c "import yaml, requests, elftools, click, iced_x86, pytest, wheel" 2>/dev/null; then
+  if python3 -c "import yaml, requests, elftools, click, iced_x86, pytest, wheel, capstone" 2>/dev/null; then
     log "python deps: present"
   else
     log "python deps: installing"
-    python3 -m pip install -q pyyaml requests pyelftools click iced-x86 pytest wheel
+    # capstone: the arm64 decoder (iced-x86 is x86 only); the arm64 ABI tests read code with it
+    python3 -m pip install -q pyyaml requests pyelftools click iced-x86 pytest wheel capstone
   fi
   # The Chaos Toolkit extra (setup.cfg [chaostoolkit]); its tests run the real `chaos` CLI.
   if python3 -c 'import chaoslib, chaostoolkit' 2>/dev/null; then
