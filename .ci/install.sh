@@ -45,11 +45,12 @@ dlv_version_of() { "$1" version 2>/dev/null | sed -n 's/^Version: //p'; }
 
 # 1. Python dependencies.
 step_python() {
-  if python3 -c "import yaml, requests, elftools, click, iced_x86, pytest, wheel" 2>/dev/null; then
+  if python3 -c "import yaml, requests, elftools, click, iced_x86, pytest, wheel, capstone" 2>/dev/null; then
     log "python deps: present"
   else
     log "python deps: installing"
-    python3 -m pip install -q pyyaml requests pyelftools click iced-x86 pytest wheel
+    # capstone: the arm64 decoder (iced-x86 is x86 only); the arm64 ABI tests read code with it
+    python3 -m pip install -q pyyaml requests pyelftools click iced-x86 pytest wheel capstone
   fi
   # The Chaos Toolkit extra (setup.cfg [chaostoolkit]); its tests run the real `chaos` CLI.
   if python3 -c 'import chaoslib, chaostoolkit' 2>/dev/null; then
@@ -211,6 +212,17 @@ step_multilib() {
   fi
 }
 
+# 7b. qemu-user: the arm64 tests run arm64 builds on an emulated arm64 CPU (its gdbstub
+#     stands in for dlv), e.g. the register ABI's ground truth in test_abi_groundtruth.py.
+step_qemu_user() {
+  if command -v qemu-aarch64 >/dev/null 2>&1; then
+    log "qemu-user: present"; return
+  fi
+  apt_update_once
+  log "qemu-user: apt-get install qemu-user"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user >/dev/null
+}
+
 # 8. The real chaosblade CLI (blade, bin/chaos_os and its os spec) built from the pinned source
 #    beside the repo (../shared/chaosblade): tests/test_chaosblade*.py drive blade-go through it.
 blade_dir() { echo "$TOOLS_DIR/blade-$CHAOSBLADE_VERSION"; }
@@ -256,6 +268,7 @@ step_gobin
 step_gobin_matrix
 step_musl
 step_multilib
+step_qemu_user
 step_blade
 step_containerd
 step_blade_patched

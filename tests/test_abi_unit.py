@@ -9,6 +9,7 @@ from blade_go.abi import REG, STACK, Piece, abi_for
 from blade_go.abi.abi0 import ABI0_386, ABI0_AMD64
 from blade_go.abi.layout import Layout, align_up
 from blade_go.abi.regabi_amd64 import REGABI_AMD64, register_needs
+from blade_go.abi.regabi_arm64 import REGABI_ARM64
 from blade_go.abi.select import parse_go_version, select_abi
 from blade_go.errors import BladeError, Code
 from blade_go.inspector.gotypes import Param, Signature
@@ -62,6 +63,8 @@ def test_select_abi_honours_noregabi_only_where_go_did():
 
 
 def test_select_abi_refuses_arm64_and_others():
+    """arm64's result locations exist (REGABI_ARM64) but no stub is written for it yet: a
+    binary is refused when its ABI is first needed, before anything attaches."""
     with pytest.raises(BladeError) as e:
         select_abi("arm64", "go1.21.0")
     assert e.value.code == Code.ACTION_NOT_SUPPORT and "arm64" in e.value.message
@@ -204,3 +207,41 @@ def test_abi0_386_uses_4_byte_slots_and_alignment():
     assert [stack(l) for l in locs] == [4 + 12, 4 + 20, 4 + 24, 4 + 40]
     assert ABI0_386.result_locations(sig([], [L4.basic("int")]))[0].pieces == (
         Piece(0, 4, STACK, sp_offset=4),)
+
+
+# --- arm64 register ABI (the same rules, R0-R15 and F0-F15) -----------------------------------
+
+def test_arm64_sixteen_ints_and_floats_then_the_stack():
+    locs = REGABI_ARM64.result_locations(sig([], [L8.basic("int")] * 17))
+    assert [regs(l)[0] for l in locs[:16]] == [f"R{i}" for i in range(16)]
+    assert stack(locs[16]) == 8  # SP+0 holds the caller's saved LR
+    locs = REGABI_ARM64.result_locations(sig([], [L8.basic("float32")] * 17))
+    assert [regs(l)[0] for l in locs[:16]] == [f"F{i}" for i in range(16)]
+    assert stack(locs[16]) == 8
+
+
+def test_arm64_string_error_and_a_value_that_does_not_fit():
+    i, s = L8.basic("int64"), L8.string()
+    locs = REGABI_ARM64.result_locations(sig([i], [s, L8.iface()]))
+    assert regs(locs[0]) == ["R0", "R1"] and regs(locs[1]) == ["R2", "R3"]
+    # 15 ints leave R15 alone: a string needs two, so it goes to the stack, and the int after
+    # it still gets R15 (the counters go back, as on amd64).
+    locs = REGABI_ARM64.result_locations(sig([], [i] * 15 + [s, i]))
+    assert stack(locs[15]) == 8 and regs(locs[16]) == ["R15"]
+
+
+def test_arm64_spill_slots_follow_stack_results():
+    i = L8.basic("int")
+    locs = REGABI_ARM64.param_locations(sig([i, L8.string()], [i] * 17))
+    assert regs(locs[0]) == ["R0"] and regs(locs[1]) == ["R1", "R2"]
+    # one stack-assigned result (8 bytes at SP+8), then the spill area: the int, the string
+    assert (locs[0].spill_offset, locs[1].spill_offset) == (16, 24)
+
+
+def test_amd64_and_arm64_share_one_assignment_but_not_registers():
+    i = L8.basic("int")
+    amd = REGABI_AMD64.result_locations(sig([], [i] * 10))
+    arm = REGABI_ARM64.result_locations(sig([], [i] * 10))
+    assert stack(amd[9]) == 8 and regs(arm[9]) == ["R9"]
+    assert (REGABI_ARM64.name, REGABI_ARM64.goarch, REGABI_ARM64.ptrsize) == \
+        ("abi-internal-arm64", "arm64", 8)

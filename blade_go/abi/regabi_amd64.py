@@ -1,112 +1,19 @@
-"""ABIInternal on amd64 (Go >= 1.17): the register assignment of abi-internal.md.
+"""ABIInternal on amd64 (Go >= 1.17): nine integer registers and X0-X14.
 
-Arguments and results are assigned separately, each from the first register. A value is
-assigned as a whole: either every machine scalar of it gets the next register of its class,
-or (it has a non-trivial array, or too few registers remain) it goes to the stack and the
-register counters stay where they were. Zero-sized values are stack-assigned (no space, but
-they align the offset). Stack-assigned results follow the stack-assigned arguments after a
-pointer-size alignment.
+R14 holds the current g and X15 must stay zero in ABIInternal code (abi-internal.md, "amd64
+architecture"); neither carries arguments. The assignment rules are shared (`regabi.py`).
 """
-from typing import List, Optional, Tuple
-
-from . import ABI, REG, ParamLocation, Piece, ResultLocation
-from ..inspector.gotypes import POINTER_SHAPED, GoType, Kind, Signature
-from .abi0 import StackFrame, stack_location
+from .regabi import RegisterABI, register_needs  # noqa: F401  (register_needs: public here too)
 
 INT_REGS = ("RAX", "RBX", "RCX", "RDI", "RSI", "R8", "R9", "R10", "R11")
 FLOAT_REGS = tuple(f"X{i}" for i in range(15))
-PTRSIZE = 8
 
 
-def register_needs(t: GoType) -> Optional[Tuple[int, int]]:
-    """(int registers, float registers) t takes when register-assigned; None if it never can."""
-    k = t.kind
-    if k in (Kind.BOOL, Kind.INT, Kind.UINT) or k in POINTER_SHAPED:
-        return (1, 0)
-    if k in (Kind.FLOAT32, Kind.FLOAT64):
-        return (0, 1)
-    if k in (Kind.COMPLEX64, Kind.COMPLEX128):
-        return (0, 2)
-    if k in (Kind.STRING, Kind.IFACE, Kind.EFACE):
-        return (2, 0)
-    if k == Kind.SLICE:
-        return (3, 0)
-    if k == Kind.ARRAY:
-        if t.length == 0:
-            return (0, 0)
-        if t.length == 1:
-            return register_needs(t.elem)
-        return None  # indexing needs memory: arrays longer than 1 never go in registers
-    if k == Kind.STRUCT:
-        ni = nf = 0
-        for f in t.fields:
-            need = register_needs(f.type)
-            if need is None:
-                return None
-            ni, nf = ni + need[0], nf + need[1]
-        return (ni, nf)
-    raise ValueError(f"unknown kind {k}")
-
-
-class RegisterABI(ABI):
+class RegisterABIAMD64(RegisterABI):
     name = "abi-internal-amd64"
     goarch = "amd64"
-    ptrsize = PTRSIZE
-
-    def result_locations(self, sig: Signature) -> Tuple[ResultLocation, ...]:
-        frame = StackFrame(PTRSIZE)
-        ints = floats = 0
-        for p in sig.params:  # only their stack slots matter here
-            ints, floats, _ = self._assign(p.type, ints, floats, frame)
-        frame.pointer_align()
-        ints = floats = 0
-        out: List[ResultLocation] = []
-        for i, r in enumerate(sig.results):
-            ints, floats, loc = self._assign(r.type, ints, floats, frame, i, r.name)
-            out.append(loc)
-        return tuple(out)
-
-    def param_locations(self, sig: Signature) -> Tuple[ParamLocation, ...]:
-        """Registers or stack slots of every parameter, and the spill slots of the register
-        ones: the spill area follows the stack-assigned results, pointer-aligned, each value
-        aligned to its type, in parameter order (abi-internal.md, "Function call argument and
-        result passing")."""
-        frame = StackFrame(PTRSIZE)
-        ints = floats = 0
-        locs = []
-        for i, p in enumerate(sig.params):
-            ints, floats, loc = self._assign(p.type, ints, floats, frame, i, p.name)
-            locs.append(loc)
-        frame.pointer_align()
-        ints = floats = 0
-        for r in sig.results:  # only their stack slots matter here
-            ints, floats, _ = self._assign(r.type, ints, floats, frame)
-        frame.pointer_align()
-        out: List[ParamLocation] = []
-        for loc in locs:
-            spill = None
-            if loc.pieces and loc.pieces[0].where == REG:
-                spill = frame.place(loc.type)
-            out.append(ParamLocation(loc.index, loc.name, loc.type, loc.pieces, spill))
-        return tuple(out)
-
-    def _assign(self, t: GoType, ints: int, floats: int, frame: StackFrame,
-                index: int = -1, name: str = ""):
-        """Assign one value; returns the new counters and its ResultLocation."""
-        need = register_needs(t) if t.size else None
-        if need is None or ints + need[0] > len(INT_REGS) or floats + need[1] > len(FLOAT_REGS):
-            return ints, floats, stack_location(index, name, t, frame.place(t))
-        pieces = []
-        for off, size, cls in t.scalars(PTRSIZE):
-            if cls == "float":
-                reg, floats = FLOAT_REGS[floats], floats + 1
-            else:
-                reg, ints = INT_REGS[ints], ints + 1
-            pieces.append(Piece(off, size, REG, reg=reg))
-        return ints, floats, ResultLocation(index, name, t, tuple(pieces))
-
-    def __repr__(self):
-        return "RegisterABI('amd64')"
+    int_regs = INT_REGS
+    float_regs = FLOAT_REGS
 
 
-REGABI_AMD64 = RegisterABI()
+REGABI_AMD64 = RegisterABIAMD64()

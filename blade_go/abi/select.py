@@ -41,6 +41,9 @@ def select_abi(goarch: str, go_version: str, *, goexperiment: str = "") -> ABI:
             return ABI0_AMD64
         return REGABI_AMD64  # an unnamed devel build is newer than any release
     if goarch == "arm64":
-        raise BladeError(Code.ACTION_NOT_SUPPORT, "arm64 register ABI is not supported yet")
+        # Its result locations are known (regabi_arm64.REGABI_ARM64); its stubs, placement and
+        # relocation are not written yet, so the binary is refused before anything attaches.
+        raise BladeError(Code.ACTION_NOT_SUPPORT, "arm64 is not supported yet: blade-go has no "
+                         "arm64 stubs (supported: amd64, 386)")
     raise BladeError(Code.ACTION_NOT_SUPPORT, f"architecture {goarch!r} is not supported "
                      "(supported: amd64, 386)")

@@ -5,6 +5,7 @@ attached with the real dlv. A breakpoint on every RET of every fixture function 
 before returning, when SP points at the return address exactly as at entry: every Piece of every
 computed ResultLocation must then hold the sentinel the generator put there.
 """
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,30 @@ class Hit:
         return self._stack[off:off + size]
 
 
+class QemuHit:
+    """The same view of a stop at a RET as Hit, read from qemu-user's gdbstub (arm64)."""
+
+    def __init__(self, gdb, ptrsize: int = 8):
+        from tests.support.gdbstub import AARCH64
+        self.rpc, self.ptrsize, self._numbers = self, ptrsize, AARCH64
+        self.gdb = gdb
+        self.sp = int.from_bytes(gdb.register(AARCH64["sp"]), "little")
+        self._stack = b""
+
+    def reg_bytes(self, name: str) -> bytes:
+        # R0..R15 are x0..x15; F0..F15 are the low halves of v0..v15
+        n = self._numbers[("x" if name[0] == "R" else "v") + name[1:]]
+        return self.gdb.register(n)
+
+    def memory(self, addr: int, size: int) -> bytes:
+        return self.gdb.memory(addr, size)
+
+    def stack(self, off: int, size: int) -> bytes:
+        if len(self._stack) < off + size:
+            self._stack = self.gdb.memory(self.sp, max(off + size, 256))
+        return self._stack[off:off + size]
+
+
 def value_bytes(hit: Hit, loc, off: int, size: int, used: set) -> bytes:
     """Bytes [off, off+size) of a result value, wherever its Piece says they are."""
     for i, p in enumerate(loc.pieces):
@@ -120,6 +145,81 @@ def check_results(hit: Hit, locs, exp: Expect, symbols: Dict[str, int]):
             errors.append(f"{exp.symbol} result {loc.index}: pieces {sorted(used)} of "
                           f"{len(loc.pieces)} checked")
     return errors, count
+
+
+ARM64_RET = 0xD65F03C0  # `ret` (x30): how every Go arm64 function returns
+
+
+def arm64_returns(binary: Path, name: str) -> List[int]:
+    """Addresses of the `ret` instructions of one function (its symbol's st_size bytes)."""
+    with open(binary, "rb") as f:
+        elf = ELFFile(f)
+        sym = elf.get_section_by_name(".symtab").get_symbol_by_name(name)[0]
+        text = elf.get_section_by_name(".text")
+        off = sym["st_value"] - text["sh_addr"]
+        code = text.data()[off:off + sym["st_size"]]
+    return [sym["st_value"] + i for i in range(0, len(code), 4)
+            if int.from_bytes(code[i:i + 4], "little") == ARM64_RET]
+
+
+def run_arm64_qemu(toolchain: str, qemu: str, abi: ABI, controls: Dict[str, ABI],
+                   timeout: float = 240) -> Report:
+    """run()'s check for GOARCH=arm64, with qemu-user's gdbstub in place of dlv: the program
+    runs on an emulated arm64 CPU and stops at every `ret` of the fixture's functions."""
+    import threading
+    from tests.support.gdbstub import QemuGdb
+    src, expects = generate(8)
+    assert src == (FIXTURE_DIR / "main.go").read_text(), "fixture out of date: run abi_gen"
+    binary = build(toolchain, "arm64")
+    symbols = function_symbols(binary)
+    report = Report(f"{toolchain} {go_toolchain(toolchain).version} GOARCH=arm64 (qemu-user)",
+                    abi.name)
+    # no preemption signals: a SIGURG landing on a thread being stepped off a breakpoint would
+    # bring it back to that breakpoint, and the function would count two stops
+    gdb = QemuGdb.start(qemu, str(binary), env={**os.environ, "GODEBUG": "asyncpreemptoff=1"})
+    try:
+        by_addr = {}
+        for exp in expects:
+            name = resolve(symbols, exp.symbol)
+            addrs = arm64_returns(binary, name)
+            assert addrs, f"no ret found in {name}"
+            for a in addrs:
+                gdb.breakpoint(a)
+                by_addr[a] = exp
+
+        def go_on():  # the fixture waits for a line once it printed READY
+            if gdb.proc.stdout.readline().startswith(b"READY"):
+                gdb.proc.stdin.write(b"\n")
+                gdb.proc.stdin.flush()
+        threading.Thread(target=go_on, daemon=True).start()
+        hits = {}
+        while True:
+            kind, status = gdb.cont(timeout=timeout)
+            if kind != "stop":
+                break
+            hit = QemuHit(gdb)
+            pc = int.from_bytes(gdb.register(hit._numbers["pc"]), "little")
+            exp = by_addr.get(pc)
+            assert exp is not None, f"stopped at an unexpected pc {pc:#x}"
+            hits[exp.symbol] = hits.get(exp.symbol, 0) + 1
+            locs = abi.result_locations(exp.signature)
+            errors, count = check_results(hit, locs, exp, symbols)
+            report.failures += errors
+            report.leaves += count
+            report.signatures += 1
+            report.pieces += sum(len(loc.pieces) for loc in locs)
+            for cname, control in controls.items():
+                bad, _ = check_results(hit, control.result_locations(exp.signature), exp,
+                                       symbols)
+                report.control_mismatches[cname] = (report.control_mismatches.get(cname, 0)
+                                                    + bool(bad))
+        missing = [e.symbol for e in expects if hits.get(e.symbol) != 1]
+        if missing:
+            report.failures.append(f"functions not stopped exactly once: {missing}")
+        assert (kind, status) == ("exit", 0), (kind, status)
+        return report
+    finally:
+        gdb.close()
 
 
 def run(toolchain: str, goarch: str, dlv: str, abi: ABI, controls: Dict[str, ABI],

@@ -95,6 +95,15 @@ def require_dlv386() -> str:
     return dlv386_path() or missing("32-bit dlv not installed")
 
 
+def require_qemu_aarch64() -> str:
+    """qemu-user's arm64 emulator (Debian's qemu-user, installed by .ci/install.sh): the
+    arm64 tests run arm64 builds on it, with its gdbstub standing in for dlv."""
+    path = shutil.which("qemu-aarch64")
+    if not path:
+        missing("qemu-aarch64 not found (apt-get install qemu-user)")
+    return path
+
+
 def require_debian_dlv() -> str:
     return debian_dlv_path() or missing(f"Debian delve {pinned()['DEBIAN_DELVE_VERSION']} not installed")
 
