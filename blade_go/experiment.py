@@ -73,6 +73,10 @@ def _summary(rec: dict) -> dict:
     destroyed = (rec.get("record") or {}).get("destroyed")
     if destroyed:  # what destroy (or --timeout) restored and how long a drain took
         out["destroyed"] = destroyed
+    from .session import reclaim
+    kept = reclaim.entries_of(rec)
+    if kept:  # value caves the program may still hold, left in place (session/reclaim.py)
+        out.update(reclaim.summary(kept))
     return out
 
 
@@ -136,10 +140,16 @@ def _create_for(spec, target, values, uid, store, proc):
         **({"deadline": time.time() + float(timeout)} if timeout else {})})
     ctx = _context(rec, store, debug=bool(values.get("debug")))
     log.debug("create %s: %s on pid %d (%s)", uid, rec["command"], proc.pid, proc.cmdline)
+    early = None
     try:
+        # Value caves earlier experiments retained on this process: a scan now may free them
+        # (the session is attached for this create anyway) before caves are allocated.
+        early = _reclaim(proc.pid, store)
         owned = executor.create(ctx) or {}
         log.debug("create %s: applied", uid)
     except BaseException as e:
+        if early is not None:  # attached for the reclaim: let it detach if nothing holds it
+            _release_quietly(early, uid)
         text = e.message if isinstance(e, BladeError) else f"{type(e).__name__}: {e}"
         text += _undo_after_failed_create(e, executor, uid, store, values)
         rec = store.set_status(uid, st.ERROR, text)
@@ -158,6 +168,30 @@ def _create_for(spec, target, values, uid, store, proc):
         if warning:
             warnings.append(warning)
     return {"uid": uid, "warnings": warnings} if warnings else uid
+
+
+def _reclaim(pid: int, store, session=None):
+    """Ask pid's session to reclaim retained value caves (reclaim.py), when there are any;
+    the session it used (started when none was attached and session is None), else None.
+    Never fails the command: a failure leaves them retained."""
+    from .session import ensure_session, reclaim
+    if not reclaim.on_process(str(store.home), pid):
+        return None
+    try:
+        session = session or ensure_session(pid, str(store.home))
+        res = session.reclaim()
+        log.debug("reclaim on %d: %s", pid, res)
+        session.last_reclaim = res
+    except Exception as e:
+        log.warning("reclaiming retained values in %d: %s", pid, e)
+    return session
+
+
+def _release_quietly(session, uid):
+    try:
+        session.release(uid)
+    except Exception as e:
+        log.debug("release %s: %s", uid, e)
 
 
 def _undo_after_failed_create(e, executor, uid, store, values) -> str:
@@ -193,8 +227,14 @@ def sweep(store, skip: str | None = None):
         log.warning("sweep: %s", e)
         return
     now = time.time()
+    from .session import reclaim
     for rec in recs:
         uid = rec.get("uid")
+        if reclaim.entries_of(rec) and session_records.target_gone(rec):
+            try:  # a process that exits takes its retained values with it
+                reclaim.drop_exited(home, rec)
+            except Exception as e:
+                log.warning("sweep of %s: %s", uid, e)
         if uid == skip or rec.get("status") not in (st.CREATED, st.SUCCESS):
             continue
         gone = session_records.target_gone(rec)
@@ -248,8 +288,18 @@ def destroy(uid: str, store=None, debug=False) -> dict:
 def _destroy_locked(uid: str, store, debug=False, reason: str | None = None) -> dict:
     rec = store.get(uid)
     if rec["status"] == st.DESTROYED:
-        return {"uid": uid, "status": st.DESTROYED,
-                "message": f"experiment {uid} was already destroyed at {rec['update_time']}"}
+        out = {"uid": uid, "status": st.DESTROYED,
+               "message": f"experiment {uid} was already destroyed at {rec['update_time']}"}
+        from .session import reclaim
+        if reclaim.entries_of(rec) and not session_records.target_gone(rec):
+            # it still retains value caves: try to reclaim them (a scan proves them free)
+            session = _reclaim(int(rec["pid"]), store)
+            if session is not None:
+                out["reclaim"] = getattr(session, "last_reclaim", None) or {
+                    "error": "the session could not scan; values stay retained"}
+                _release_quietly(session, uid)
+            out.update(reclaim.summary(reclaim.entries_of(store.get(uid))))
+        return out
     facts = None
     # a create that failed before the handler stored anything has nothing to restore
     if rec["status"] == st.SUCCESS or rec.get("record"):
@@ -266,11 +316,17 @@ def _destroy_locked(uid: str, store, debug=False, reason: str | None = None) -> 
         if reason:
             r["reason"] = reason
         if facts:
-            r["record"] = {**(r.get("record") or {}), "destroyed": facts}
+            r["record"] = session_records.with_destroy_facts(r.get("record") or {}, facts)
     store.update(uid, finish)
     out = {"uid": uid, "status": st.DESTROYED}
     if facts:
         out["restored"] = facts
+        if facts.get("retained"):
+            out["note"] = (f"{facts['retained_bytes']} bytes of values the program may still "
+                           "hold are retained (inert, in padding outside every function; the "
+                           "fault is gone and every byte of code is restored); a later "
+                           f"command on process {rec.get('pid')} (`destroy {uid}` again, a "
+                           "create) reclaims them once no reference is left")
     return out
 
 

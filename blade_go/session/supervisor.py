@@ -28,7 +28,7 @@ from ..fastpath import load_site
 from ..patch import Patch
 from ..state import open_private, write_private
 from ..trust import trusted_patches
-from . import forkserver, paths, protocol, records, standby
+from . import forkserver, paths, protocol, reclaim, records, standby
 from .monitoring import POLL, Monitoring, log
 from .delve_client import DelveClient, DelveError
 from .launcher import DlvProcess, explain_failure, launch_dlv, prepare_guard
@@ -58,6 +58,7 @@ class Supervisor(Monitoring):
         self.started = time.monotonic()
         self.ready_fd: int | None = None  # told "ready" once the socket serves
         self.pending = None  # launcher.PendingGuard started in standby
+        self.last_reclaim = time.monotonic()  # retained values: see monitoring.reclaim_now
 
     # -- dlv lifecycle --------------------------------------------------------------------
     def attach(self):
@@ -131,6 +132,8 @@ class Supervisor(Monitoring):
         """Detach dlv (restores what it changed, target keeps running) and stop it."""
         if self.dlv is None:
             return
+        if not self.detached:  # the supervisor's exit: a last scan for retained values
+            self.reclaim_quietly("reclaimed as the session ended")
         self._detach_target()
         self._end_dlv()
 
@@ -157,10 +160,11 @@ class Supervisor(Monitoring):
         op = req.get("op")
         if op == "facts":
             return self.facts()
-        if op in ("apply", "revert", "watch") and self.closing:
+        if op in ("apply", "revert", "watch", "reclaim") and self.closing:
             raise BladeError(Code.OS_CMD_EXEC_FAILED, protocol.CLOSING + "this supervisor has "
                              "detached and is ending")
-        if op in ("apply", "revert") and (self.client is None or not self.client.connected):
+        if op in ("apply", "revert", "reclaim") and (self.client is None
+                                                      or not self.client.connected):
             raise BladeError(Code.UNEXPECTED_STATUS, "the session lost its dlv; retry (a fresh "
                                                      "session will be started)")
         if op == "apply":
@@ -174,6 +178,9 @@ class Supervisor(Monitoring):
             patches = [Patch.from_json(d) for d in req["patches"]]
             with self.op_lock:
                 return Patcher(self.client, log).revert(patches, req.get("guard"))
+        if op == "reclaim":
+            with self.op_lock:
+                return self.reclaim("reclaimed at a later command on this process")
         if op == "watch":
             self.watch(req["uid"], float(req["timeout"]))
             return {"watching": req["uid"], "timeout": float(req["timeout"])}
@@ -187,6 +194,22 @@ class Supervisor(Monitoring):
                 "dlv_version": self.version, "target_alive": records.process_alive(self.pid),
                 "dlv_transport": dlv.transport if dlv else None,
                 "dlv_note": dlv.note if dlv else "", "uids": sorted(self.uids)}
+
+    def reclaim(self, how: str) -> dict:
+        """Restore retained value caves of this process that a scan proves unreferenced
+        (session/reclaim.py). Call with op_lock held and dlv connected."""
+        self.last_reclaim = time.monotonic()
+        return reclaim.reclaim_process(Patcher(self.client, log), self.home, self.pid, log, how)
+
+    def reclaim_quietly(self, how: str):
+        """reclaim() when anything is retained here; failures are logged, values stay."""
+        try:
+            if self.client and self.client.connected and reclaim.on_process(self.home, self.pid):
+                res = self.reclaim(how)
+                log(f"reclaim ({how}): {res['reclaimed']} bytes restored, "
+                    f"{res['retained_bytes']} still retained")
+        except Exception as e:
+            log(f"reclaim ({how}) failed: {e}")
 
     def watch(self, uid: str, timeout: float):
         """Destroy uid after timeout seconds. The deadline goes into the experiment's record
@@ -254,6 +277,8 @@ class Supervisor(Monitoring):
             # exit, which we wait for after replying). A failed detach ends dlv first.
             self._unpublish()
             with self.op_lock:
+                # the supervisor's exit: a last scan for values retained in this process
+                self.reclaim_quietly("reclaimed as the session ended")
                 if not self._detach_target():
                     self.detach()
             self.closing = True  # _serve_conn stops the supervisor once this reply is sent
