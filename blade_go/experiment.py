@@ -345,6 +345,33 @@ def status(uid: str, store=None, debug=False) -> dict:
     return out
 
 
+def process_status(pid, store=None) -> dict:
+    """`status --pid P`: the experiments live in process P and the value bytes destroyed
+    experiments retained there (session/reclaim.py), until they are reclaimed or P exits."""
+    try:
+        pid = int(pid)
+        if pid <= 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise BladeError(Code.PARAMETER_ILLEGAL,
+                         f"illegal value {pid!r} for --pid: expected a process id")
+    store = store or st.StateStore()
+    sweep(store)
+    from .session import reclaim
+    started = start_time(pid)
+    live, kept = [], []
+    for rec in store.list():
+        if rec.get("pid") != pid or started is None \
+                or session_records.target_start_time(rec) != started:
+            continue
+        if rec.get("status") in (st.CREATED, st.SUCCESS):
+            live.append(rec["uid"])
+        for item in reclaim.summary(reclaim.entries_of(rec))["retained"]:
+            kept.append({"uid": rec["uid"], **item})
+    return {"pid": pid, "alive": started is not None, "experiments": live, "retained": kept,
+            "retained_bytes": sum(k["size"] for k in kept)}
+
+
 def list_status(type: str = "create", status: str | None = None, limit=None,
                 store=None) -> list:
     """`status --type create [--status S] [--limit N]`: experiments, newest first."""
