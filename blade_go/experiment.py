@@ -260,7 +260,8 @@ def _settle(uid, store, gone, expired):
         store.update(uid, lambda r: r.update(status=st.DESTROYED, reason=reason))
     elif expired:
         _destroy_locked(uid, store, reason="destroyed by timeout (enforced by a later "
-                                           "blade-go command)")
+                                           "blade-go command)",
+                        enforced_by="a later blade-go command")
     else:  # Created, nobody holds its lock: the create was killed before it finished
         note = "create was interrupted before it finished"
         pending = False
@@ -285,7 +286,8 @@ def destroy(uid: str, store=None, debug=False) -> dict:
         return _destroy_locked(uid, store, debug)
 
 
-def _destroy_locked(uid: str, store, debug=False, reason: str | None = None) -> dict:
+def _destroy_locked(uid: str, store, debug=False, reason: str | None = None,
+                    enforced_by: str | None = None) -> dict:
     rec = store.get(uid)
     if rec["status"] == st.DESTROYED:
         out = {"uid": uid, "status": st.DESTROYED,
@@ -315,6 +317,8 @@ def _destroy_locked(uid: str, store, debug=False, reason: str | None = None) -> 
         r.update(status=st.DESTROYED, error="", restore_pending=False)
         if reason:
             r["reason"] = reason
+        if enforced_by:
+            r["deadline_enforced_by"] = enforced_by
         if facts:
             r["record"] = session_records.with_destroy_facts(r.get("record") or {}, facts)
     store.update(uid, finish)

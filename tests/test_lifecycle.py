@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.support import lifecycle as lc
-from tests.support.targets import text_differences
+from tests.support.targets import differences_beyond_retained
 
 ROUNDS = int(os.environ.get("BLADE_GO_LIFECYCLE_ROUNDS", "10"))
 
@@ -120,7 +120,7 @@ def test_timed_out_supervisor_exits_and_next_create_is_prompt(blade_env, stress)
     assert lc.wait_until(lambda: _record(blade, uid)["status"] == "Destroyed", 20)
     assert lc.wait_until(lambda: not lc.leftovers(blade.home), 10), lc.leftovers(blade.home)
     assert lc.tracer(t.pid) is None
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
     t0 = time.monotonic()
     again = blade.create_return(t.pid, "main.Query", lc.INJECTED)
     took = time.monotonic() - t0
@@ -166,7 +166,7 @@ def test_int3s_left_by_a_killed_dlv_are_removed_by_the_next_session(blade_env, s
         assert lc.wait_until(lambda: lc.tracer(t.pid) is None, 10)
         blade.ok("status", "--type", "create")  # the sweep resumes a target left stopped
         lc.check_unfrozen(t, "after the kill")
-        diffs = text_differences(t.pid)
+        diffs = differences_beyond_retained(blade.home, t.pid)
         if diffs:
             break
         blade.ok("destroy", f"i{attempt}")

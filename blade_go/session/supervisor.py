@@ -1,6 +1,6 @@
 """The session supervisor: one background process per target pid holding its dlv session.
 
-    python -m blade_go.session.supervisor --pid P --home DIR [--standby] [--ready-fd FD]
+    python -m blade_go.session.supervisor --pid P --home DIR [--standby | --resume] [--ready-fd FD]
 
 It attaches dlv, removes dlv's internal panic/throw breakpoints (a panicking target must die as
 it would without us, not freeze at a breakpoint nobody continues), keeps the target running and
@@ -12,6 +12,10 @@ with dlv's guardian started and idle too (guard.py step 0); EOF or anything else
 word within STANDBY_WAIT: exit having touched nothing (no lock taken, no record, no dlv).
 --ready-fd: write "ready" there once the socket serves, or close it by exiting (the failure is
 in $pid.err).
+--resume: started by dlv's guardian after the previous supervisor died with a deadline pending
+(guard.py step 4): under the per-pid lock (so a create meanwhile waits, then finds us), unless
+another supervisor serves already or no recorded deadline is left, attach, re-arm the recorded
+deadlines and enforce them; the record says so (`deadline_enforced_by`).
 """
 import argparse
 import fcntl
@@ -59,6 +63,9 @@ class Supervisor(Monitoring):
         self.ready_fd: int | None = None  # told "ready" once the socket serves
         self.pending = None  # launcher.PendingGuard started in standby
         self.last_reclaim = time.monotonic()  # retained values: see monitoring.reclaim_now
+        self.deadlines: dict[str, float] = {}  # uid -> absolute deadline (told to the guardian)
+        self.resumed = False  # started by the guardian to enforce a dead supervisor's deadlines
+        self.start_lock = None  # --resume: the per-pid lock, released once we serve
 
     # -- dlv lifecycle --------------------------------------------------------------------
     def attach(self):
@@ -95,6 +102,7 @@ class Supervisor(Monitoring):
             self._end_dlv()
             raise
         log(f"attached dlv pid {self.dlv.pid} ({self.version}) on {self.dlv.address}")
+        self._tell_guard()  # a new guardian (a dlv restart) must know the deadlines too
 
     def _end_dlv(self, wait: float = 15.0):
         """SIGTERM (dlv detaches: its breakpoints go, the target resumes) and wait. Never
@@ -229,7 +237,25 @@ class Supervisor(Monitoring):
         t = threading.Timer(max(0.0, deadline - time.time()), self._expire, args=(uid,))
         t.daemon = True
         self.timers[uid] = t
+        self.deadlines[uid] = deadline
         t.start()
+        self._tell_guard()
+
+    def _tell_guard(self):
+        """dlv's guardian outlives us: it learns our earliest deadline and how to start a
+        supervisor that enforces it should we die (guard.py step 4)."""
+        dlv = self.dlv
+        if dlv is None or dlv.guard.stdin is None or dlv.guard.stdin.closed:
+            return
+        msg = {"deadline": min(self.deadlines.values(), default=0),
+               "resume": [sys.executable, "-m", "blade_go.session.supervisor",
+                          "--pid", str(self.pid), "--home", self.home, "--resume"],
+               "log": self.p.log}
+        try:
+            dlv.guard.stdin.write(json.dumps(msg).encode() + b"\n")
+            dlv.guard.stdin.flush()
+        except (OSError, ValueError) as e:
+            log(f"cannot tell dlv's guardian the deadline: {e}")
 
     def arm_recorded_deadlines(self):
         """A restarted supervisor takes over the deadlines of this process's experiments."""
@@ -251,7 +277,10 @@ class Supervisor(Monitoring):
                             raise BladeError(Code.UNEXPECTED_STATUS, "the session lost its dlv")
                         facts = Patcher(self.client, log).revert(  # checked against the file
                             trusted_patches(self.pid, rec.get("record") or rec, uid))
-                    records.mark_destroyed(self.home, uid, "destroyed by timeout", facts)
+                    by = ("a supervisor dlv's guardian restarted after the previous one died"
+                          if self.resumed else "the session supervisor")
+                    records.mark_destroyed(self.home, uid, f"destroyed by timeout (enforced by "
+                                           f"{by})", facts, enforced_by=by)
                     log(f"{uid}: destroyed by timeout: {facts}")
         except Exception as e:
             log(f"{uid}: timeout revert failed: {e}")
@@ -269,6 +298,8 @@ class Supervisor(Monitoring):
         t = self.timers.pop(uid, None)
         if t:
             t.cancel()
+        if self.deadlines.pop(uid, None) is not None:
+            self._tell_guard()
         live = (self.uids | records.live_uids(self.home, self.pid)) - self.released
         if not live:
             # Detach before answering: when destroy returns, the target runs untraced, and a
@@ -321,6 +352,9 @@ class Supervisor(Monitoring):
     def _say_ready(self):
         fd, self.ready_fd = self.ready_fd, None
         standby.say_ready(fd)
+        lock, self.start_lock = self.start_lock, None
+        if lock is not None:  # --resume: creators waiting on the per-pid lock now find us
+            lock.close()
 
     def _serve_conn(self, conn: socket.socket):
         with self.active_lock:
@@ -354,6 +388,7 @@ def main(argv=None):
     ap.add_argument("--pid", type=int, required=True)
     ap.add_argument("--home", required=True)
     ap.add_argument("--standby", action="store_true")
+    ap.add_argument("--resume", action="store_true")
     ap.add_argument("--ready-fd", type=int, default=None)
     args = ap.parse_args(argv)
     if args.ready_fd is not None:
@@ -370,6 +405,11 @@ def main(argv=None):
     sup = Supervisor(args.pid, args.home)
     sup.ready_fd = args.ready_fd
     sup.pending = pending
+    if args.resume:
+        sup.resumed = True
+        sup.start_lock = _resume_lock(sup)
+        if sup.start_lock is None:
+            return 0
     # Held until this process ends, however it ends: the next supervisor for this pid waits
     # for it, so two never overlap (a new dlv would meet the old one still detaching).
     life = open_private(sup.p.life, "a")
@@ -394,6 +434,24 @@ def main(argv=None):
             sup.detach()
         log("supervisor exiting")
     return 0
+
+
+def _resume_lock(sup: "Supervisor"):
+    """--resume: the per-pid lock, held until we serve; None when there is nothing to do (a
+    supervisor serves already, or no live experiment of this process has a deadline)."""
+    load_site()
+    from . import connect_session
+    lock = open_private(sup.p.lock, "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    started = records.start_time(sup.pid)
+    due = [r for r in records.live_records(sup.home, sup.pid) if r.get("deadline")
+           and records.target_start_time(r) in (None, started)]
+    if started is None or not due or connect_session(sup.pid, sup.home) is not None:
+        log("resume: nothing to enforce (or another supervisor serves); exiting")
+        lock.close()
+        return None
+    log(f"resumed to enforce {len(due)} deadline(s) of a supervisor that died")
+    return lock
 
 
 if __name__ == "__main__":
