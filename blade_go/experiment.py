@@ -101,6 +101,7 @@ def create(target: str, action: str, flags: dict, registry=None, store=None) -> 
     """
     registry = registry or default_registry()
     store = store or st.StateStore()
+    store.check_home()
     spec = registry.target(target).action(action)
     values = spec.validate(flags)
     uid = values.get("uid") or secrets.token_hex(8)
@@ -281,6 +282,7 @@ def destroy(uid: str, store=None, debug=False) -> dict:
     """Restore what the experiment changed; already destroyed is a success that says so.
     Waits for a create of the same uid that is still running."""
     store = store or st.StateStore()
+    store.check_home()
     sweep(store, skip=uid)
     with session_records.uid_lock(str(store.home), uid):
         return _destroy_locked(uid, store, debug)
@@ -337,6 +339,7 @@ def _destroy_locked(uid: str, store, debug=False, reason: str | None = None,
 def status(uid: str, store=None, debug=False) -> dict:
     """The stored record plus the handler's live facts (for experiments still in effect)."""
     store = store or st.StateStore()
+    store.check_home()
     sweep(store)
     rec = store.get(uid)
     out = _summary(rec)
@@ -360,6 +363,7 @@ def process_status(pid, store=None) -> dict:
         raise BladeError(Code.PARAMETER_ILLEGAL,
                          f"illegal value {pid!r} for --pid: expected a process id")
     store = store or st.StateStore()
+    store.check_home()
     sweep(store)
     from .session import reclaim
     started = start_time(pid)
@@ -397,5 +401,6 @@ def list_status(type: str = "create", status: str | None = None, limit=None,
             raise BladeError(Code.PARAMETER_ILLEGAL,
                              f"illegal value {limit!r} for --limit: expected a positive integer")
     store = store or st.StateStore()
+    store.check_home()
     sweep(store)
     return [_summary(r) for r in store.list(status=canon, limit=limit)]

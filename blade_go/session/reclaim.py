@@ -32,6 +32,8 @@ def retained_entries(patches: list, facts: dict | None) -> list:
     """The record's `retained` list for a revert's result: the value patches (as JSON) whose
     addresses the result lists as retained, each with its reason."""
     reasons = {int(r["addr"], 16): r.get("reason", "") for r in (facts or {}).get("retained") or []}
+    if not reasons:
+        return []
     now = time.time()
     out = []
     for d in patches:
