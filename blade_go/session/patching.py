@@ -322,7 +322,8 @@ class Patcher:
         freed, retained = self._release_values(values, time.monotonic() + self.HOLD_WAIT)
         out = {"restored": restored + freed, "verified": True,
                "elapsed_ms": round((time.monotonic() - t0) * 1000, 2)}
-        out.update(retained_facts(retained))
+        if values:  # what became of them: "retained" lists those left in place
+            out.update(retained_facts(retained))
         if drained:
             out.update(drained)
         return out
@@ -432,7 +433,8 @@ class Patcher:
                     if retained else ""))
         out = {"restored": restored, "verified": True,
                "elapsed_ms": round((time.monotonic() - t0) * 1000, 2)}
-        out.update(retained_facts(retained))
+        if values:  # what became of them: "retained" lists those left in place
+            out.update(retained_facts(retained))
         return out
 
     def _release_values(self, values: list[Patch], until: float) -> tuple[int, dict]:

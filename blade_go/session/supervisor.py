@@ -279,8 +279,8 @@ class Supervisor(Monitoring):
                             trusted_patches(self.pid, rec.get("record") or rec, uid))
                     by = ("a supervisor dlv's guardian restarted after the previous one died"
                           if self.resumed else "the session supervisor")
-                    records.mark_destroyed(self.home, uid, f"destroyed by timeout (enforced by "
-                                           f"{by})", facts, enforced_by=by)
+                    records.mark_destroyed(self.home, uid, "destroyed by timeout", facts,
+                                           enforced_by=by)
                     log(f"{uid}: destroyed by timeout: {facts}")
         except Exception as e:
             log(f"{uid}: timeout revert failed: {e}")
