@@ -13,9 +13,10 @@
    resumes the target), wait for it, SIGCONT a target left stopped, remove the record;
 4. deadlines (--timeout) outlive the supervisor: while it lives, the supervisor writes a line
    {"deadline": T, "resume": ARGV, "log": PATH} whenever its earliest deadline changes (T 0:
-   none). After its death, with a deadline pending and the target alive, the guardian starts
-   ARGV (a supervisor in --resume mode: it attaches afresh, re-arms the recorded deadlines and
-   enforces them on time, session/supervisor.py), so a timeout holds with no command run.
+   none). At its death, with a deadline pending and the target alive, the guardian starts ARGV
+   (a supervisor in --resume mode: it loads while the guardian ends dlv as above, attaches
+   afresh once that dlv is gone, re-arms the recorded deadlines and enforces them on time,
+   session/supervisor.py), so a timeout holds with no command run.
 
 Why the grace: dlv halts the target with a signal while detaching; a SIGKILL landing in that
 window leaves the signal pending and the Go target dies of it. When a whole controller is killed
@@ -146,9 +147,11 @@ def main(argv):
         ready, _, _ = select.select([0], [], [], 0.2)
         if ready and not said.read(os.read(0, 4096)):
             break  # EOF: the supervisor is gone
+    # A deadline pending: its enforcer starts now (Python loads while we wait out the grace)
+    # and attaches only once this dlv has ended (supervisor.py --resume).
+    said.resume_if_due(target, target_started)
     if reaped(child, GRACE):
         remove_record(record, child)
-        said.resume_if_due(target, target_started)
         return 0
     target_alive = start_time(target) == target_started
     log(f"supervisor {supervisor} is gone; ending dlv {child} (SIGTERM: it detaches)")
@@ -168,7 +171,6 @@ def main(argv):
         if _state(target) in ("T", "t") and _tracer(target) == 0:
             log(f"target {target} was left stopped; resuming it")
             os.kill(target, signal.SIGCONT)
-    said.resume_if_due(target, target_started)
     return 0
 
 

@@ -451,6 +451,18 @@ def _resume_lock(sup: "Supervisor"):
         lock.close()
         return None
     log(f"resumed to enforce {len(due)} deadline(s) of a supervisor that died")
+    # The dead supervisor's guardian ends its dlv after a grace (guard.py: never at once);
+    # attach only after that, or (its guardian gone too) end that dlv ourselves in attach().
+    from .ownership import read_owner_record
+    until = time.monotonic() + 90
+    while time.monotonic() < until:
+        rec = read_owner_record(sup.p.dlv_pid)
+        if not rec or not records.process_alive(rec["dlv_pid"]):
+            records.wait_untraced(sup.pid, 5)  # a dead tracer's threads are let go async.
+            break
+        if not records.process_alive(rec.get("guard_pid") or 0):
+            break  # an orphan: attach() ends it
+        time.sleep(0.05)
     return lock
 
 

@@ -76,6 +76,16 @@ def supervisors(home, pid=None):
     return out
 
 
+def guardians(home, pid):
+    """pids of dlv's guardian of target pid (from its ownership record), if it runs."""
+    try:
+        with open(os.path.join(str(home), "sessions", f"{pid}.dlv.pid")) as f:
+            guard = json.load(f).get("guard_pid")
+    except (OSError, ValueError):
+        return []
+    return [guard] if guard and _stat(guard) and _stat(guard)[0] not in ("Z", "X") else []
+
+
 def leftovers(home):
     """Supervisors and dlvs (or their guardians) of this state directory still running."""
     from tests.conftest import leftover_processes
