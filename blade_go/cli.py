@@ -200,17 +200,21 @@ def destroy(words, uid, debug):
 
 
 @cli.command(context_settings=CONTEXT, help="Show one experiment (status <uid>, with live facts)"
-             " or list them (status --type create [--status S] [--limit N]).")
+             ", list them (status --type create [--status S] [--limit N]), or show a process "
+             "(status --pid P: its live experiments and the value bytes retained in it).")
 @click.argument("uid", required=False)
 @click.option("--type", "type_", default=None, help="Experiment type to list: create")
 @click.option("--status", default=None, help="Only experiments in this status "
               "(Created, Success, Error, Destroyed)")
 @click.option("--limit", default=None, help="At most this many experiments, newest first")
+@click.option("--pid", default=None, help="A process: its live experiments and retained bytes")
 @click.option("--debug", is_flag=True, help="Diagnostics to stderr and the log file")
-def status(uid, type_, status, limit, debug):
+def status(uid, type_, status, limit, pid, debug):
     from . import experiment
     if uid:
         _respond(experiment.status, uid, debug=debug)
+    if pid is not None:
+        _respond(experiment.process_status, pid)
     if type_ is None:
         raise BladeError(Code.PARAMETER_LESS, "less parameter: uid or --type create")
     _respond(experiment.list_status, type_, status, limit)

@@ -73,6 +73,10 @@ def _summary(rec: dict) -> dict:
     destroyed = (rec.get("record") or {}).get("destroyed")
     if destroyed:  # what destroy (or --timeout) restored and how long a drain took
         out["destroyed"] = destroyed
+    from .session import reclaim
+    kept = reclaim.entries_of(rec)
+    if kept:  # value caves the program may still hold, left in place (session/reclaim.py)
+        out.update(reclaim.summary(kept))
     return out
 
 
@@ -97,6 +101,7 @@ def create(target: str, action: str, flags: dict, registry=None, store=None) -> 
     """
     registry = registry or default_registry()
     store = store or st.StateStore()
+    store.check_home()
     spec = registry.target(target).action(action)
     values = spec.validate(flags)
     uid = values.get("uid") or secrets.token_hex(8)
@@ -136,10 +141,16 @@ def _create_for(spec, target, values, uid, store, proc):
         **({"deadline": time.time() + float(timeout)} if timeout else {})})
     ctx = _context(rec, store, debug=bool(values.get("debug")))
     log.debug("create %s: %s on pid %d (%s)", uid, rec["command"], proc.pid, proc.cmdline)
+    early = None
     try:
+        # Value caves earlier experiments retained on this process: a scan now may free them
+        # (the session is attached for this create anyway) before caves are allocated.
+        early = _reclaim(proc.pid, store)
         owned = executor.create(ctx) or {}
         log.debug("create %s: applied", uid)
     except BaseException as e:
+        if early is not None:  # attached for the reclaim: let it detach if nothing holds it
+            _release_quietly(early, uid)
         text = e.message if isinstance(e, BladeError) else f"{type(e).__name__}: {e}"
         text += _undo_after_failed_create(e, executor, uid, store, values)
         rec = store.set_status(uid, st.ERROR, text)
@@ -158,6 +169,30 @@ def _create_for(spec, target, values, uid, store, proc):
         if warning:
             warnings.append(warning)
     return {"uid": uid, "warnings": warnings} if warnings else uid
+
+
+def _reclaim(pid: int, store, session=None):
+    """Ask pid's session to reclaim retained value caves (reclaim.py), when there are any;
+    the session it used (started when none was attached and session is None), else None.
+    Never fails the command: a failure leaves them retained."""
+    from .session import ensure_session, reclaim
+    if not reclaim.on_process(str(store.home), pid):
+        return None
+    try:
+        session = session or ensure_session(pid, str(store.home))
+        res = session.reclaim()
+        log.debug("reclaim on %d: %s", pid, res)
+        session.last_reclaim = res
+    except Exception as e:
+        log.warning("reclaiming retained values in %d: %s", pid, e)
+    return session
+
+
+def _release_quietly(session, uid):
+    try:
+        session.release(uid)
+    except Exception as e:
+        log.debug("release %s: %s", uid, e)
 
 
 def _undo_after_failed_create(e, executor, uid, store, values) -> str:
@@ -193,8 +228,14 @@ def sweep(store, skip: str | None = None):
         log.warning("sweep: %s", e)
         return
     now = time.time()
+    from .session import reclaim
     for rec in recs:
         uid = rec.get("uid")
+        if reclaim.entries_of(rec) and session_records.target_gone(rec):
+            try:  # a process that exits takes its retained values with it
+                reclaim.drop_exited(home, rec)
+            except Exception as e:
+                log.warning("sweep of %s: %s", uid, e)
         if uid == skip or rec.get("status") not in (st.CREATED, st.SUCCESS):
             continue
         gone = session_records.target_gone(rec)
@@ -220,7 +261,8 @@ def _settle(uid, store, gone, expired):
         store.update(uid, lambda r: r.update(status=st.DESTROYED, reason=reason))
     elif expired:
         _destroy_locked(uid, store, reason="destroyed by timeout (enforced by a later "
-                                           "blade-go command)")
+                                           "blade-go command)",
+                        enforced_by="a later blade-go command")
     else:  # Created, nobody holds its lock: the create was killed before it finished
         note = "create was interrupted before it finished"
         pending = False
@@ -240,16 +282,28 @@ def destroy(uid: str, store=None, debug=False) -> dict:
     """Restore what the experiment changed; already destroyed is a success that says so.
     Waits for a create of the same uid that is still running."""
     store = store or st.StateStore()
+    store.check_home()
     sweep(store, skip=uid)
     with session_records.uid_lock(str(store.home), uid):
         return _destroy_locked(uid, store, debug)
 
 
-def _destroy_locked(uid: str, store, debug=False, reason: str | None = None) -> dict:
+def _destroy_locked(uid: str, store, debug=False, reason: str | None = None,
+                    enforced_by: str | None = None) -> dict:
     rec = store.get(uid)
     if rec["status"] == st.DESTROYED:
-        return {"uid": uid, "status": st.DESTROYED,
-                "message": f"experiment {uid} was already destroyed at {rec['update_time']}"}
+        out = {"uid": uid, "status": st.DESTROYED,
+               "message": f"experiment {uid} was already destroyed at {rec['update_time']}"}
+        from .session import reclaim
+        if reclaim.entries_of(rec) and not session_records.target_gone(rec):
+            # it still retains value caves: try to reclaim them (a scan proves them free)
+            session = _reclaim(int(rec["pid"]), store)
+            if session is not None:
+                out["reclaim"] = getattr(session, "last_reclaim", None) or {
+                    "error": "the session could not scan; values stay retained"}
+                _release_quietly(session, uid)
+            out.update(reclaim.summary(reclaim.entries_of(store.get(uid))))
+        return out
     facts = None
     # a create that failed before the handler stored anything has nothing to restore
     if rec["status"] == st.SUCCESS or rec.get("record"):
@@ -265,18 +319,27 @@ def _destroy_locked(uid: str, store, debug=False, reason: str | None = None) -> 
         r.update(status=st.DESTROYED, error="", restore_pending=False)
         if reason:
             r["reason"] = reason
+        if enforced_by:
+            r["deadline_enforced_by"] = enforced_by
         if facts:
-            r["record"] = {**(r.get("record") or {}), "destroyed": facts}
+            r["record"] = session_records.with_destroy_facts(r.get("record") or {}, facts)
     store.update(uid, finish)
     out = {"uid": uid, "status": st.DESTROYED}
     if facts:
         out["restored"] = facts
+        if facts.get("retained"):
+            out["note"] = (f"{facts['retained_bytes']} bytes of values the program may still "
+                           "hold are retained (inert, in padding outside every function; the "
+                           "fault is gone and every byte of code is restored); a later "
+                           f"command on process {rec.get('pid')} (`destroy {uid}` again, a "
+                           "create) reclaims them once no reference is left")
     return out
 
 
 def status(uid: str, store=None, debug=False) -> dict:
     """The stored record plus the handler's live facts (for experiments still in effect)."""
     store = store or st.StateStore()
+    store.check_home()
     sweep(store)
     rec = store.get(uid)
     out = _summary(rec)
@@ -287,6 +350,34 @@ def status(uid: str, store=None, debug=False) -> dict:
         except BladeError as e:
             out["live"] = {"error": e.message, "code": e.code}
     return out
+
+
+def process_status(pid, store=None) -> dict:
+    """`status --pid P`: the experiments live in process P and the value bytes destroyed
+    experiments retained there (session/reclaim.py), until they are reclaimed or P exits."""
+    try:
+        pid = int(pid)
+        if pid <= 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise BladeError(Code.PARAMETER_ILLEGAL,
+                         f"illegal value {pid!r} for --pid: expected a process id")
+    store = store or st.StateStore()
+    store.check_home()
+    sweep(store)
+    from .session import reclaim
+    started = start_time(pid)
+    live, kept = [], []
+    for rec in store.list():
+        if rec.get("pid") != pid or started is None \
+                or session_records.target_start_time(rec) != started:
+            continue
+        if rec.get("status") in (st.CREATED, st.SUCCESS):
+            live.append(rec["uid"])
+        for item in reclaim.summary(reclaim.entries_of(rec))["retained"]:
+            kept.append({"uid": rec["uid"], **item})
+    return {"pid": pid, "alive": started is not None, "experiments": live, "retained": kept,
+            "retained_bytes": sum(k["size"] for k in kept)}
 
 
 def list_status(type: str = "create", status: str | None = None, limit=None,
@@ -310,5 +401,6 @@ def list_status(type: str = "create", status: str | None = None, limit=None,
             raise BladeError(Code.PARAMETER_ILLEGAL,
                              f"illegal value {limit!r} for --limit: expected a positive integer")
     store = store or st.StateStore()
+    store.check_home()
     sweep(store)
     return [_summary(r) for r in store.list(status=canon, limit=limit)]

@@ -82,7 +82,10 @@ def check_trusted_dir(path: Path) -> Path:
     real = Path(os.path.realpath(absolute))
     st = os.stat(real)
     if not stat.S_ISDIR(st.st_mode):
-        _refuse(real, "is not a directory")
+        raise UntrustedPath(
+            f"forbidden: blade-go state path {real} is {_kind(st)}, not a directory; point "
+            "BLADE_GO_HOME at a directory (blade-go creates it, mode 0700, when it is "
+            "missing) or move that file away")
     if st.st_uid != uid:
         _refuse(real, f"is owned by uid {st.st_uid}")
     if st.st_mode & 0o022:
@@ -97,15 +100,63 @@ def check_trusted_dir(path: Path) -> Path:
     return path
 
 
+def _kind(st) -> str:
+    return ("a regular file" if stat.S_ISREG(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+            else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a directory")
+
+
+_WHY_UNWRITABLE = {
+    errno.EPERM: "the operation is not permitted (an immutable directory, `chattr +i`? "
+                 "`lsattr -d` shows it; `chattr -i` undoes it)",
+    errno.EROFS: "it is on a read-only file system (a read-only mount)",
+    errno.EACCES: "permission denied",
+    errno.ENOSPC: "the file system is full",
+    errno.EDQUOT: "the disk quota is exhausted",
+}
+
+
+def _unwritable(path, e: OSError):
+    why = _WHY_UNWRITABLE.get(e.errno, e.strerror or str(e))
+    raise UntrustedPath(f"forbidden: blade-go cannot write its state directory {path}: {why}; "
+                        "blade-go must record there the bytes it writes into processes before "
+                        "writing them: make it writable or point BLADE_GO_HOME at a writable "
+                        "directory")
+
+
+def _check_writable(path: Path):
+    """Refuse (43000, saying why) a home blade-go could not write records into."""
+    if os.access(path, os.W_OK | os.X_OK):
+        return
+    probe = path / f".blade-go-probe-{os.getpid()}"
+    try:
+        os.mkdir(probe, 0o700)  # what fails tells why (EPERM, EROFS, EACCES ...)
+    except FileExistsError:
+        return
+    except OSError as e:
+        _unwritable(path, e)
+    os.rmdir(probe)
+
+
 def _ensure_dir(path: Path) -> Path:
-    """The directory, created 0700 when missing, then checked (check_trusted_dir)."""
+    """The directory, created 0700 when missing, then checked (check_trusted_dir) and found
+    writable; anything else is a 43000 that says what is wrong with the path."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except FileExistsError:
         pass  # not a directory: refused below
+    except NotADirectoryError:  # a component on the way is a file
+        parent = next((p for p in Path(os.path.abspath(path)).parents
+                       if os.path.exists(p) and not os.path.isdir(p)), path)
+        raise UntrustedPath(f"forbidden: blade-go state path {path} cannot be created: {parent} "
+                            "is a file, not a directory; point BLADE_GO_HOME at a directory")
     except OSError as e:
+        if e.errno in _WHY_UNWRITABLE:
+            _unwritable(path.parent if not path.exists() else path, e)
         raise BladeError(Code.DATABASE_ERROR, f"cannot create state directory {path}: {e}")
-    return check_trusted_dir(path)
+    check_trusted_dir(path)
+    _check_writable(path)
+    return path
 
 
 _OPEN_FLAGS = {"r": os.O_RDONLY, "r+": os.O_RDWR, "w": os.O_WRONLY | os.O_CREAT,
@@ -238,6 +289,12 @@ class StateStore:
         self.home = Path(home_dir) if home_dir else home()
         self.path = self.home / STATE_FILE
         self.lock_path = self.home / LOCK_FILE
+
+    def check_home(self) -> Path:
+        """The home is usable: a directory of ours (created when missing), writable by nobody
+        else, writable by us; else a 43000 saying what is wrong and what to do. Commands call
+        this first, so no later step fails on the path with an internal error."""
+        return _ensure_dir(self.home)
 
     # ---- low level ------------------------------------------------------------------------
     def _read(self) -> dict:

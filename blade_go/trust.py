@@ -8,8 +8,9 @@ itself would have planned for this executable:
 - `original` equals the bytes the process maps from its executable file at that address
   (for a cave: zeros or INT3 padding; for a route: the function's own code), so a revert can
   only ever write back the file's own bytes;
-- a cave patch lies entirely inside one real cave of the binary (header, text-end or INT3
-  padding) that the process maps executable;
+- a cave patch, and a value patch (a stub's data, kept apart from its code; also what a
+  record keeps as `retained` after destroy), lies entirely inside one real cave of the binary
+  (header, text-end or INT3 padding) that the process maps executable;
 - a route patch lies inside a function (the record's function when it names one) and its
   replacement is only `jmp rel32` / `call rel32` instructions (E9/E8, the same encoding on amd64
   and 386) whose targets lie inside this record's own cave patches, then INT3/NOP fill;
@@ -26,7 +27,7 @@ from __future__ import annotations
 from typing import List
 
 from .errors import BladeError, Code
-from .patch import ARM, CAVE, DATA, ROUTE, Patch
+from .patch import ARM, CAVE, DATA, ROLES, ROUTE, VALUE, Patch
 from .procfs import start_time
 
 MAX_PATCH = 1 << 16  # no stub blade-go plans is anywhere near this
@@ -51,7 +52,7 @@ def parse_patches(record: dict, uid: str = "?") -> List[Patch]:
     for i, d in enumerate(raw):
         try:
             p = Patch.from_json(d)
-            if p.role not in (CAVE, ROUTE, ARM, DATA):
+            if p.role not in ROLES:
                 raise ValueError(f"unknown role {p.role!r}")
         except KeyError as e:
             raise BladeError(Code.DATABASE_ERROR, f"experiment {uid}: patch #{i} in the state "
@@ -105,13 +106,13 @@ def check_against(binary, patches: List[Patch], function=None, uid: str = "?") -
             _refuse(uid, f"{p.addr:#x}+{n} is not mapped from {binary.path}")
         if file_bytes != p.original:
             _refuse(uid, f"the original bytes at {p.addr:#x} differ from {binary.path}'s")
-        if p.role == CAVE:
+        if p.role in (CAVE, VALUE):
             inside = any(c.start <= lo and lo + n <= c.end for c in caves)
             if not inside and caves is not None and all(c.kind != "int3-pad" for c in caves):
                 caves = binary.caves(int3=True)
                 inside = any(c.start <= lo and lo + n <= c.end for c in caves)
             if not inside:
-                _refuse(uid, f"cave patch {p.addr:#x}+{n} is not inside a cave of {binary.path}")
+                _refuse(uid, f"{p.role} patch {p.addr:#x}+{n} is not inside a cave of {binary.path}")
         else:
             _check_route(binary, p, cave_patches, function, uid)
     for a in arms:

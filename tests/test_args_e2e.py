@@ -9,7 +9,7 @@ import pytest
 from blade_go import procfs
 from tests.support.fixtures import build_fixture
 from tests.support.lifecycle import leftovers, supervisors, wait_until
-from tests.support.targets import text_differences
+from tests.support.targets import differences_beyond_retained
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_args_change_what_the_function_computes(blade, faults_binary, target_fac
     assert call(t, name) == want
     blade.ok("destroy", uid)
     assert call(t, name) == original
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 def test_args_survive_stack_growth_and_gc_under_load(blade, faults_binary, target_factory):
@@ -102,7 +102,7 @@ def test_return_without_results_skips_the_body(blade, faults_binary, target_fact
     assert "returns no results" in resp["error"]
     resp = blade.fail("create", "go", "return", "--pid", t.pid, "--func", "main.Scale")
     assert "--value is required" in resp["error"] and "string" in resp["error"]
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 @pytest.mark.parametrize("assign,why", [
@@ -117,7 +117,7 @@ def test_args_refusals(blade, faults_binary, target_factory, assign, why):
     resp = blade.fail("create", "go", "args", "--pid", t.pid, "--func", "main.Scale",
                       "--set", assign)
     assert why in resp["error"], resp
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 def test_inlined_call_sites_are_reported_for_args_and_tiny_functions_work(blade, e2e_binary,
@@ -134,4 +134,4 @@ def test_inlined_call_sites_are_reported_for_args_and_tiny_functions_work(blade,
     assert call_e2e(t, "Small") == "5,10"
     blade.ok("destroy", resp["result"])
     assert call_e2e(t, "Small") == "5,5"
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []

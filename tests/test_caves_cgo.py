@@ -6,7 +6,7 @@ import pytest
 
 from blade_go.inspector import open_binary
 from tests.support.fixtures import build_fixture
-from tests.support.targets import call, text_differences
+from tests.support.targets import call, text_differences, differences_beyond_retained
 
 CGO = {"CGO_ENABLED": "1"}
 
@@ -39,7 +39,7 @@ def test_cgo_binary_is_injected_and_restored(blade, target_factory):
     blade.ok("destroy", uid)
     blade.ok("destroy", uid2)
     assert call(target, "Hot") == "9" and call(target, "Greet") == "hello x <nil>"
-    assert text_differences(target.pid) == []
+    assert differences_beyond_retained(blade.home, target.pid) == []
     assert target.alive()
 
 
@@ -58,4 +58,4 @@ def test_stub_larger_than_the_header_cave_uses_the_text_end_slack(blade, target_
     assert _stub_in_text_end(path, target.pid, stub)
     blade.ok("destroy", uid)
     assert call(target, "Query") == original
-    assert text_differences(target.pid) == []
+    assert differences_beyond_retained(blade.home, target.pid) == []

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.support import chaosblade as cb
-from tests.support.targets import call, text_differences
+from tests.support.targets import call, text_differences, differences_beyond_retained
 
 UID = re.compile(r"^[0-9a-f]{16}$")
 
@@ -60,7 +60,7 @@ def test_create_status_destroy(blade, target):
     result = blade.ok("destroy", uid)  # blade rebuilds the flags from its record
     assert result["flags"]["value"] == '"chaos",error:db is down'
     assert call(target, "Query") == original
-    assert text_differences(target.pid) == []
+    assert differences_beyond_retained(blade.state_home, target.pid) == []
     assert blade.record(uid)["Status"] == "Destroyed"
     own = cb.blade_go("status", uid, env={"BLADE_GO_HOME": str(blade.state_home)})
     assert own["result"]["status"] == "Destroyed"
@@ -74,7 +74,7 @@ def test_imposed_uid(blade, target):
     assert uid == "imposed-uid-1" and call(target, "Count") == "3"
     assert blade.record(uid)["Status"] == "Success"
     blade.ok("destroy", uid)
-    assert blade.record(uid)["Status"] == "Destroyed" and text_differences(target.pid) == []
+    assert blade.record(uid)["Status"] == "Destroyed" and differences_beyond_retained(blade.state_home, target.pid) == []
 
 
 def test_debug_on_create_and_destroy(blade, target):
@@ -89,7 +89,7 @@ def test_debug_on_create_and_destroy(blade, target):
     assert "--debug=true" in blade.record(uid)["Flag"]
     blade.ok("destroy", uid, "-d")
     assert blade.record(uid)["Status"] == "Destroyed"
-    assert call(target, "Count") == original and text_differences(target.pid) == []
+    assert call(target, "Count") == original and differences_beyond_retained(blade.state_home, target.pid) == []
     log = (blade.state_home / "blade-go.log").read_text()
     # blade-go's debug output went to its log, none into what blade parsed
     argv_lines = [line for line in log.splitlines() if f"'--uid={uid}'" in line and "argv:" in line]
@@ -103,7 +103,7 @@ def test_blade_timeout_destroys(blade, target):
     assert call(target, "Count") == "7"
     rec = wait_status(blade, uid, "Destroyed", timeout=90)
     assert rec["Status"] == "Destroyed", rec
-    assert call(target, "Count") == original and text_differences(target.pid) == []
+    assert call(target, "Count") == original and differences_beyond_retained(blade.state_home, target.pid) == []
 
 
 def test_destroy_by_matchers(blade, target):
@@ -126,7 +126,7 @@ def test_destroy_by_matchers(blade, target):
     resp = blade.response("destroy", "go", "return", "--func", "main.Store.Count",
                           "--force-remove", "-d")
     assert resp["success"] is True, resp
-    assert call(target, "Count") == c and text_differences(target.pid) == []
+    assert call(target, "Count") == c and differences_beyond_retained(blade.state_home, target.pid) == []
     own = cb.blade_go("status", uc, env={"BLADE_GO_HOME": str(blade.state_home)})
     assert own["result"]["status"] == "Destroyed"
     # (blade then looks for its records carrying every flag given, force-remove included, so
@@ -143,7 +143,7 @@ def test_refused_create_message_reaches_the_user(blade, target):
     assert "main.Qery not found" in resp["error"] and "main.Query" in resp["error"]
     listed = blade.response("status", "--type", "create")["result"]
     assert listed[0]["Status"] == "Error" and "main.Qery not found" in listed[0]["Error"]
-    assert text_differences(target.pid) == []
+    assert differences_beyond_retained(blade.state_home, target.pid) == []
 
 
 def test_warnings_reach_blade_status(blade, target):
@@ -182,7 +182,7 @@ def test_a_value_of_exactly_false_never_leaves_blade(blade, target):
     uid = create(blade, target, "main.Flag", "zero")
     assert call(target, "Flag") == "false"
     blade.ok("destroy", uid)
-    assert call(target, "Flag") == "true" and text_differences(target.pid) == []
+    assert call(target, "Flag") == "true" and differences_beyond_retained(blade.state_home, target.pid) == []
 
 
 def test_blades_own_flags_are_not_redeclared(blade):

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from tests.support import chaosblade as cb
-from tests.support.targets import call, free_port, text_differences
+from tests.support.targets import call, differences_beyond_retained, free_port
 
 
 @pytest.fixture
@@ -48,7 +48,8 @@ def test_blade_drives_blade_go_server_as_its_cplus_agent(release, tmp_path, targ
         own = cb.blade_go("status", uid, env={"BLADE_GO_HOME": str(blade.state_home)})
         assert own["result"]["status"] == "Success" and own["result"]["pid"] == target.pid
         blade.ok("destroy", uid)
-        assert call(target, "Query") == original and text_differences(target.pid) == []
+        assert call(target, "Query") == original and \
+            differences_beyond_retained(blade.state_home, target.pid) == []
         assert blade.record(uid)["Status"] == "Destroyed"
         # a refused create: blade-go's message reaches the user through the agent
         resp = blade.response("create", "go", "return", "--pid", target.pid, "--func",

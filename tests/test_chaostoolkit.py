@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.fixtures import build_fixture
 from tests.support.lifecycle import tracer as tracer_of
-from tests.support.targets import free_port, text_differences
+from tests.support.targets import differences_beyond_retained, free_port, text_differences
 from tests.support.toolchains import missing, require_dlv
 
 try:
@@ -106,8 +106,9 @@ def assert_nothing_left(target, home: Path):
     supervisor detaches and exits on its next poll after the last experiment ends."""
     deadline = time.monotonic() + 15
     while True:
-        diffs, tracer, procs = text_differences(target.pid), tracer_of(target.pid), \
-            started_under(home)
+        # values the program may still hold are retained by design (issue 16): not a leftover
+        diffs, tracer, procs = differences_beyond_retained(home, target.pid), \
+            tracer_of(target.pid), started_under(home)
         if (not diffs and tracer is None and not procs) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -317,7 +318,7 @@ def test_delay_panic_args_activities_on_a_live_target(tmp_path, monkeypatch, tar
     target (tests/fixtures/faults_target), each fault seen by the target, then one destroy_all
     restoring all three byte for byte."""
     from tests.support.fixtures import build_fixture
-    from tests.support.targets import text_differences
+    from tests.support.targets import differences_beyond_retained
     from tests.test_delay_e2e import call
     from tests.test_panic_e2e import recovered
     monkeypatch.setenv("BLADE_GO_HOME", str(tmp_path / "home"))
@@ -339,5 +340,5 @@ def test_delay_panic_args_activities_on_a_live_target(tmp_path, monkeypatch, tar
     assert all(r["status"] == "Destroyed" for r in done), done
     assert call(t, "Scale")[0] == "x:42" and recovered(t, "Work") == "returned 1004"
     assert call(t, "Describe")[1] < 100
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(tmp_path / "home", t.pid) == []
     assert_nothing_left(t, tmp_path / "home")

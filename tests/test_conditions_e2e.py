@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.support.fixtures import build_fixture
-from tests.support.targets import text_differences
+from tests.support.targets import differences_beyond_retained
 
 LOOKUP = "main.(*Server).Lookup"
 FAULT = "-1,error:chaos"
@@ -63,7 +63,7 @@ def live(blade, uid):
 
 def finish(blade, t, uid):
     done = blade.ok("destroy", uid)
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
     command(t, "resume", "RESUMED")
     time.sleep(0.3)
     command(t, "pause", "PAUSED")
@@ -178,7 +178,7 @@ def test_refusals_name_the_parameters_and_types(blade, target):
     r = blade.fail("create", "go", "return", "--pid", t.pid, "--func", "main.Save", "--value",
                    FAULT, "--after", "--match", "id==1")
     assert "--match cannot be combined with --after" in r["error"], r
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
     assert t.alive()
 
 

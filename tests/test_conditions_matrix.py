@@ -6,7 +6,7 @@ import pytest
 
 from tests.support.blade import Blade
 from tests.support.fixtures import build_fixture
-from tests.support.targets import text_differences
+from tests.support.targets import differences_beyond_retained
 from tests.test_conditions_e2e import LOAD_ENV, armed, binomial_bounds, \
     finish, live, run_window
 from tests.test_return_matrix import TOOLCHAIN_VARIANTS, VARIANTS, _dlv_env
@@ -53,7 +53,7 @@ def test_conditions_matrix(variant, tmp_path, target_factory):
     finish(blade, t, uid)
 
     assert not failures, "\n".join(failures)
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
     assert t.alive()
 
 
@@ -96,5 +96,5 @@ def test_conditions_on_other_actions_matrix(variant, tmp_path, target_factory):
     finish(blade, t, uid)
 
     assert not failures, "\n".join(failures)
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
     assert t.alive()

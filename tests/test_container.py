@@ -21,7 +21,7 @@ import pytest
 from blade_go.container import container_id_from_cgroup, find_container, ns_pids
 from blade_go.errors import BladeError, Code
 from blade_go.targeting import resolve_process
-from tests.support.targets import RunningTarget, text_differences
+from tests.support.targets import RunningTarget, differences_beyond_retained
 
 CID = "4f1c" + "0" * 56 + "beef"
 # /proc/PID/cgroup as each runtime leaves it (layouts from real hosts; ids replaced)
@@ -226,10 +226,10 @@ def test_inject_through_the_container_pid(container, blade):
     assert rec["pid"] == host_go and rec["status"] == "Success"
     blade.ok("destroy", uid)
     assert call(container.runner, "Query") == original
-    assert text_differences(host_go) == []
+    assert differences_beyond_retained(blade.home, host_go) == []
     # the same through --container-id (a prefix, as docker accepts)
     uid = blade.ok("create", "go", "return", "--container-id", container.cid[:16],
                    "--pid", container.inner_go, "--func", "main.Store.Count", "--value", "77")
     assert call(container.runner, "Count") == "77"
     blade.ok("destroy", uid)
-    assert text_differences(host_go) == []
+    assert differences_beyond_retained(blade.home, host_go) == []

@@ -6,7 +6,7 @@ import pytest
 
 from tests.support.blade import Blade
 from tests.support.fixtures import build_fixture
-from tests.support.targets import text_differences
+from tests.support.targets import differences_beyond_retained
 from tests.test_args_e2e import call
 from tests.test_panic_e2e import recovered
 from tests.test_return_matrix import TOOLCHAIN_VARIANTS, VARIANTS, _dlv_env
@@ -75,4 +75,4 @@ def test_faults_matrix(variant, tmp_path, target_factory):
 
     assert not failures, "\n".join(failures)
     assert t.alive()
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []

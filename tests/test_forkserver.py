@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.blade import Blade
 from tests.support.lifecycle import leftovers, supervisors
-from tests.support.targets import call, text_differences
+from tests.support.targets import call, differences_beyond_retained
 
 from blade_go.fastpath import server_for
 
@@ -108,7 +108,7 @@ def test_later_creates_run_in_the_fork_server(blade, e2e_binary, target_factory)
     blade.ok("destroy", first)  # the last one: the supervisor detaches, its fork server ends
     assert wait_until(lambda: not forkservers(home, t.pid))
     assert not os.path.exists(fork_sock(home, t.pid))
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 def test_started_without_site_as_chaosblades_dispatcher_starts_it(blade, e2e_binary,
@@ -140,7 +140,7 @@ def test_started_without_site_as_chaosblades_dispatcher_starts_it(blade, e2e_bin
     assert run("destroy", resp2["result"])[1]["success"]
     assert run("destroy", resp["result"])[1]["success"]
     assert wait_until(lambda: not leftovers(home), 20), leftovers(home)
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(home, t.pid) == []
 
 
 def test_fork_server_ends_when_its_supervisor_is_killed(blade, e2e_binary, target_factory):
@@ -160,7 +160,7 @@ def test_fork_server_ends_when_its_supervisor_is_killed(blade, e2e_binary, targe
     blade.ok("destroy", other)
     blade.ok("destroy", uid)
     assert wait_until(lambda: not leftovers(home), 20), leftovers(home)
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 def test_only_a_create_with_one_ascii_pid_and_a_trusted_home_is_forwarded(tmp_path,

@@ -7,7 +7,7 @@ from blade_go.errors import BladeError, Code
 from blade_go.inspector import open_binary
 from blade_go.inspector.generics import Generics
 from tests.support.fixtures import build_fixture
-from tests.support.targets import call, text_differences
+from tests.support.targets import call, differences_beyond_retained
 
 HOOK_SHAPE = "main.(*Hook[go.shape.*uint8]).Trigger"
 HOOK_A = "main.(*Hook[*example.com/gen/core.A]).Trigger"
@@ -106,7 +106,7 @@ def test_a_named_instance_faults_only_itself(blade, gbin, target_factory):
         ("-1", "-1", "-1")
     blade.ok("destroy", uid)
     assert {n: call(target, n) for n in before} == before
-    assert text_differences(target.pid) == []
+    assert differences_beyond_retained(blade.home, target.pid) == []
 
 
 def test_guarded_instances_under_load(blade, gbin, target_factory):
@@ -128,7 +128,7 @@ def test_guarded_instances_under_load(blade, gbin, target_factory):
     later = list(map(int, call(target, "Stats").split()))
     assert later[:2] == after[:2] and later[2] > after[2]  # restored, and still running
     assert target.alive() and not [ln for ln in target.lines if ln.startswith("BAD")]
-    assert text_differences(target.pid) == []
+    assert differences_beyond_retained(blade.home, target.pid) == []
 
 
 def test_without_a_symbol_table_a_shape_is_never_picked_silently():

@@ -11,7 +11,7 @@ from blade_go.inspector.inltree import InlineTrees, pcvalue_at, pcvalue_runs
 from blade_go.inspector.report import inspect_report
 from blade_go.inspector.typed import open_typed_binary
 from tests.support.fixtures import build_fixture
-from tests.support.targets import text_differences
+from tests.support.targets import differences_beyond_retained
 from tests.test_return_matrix import TOOLCHAIN_VARIANTS, VARIANTS
 
 STRIPPED = "-s -w"
@@ -180,4 +180,4 @@ def test_create_on_a_stripped_binary_warns_of_the_inlined_sites(blade, target_fa
     assert _call(target, "Scale") == "12,13,100"  # only the call through the function value
     blade.ok("destroy", resp["result"])
     assert _call(target, "Scale") == "12,13,12"
-    assert text_differences(target.pid) == []
+    assert differences_beyond_retained(blade.home, target.pid) == []

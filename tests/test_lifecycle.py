@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.support import lifecycle as lc
-from tests.support.targets import text_differences
+from tests.support.targets import differences_beyond_retained
 
 ROUNDS = int(os.environ.get("BLADE_GO_LIFECYCLE_ROUNDS", "10"))
 
@@ -73,13 +73,15 @@ def test_destroy_racing_create(blade_env, stress):
 
 
 def test_timeout_enforced_by_a_later_command_after_the_supervisor_died(blade_env, stress):
-    """Failure 4: the supervisor (and with it its timer) dies; the deadline is in the state
-    file, and the next blade-go command of any kind destroys the expired experiment."""
+    """Failure 4: the supervisor (and with it its timer) dies, and dlv's guardian with it (a
+    supervisor alone killed: its guardian starts one that enforces the deadline on time,
+    test_return_robustness.py); the deadline is in the state file, and the next blade-go
+    command of any kind destroys the expired experiment."""
     blade, t = blade_env, stress
     uid = blade.create_return(t.pid, "main.Query", lc.INJECTED, "--timeout", "3")
     rec = _record(blade, uid)
     assert rec["deadline"] > time.time()
-    for s in lc.supervisors(blade.home, t.pid):
+    for s in lc.supervisors(blade.home, t.pid) + lc.guardians(blade.home, t.pid):
         os.kill(s, signal.SIGKILL)
     time.sleep(max(0.0, rec["deadline"] - time.time()) + 2.5)  # + the sweep's margin
     assert _record(blade, uid)["status"] == "Success", "nothing enforced it yet (no command ran)"
@@ -87,17 +89,19 @@ def test_timeout_enforced_by_a_later_command_after_the_supervisor_died(blade_env
     assert [r for r in listed if r["uid"] == uid][0]["status"] == "Destroyed"
     rec = _record(blade, uid)
     assert rec["status"] == "Destroyed" and "timeout" in rec["reason"], rec
+    assert rec["deadline_enforced_by"] == "a later blade-go command", rec
     lc.check_clean(blade, t, "after the enforced timeout")
 
 
 def test_restarted_supervisor_takes_over_the_deadline(blade_env, stress):
     """A supervisor started later for the same process (here by another create) arms the
-    recorded deadline of the first experiment and destroys it on time, no command needed."""
+    recorded deadline of the first experiment and destroys it on time, no command needed.
+    (Its guardian is killed too: else it would start that supervisor itself.)"""
     blade, t = blade_env, stress
     uid = blade.create_return(t.pid, "main.Query", lc.INJECTED, "--timeout", "6")
-    for s in lc.supervisors(blade.home, t.pid):
+    for s in lc.supervisors(blade.home, t.pid) + lc.guardians(blade.home, t.pid):
         os.kill(s, signal.SIGKILL)
-    assert lc.wait_until(lambda: lc.tracer(t.pid) is None, 20)
+    # the orphaned dlv is ended by the next command's sweep (the create's)
     other = blade.create_return(t.pid, "main.Flag", "false")
     deadline = _record(blade, uid)["deadline"]
     assert lc.wait_until(lambda: _record(blade, uid)["status"] == "Destroyed",
@@ -120,7 +124,7 @@ def test_timed_out_supervisor_exits_and_next_create_is_prompt(blade_env, stress)
     assert lc.wait_until(lambda: _record(blade, uid)["status"] == "Destroyed", 20)
     assert lc.wait_until(lambda: not lc.leftovers(blade.home), 10), lc.leftovers(blade.home)
     assert lc.tracer(t.pid) is None
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
     t0 = time.monotonic()
     again = blade.create_return(t.pid, "main.Query", lc.INJECTED)
     took = time.monotonic() - t0
@@ -166,7 +170,7 @@ def test_int3s_left_by_a_killed_dlv_are_removed_by_the_next_session(blade_env, s
         assert lc.wait_until(lambda: lc.tracer(t.pid) is None, 10)
         blade.ok("status", "--type", "create")  # the sweep resumes a target left stopped
         lc.check_unfrozen(t, "after the kill")
-        diffs = text_differences(t.pid)
+        diffs = differences_beyond_retained(blade.home, t.pid)
         if diffs:
             break
         blade.ok("destroy", f"i{attempt}")

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.support.fixtures import build_fixture
-from tests.support.targets import text_differences
+from tests.support.targets import differences_beyond_retained
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_recover_gets_exactly_the_value(blade, faults_binary, target_factory, fu
     assert recovered(t, name) == want  # every call, not just the first
     blade.ok("destroy", uid)
     assert recovered(t, name) == original
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 def test_unrecovered_panic_ends_the_target_as_go_does(blade, faults_binary, target_factory):
@@ -88,7 +88,7 @@ def test_string_panic_message_and_methods_and_closures(blade, faults_binary, tar
         blade.ok("destroy", u)
     assert recovered(t, "Announce") == 'returned n=7!'
     assert recovered(t, "Describe") == 'returned alice has 100'
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 def test_panic_refusals(blade, faults_binary, target_factory):
@@ -105,5 +105,5 @@ def test_panic_refusals(blade, faults_binary, target_factory):
             args += ["--value", value]
         resp = blade.fail(*args)
         assert why in resp["error"], (func, value, resp)
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
     assert t.alive()

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.blade import Blade
 from tests.support.lifecycle import tracer as _dlv_attached_to
-from tests.support.targets import call, text_differences
+from tests.support.targets import call, text_differences, differences_beyond_retained
 
 # (case id, --func, call name in the target, --value, what the target prints while injected)
 CASES = [
@@ -69,7 +69,7 @@ def test_destroy_restores_every_byte(blade, target):
     assert text_differences(target.pid)  # the patches are really there
     for uid in uids:
         blade.ok("destroy", uid)
-    assert text_differences(target.pid) == []
+    assert differences_beyond_retained(blade.home, target.pid) == []
     again = blade.ok("destroy", uids[0])
     assert "already destroyed" in str(again).lower()
 
@@ -98,7 +98,7 @@ def test_concurrent_creates_on_one_process(blade, target):
         assert call(target, c[2]) == c[4]
     with ThreadPoolExecutor(len(cases)) as pool:
         list(pool.map(lambda u: blade.ok("destroy", u), uids))
-    assert text_differences(target.pid) == []
+    assert differences_beyond_retained(blade.home, target.pid) == []
     for _ in range(50):  # the supervisor detaches on its next poll once no experiment is live
         if _dlv_attached_to(target.pid) is None:
             break
@@ -132,7 +132,7 @@ def test_refusals_leave_nothing_behind(blade, target, func, value, code, words):
         assert resp["code"] == code, resp
     for w in words:
         assert w.lower() in resp["error"].lower(), resp
-    assert text_differences(target.pid) == []
+    assert differences_beyond_retained(blade.home, target.pid) == []
     assert _dlv_attached_to(target.pid) is None
     assert call(target, "Query") == '"row-1",<nil>'
 
@@ -168,7 +168,7 @@ def test_no_permission_is_explained(blade, e2e_binary, target_factory):
     assert p.returncode == 1 and resp["code"] == 43000, resp
     assert "permission" in resp["error"].lower()
     assert _dlv_attached_to(t.pid) is None
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 def test_another_tracer_is_named(blade, target, dlv):
@@ -208,7 +208,7 @@ def test_bytes_changed_by_another_tool_are_not_overwritten(blade, target):
         with open(f"/proc/{target.pid}/mem", "r+b") as mem:
             mem.seek(addr)
             mem.write(original)
-    assert text_differences(target.pid) == []
+    assert differences_beyond_retained(blade.home, target.pid) == []
     assert call(target, "Complex") == "(1+2i)"
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from tests.support import toolchains
 from tests.support.blade import Blade
-from tests.support.targets import text_differences
+from tests.support.targets import differences_beyond_retained
 from tests.test_return_e2e import call
 
 SUBSET = [
@@ -85,4 +85,4 @@ def test_return_matrix(variant, tmp_path, target_factory):
                             f"after destroy {after!r} (want {original!r})")
     assert not failures, "\n".join(failures)
     assert t.alive()
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.support.lifecycle import supervisors, tracer
-from tests.support.targets import text_differences
+from tests.support.targets import differences_beyond_retained
 
 INJECTED = '"chaos",error:injected db error'
 
@@ -32,10 +32,13 @@ def test_100_cycles_under_load_with_gogc_1(blade, e2e_binary, target_factory):
     blade.ok("destroy", anchor)
     calls, injected = stats(t, t.mark())
     assert t.alive()
-    assert not [ln for ln in t.lines if ln.startswith("BAD")]
+    bad = [ln for ln in t.lines if ln.startswith("BAD")]
+    print(f"100 cycles: {calls} calls checked by the target, {injected} injected, "
+          f"{len(bad)} corrupted (BAD)")
+    assert not bad
     assert injected > 0 and calls > injected
     time.sleep(0.5)
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 def test_back_to_back_sessions(blade, e2e_binary, target_factory):
@@ -47,7 +50,7 @@ def test_back_to_back_sessions(blade, e2e_binary, target_factory):
         blade.ok("destroy", uid)
         assert tracer(t.pid) is None, f"cycle {i}: dlv still attached after destroy returned"
     assert t.alive() and not [ln for ln in t.lines if ln.startswith("BAD")]
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 def test_timeout_destroys_without_cli(blade, e2e_binary, target_factory):
@@ -62,7 +65,7 @@ def test_timeout_destroys_without_cli(blade, e2e_binary, target_factory):
     _, a = stats(t, m)
     _, b = stats(t, t.mark())
     assert a == b, "injections continue after the timeout"
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
     assert tracer(t.pid) is None
 
 
@@ -85,7 +88,7 @@ def test_sigkill_of_supervisor_and_dlv_leaves_target_alive(blade, e2e_binary, ta
     assert c4 > c3 and i4 == i3
     time.sleep(0.5)
     assert tracer(t.pid) is None
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 def test_supervisor_killed_alone_its_guardian_ends_dlv(blade, e2e_binary, target_factory):
@@ -110,7 +113,7 @@ def test_supervisor_killed_alone_its_guardian_ends_dlv(blade, e2e_binary, target
     assert not [ln for ln in t.lines if ln.startswith("BAD")]
     time.sleep(0.5)
     assert tracer(t.pid) is None
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 def test_supervisor_and_guardian_killed_next_command_ends_dlv(blade, e2e_binary, target_factory):
@@ -133,7 +136,7 @@ def test_supervisor_and_guardian_killed_next_command_ends_dlv(blade, e2e_binary,
     blade.ok("destroy", uid)
     time.sleep(0.5)
     assert tracer(t.pid) is None
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 def _state(pid):
@@ -165,3 +168,44 @@ def test_panicking_target_dies_as_without_blade_go(blade, e2e_binary, target_fac
 def _supervisor_of(home, pid):
     found = supervisors(home, pid)
     return found[0] if found else None
+
+
+def test_timeout_holds_when_the_supervisor_is_sigkilled(blade, e2e_binary, target_factory):
+    """--timeout 5, the supervisor SIGKILLed 1 s after create, no command run afterwards: the
+    fault still ends within 1 s of its deadline (dlv's guardian outlives the supervisor and
+    starts one that enforces the recorded deadline), and the record says who ended it."""
+    import json
+    t = target_factory(e2e_binary, args=["stress"])
+    uid = blade.create_return(t.pid, "main.Query", INJECTED, "--timeout", "5")
+    with open(os.path.join(blade.home, "state.json")) as f:
+        rec = json.load(f)["experiments"][uid]
+    deadline = float(rec["deadline"])
+    route = next(p for p in rec["record"]["patches"] if p["role"] == "route")
+    addr, original = int(route["addr"]), bytes.fromhex(route["original"])
+    supervisor = _supervisor_of(blade.home, t.pid)
+    assert supervisor
+    time.sleep(1)
+    os.kill(supervisor, signal.SIGKILL)
+    gone_at = None
+    while time.time() < deadline + 10:
+        with open(f"/proc/{t.pid}/mem", "rb", buffering=0) as mem:
+            mem.seek(addr)
+            if mem.read(len(original)) == original:
+                gone_at = time.time()
+                break
+        time.sleep(0.02)
+    assert gone_at is not None, "the fault outlived its deadline by 10 s"
+    print(f"fault ended {gone_at - deadline:+.2f} s from its deadline")
+    assert gone_at <= deadline + 1.0, f"ended {gone_at - deadline:.2f} s after the deadline"
+    assert gone_at >= deadline - 0.2, "ended before its deadline"
+    assert t.alive() and not [ln for ln in t.lines if ln.startswith("BAD")]
+    for _ in range(100):  # the enforcing supervisor detaches and exits by itself
+        if not supervisors(blade.home, t.pid) and tracer(t.pid) is None:
+            break
+        time.sleep(0.1)
+    with open(os.path.join(blade.home, "state.json")) as f:  # no command run: read the file
+        rec = json.load(f)["experiments"][uid]
+    assert rec["status"] == "Destroyed", rec
+    assert "restarted" in rec["deadline_enforced_by"], rec
+    assert differences_beyond_retained(blade.home, t.pid) == []
+    assert tracer(t.pid) is None and not supervisors(blade.home, t.pid)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.targets import call, free_port, text_differences
+from tests.support.targets import call, differences_beyond_retained, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def server(tmp_path):
         except requests.ConnectionError:
             assert p.poll() is None and time.time() < deadline, p.communicate()
             time.sleep(0.1)
-    p.base, p.port = base, port
+    p.base, p.port, p.home = base, port, tmp_path / "home"
     yield p
     if p.poll() is None:
         p.kill()
@@ -66,7 +66,7 @@ def test_create_status_destroy_over_http(server, target):
     assert rec["status"] == "Success" and rec["pid"] == target.pid
     resp = get(server, "/destroy", suid="h1")
     assert resp["success"] and resp["result"]["status"] == "Destroyed"
-    assert call(target, "Query") == original and text_differences(target.pid) == []
+    assert call(target, "Query") == original and differences_beyond_retained(server.home, target.pid) == []
 
 
 def test_failures_are_responses_not_http_errors(server, target):
@@ -92,7 +92,7 @@ def test_destroy_by_matchers_and_remove(server, target):
     assert resp["success"] and resp["result"]["destroyed"] == ["m2"], resp
     assert call(target, "Count") != "5" and call(target, "Query") == '"a",<nil>'
     assert get(server, "/destroy", suid="m1")["success"]
-    assert text_differences(target.pid) == []
+    assert differences_beyond_retained(server.home, target.pid) == []
     assert get(server, "/remove")["success"]
     server.wait(20)  # the server stops after answering
     assert server.returncode == 0

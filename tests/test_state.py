@@ -101,7 +101,8 @@ def test_unreadable_state_dir(tmp_path):
     blocker.write_text("")
     with pytest.raises(BladeError) as e:
         st.StateStore(blocker / "home").create({"uid": "u"})
-    assert e.value.code == Code.DATABASE_ERROR and "state directory" in e.value.message
+    # a path blade-go cannot use says why and what to do (43000, issue 16)
+    assert e.value.code == Code.FORBIDDEN and "is a file, not a directory" in e.value.message
 
 
 WRITER = textwrap.dedent("""\

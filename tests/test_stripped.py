@@ -8,7 +8,7 @@ what to pass.
 import pytest
 
 from tests.support.blade import Blade
-from tests.support.targets import text_differences
+from tests.support.targets import differences_beyond_retained
 from tests.test_return_e2e import call
 
 STRIPPED = "-s -w"
@@ -72,7 +72,7 @@ def test_stripped_with_signature(builds, tmp_path, target_factory):
                             for func, name, sig, value, injected in SIGNATURE_CASES) if f]
     assert not failures, "\n".join(failures)
     assert t.alive()
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 def test_stripped_with_debug_binary(builds, tmp_path, target_factory):
@@ -84,7 +84,7 @@ def test_stripped_with_debug_binary(builds, tmp_path, target_factory):
                             for func, name, value, injected in DEBUG_BINARY_CASES) if f]
     assert not failures, "\n".join(failures)
     assert t.alive()
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 def test_stripped_refusals_say_what_to_pass(tmp_path, target_factory):
@@ -116,7 +116,7 @@ def test_stripped_refusals_say_what_to_pass(tmp_path, target_factory):
     assert "no DWARF either" in err
 
     assert call(t, "Query") == before
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 def test_faults_that_need_goroutine_stacks_are_refused_before_attaching(tmp_path,
@@ -140,7 +140,7 @@ def test_faults_that_need_goroutine_stacks_are_refused_before_attaching(tmp_path
         assert tracer(t.pid) is None
     assert wait_until(lambda: not leftovers(blade.home), 10), leftovers(blade.home)
     assert call(t, "Query") == before
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 def test_signature_checked_against_dwarf(tmp_path, target_factory):

@@ -8,7 +8,7 @@ from blade_go.abi.abi0 import ABI0_386, ABI0_AMD64
 from blade_go.abi.regabi_amd64 import REGABI_AMD64
 from blade_go.errors import BladeError, Code
 from blade_go.inspector.gotypes import Field, GoType, Kind, Param, Signature, basic
-from blade_go.patch import CAVE, ROUTE
+from blade_go.patch import CAVE, ROUTE, VALUE
 from blade_go.stubs import parse_values, plan_return
 from blade_go.stubs import encoder_386 as E32
 from blade_go.stubs import encoder_amd64 as E64
@@ -144,10 +144,12 @@ def plan(abi, types, text, arch="amd64", resolve=None, cave=0x401000, entry=0x45
 
 def test_worked_example_bytes():
     p, asked = plan(REGABI_AMD64, (STR, ERR), '"chaos",error:db is down')
-    cave, route = p.patches
-    assert (cave.role, route.role) == (CAVE, ROUTE)
+    cave, value, route = p.patches
+    assert (cave.role, value.role, route.role) == (CAVE, VALUE, ROUTE)
     assert p.stub_addr == cave.addr == 0x401000 and p.stub_size == 41
-    code = cave.replacement
+    # the data handed to the program is a patch of its own, right after the code (issue 16)
+    assert value.addr == cave.end == 0x401030
+    code = cave.replacement + value.replacement
     assert code[:10] == bytes.fromhex("48b8") + (0x401030).to_bytes(8, "little")
     assert code[10:20] == bytes.fromhex("48bb") + (5).to_bytes(8, "little")
     assert code[20:30] == bytes.fromhex("48b9") + ITAB.to_bytes(8, "little")

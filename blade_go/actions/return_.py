@@ -16,7 +16,7 @@ destroy hands the same patches back to the session, which restores routes first 
 """
 from ..denylist import check_injectable
 from ..errors import BladeError, Code
-from ..patch import CAVE, DATA, ROUTE
+from ..patch import CAVE, DATA, ROUTE, VALUE
 from ..procfs import start_time
 from ..state import CREATED, SUCCESS
 from ..trust import parse_patches, trusted_patches
@@ -211,13 +211,21 @@ def _refuse_conflicts(state, ctx, fn):
 
 
 def _taken_ranges(state, pid, bias):
-    """Cave bytes other live experiments on this process hold (file addresses)."""
+    """Cave bytes other live experiments on this process hold (file addresses), and value
+    caves destroyed experiments retained there (session/reclaim.py): never handed out again
+    while the program may still read them."""
     taken, started = [], start_time(pid)
     for exp in state.get("experiments", {}).values():
+        rec = exp.get("record") or {}
+        if rec.get("retained") and exp.get("pid") == pid \
+                and rec.get("target_start_time") == started:
+            for p in rec["retained"]:
+                lo = int(p["addr"]) - bias
+                taken.append((lo, lo + len(p["replacement"]) // 2))
         if not _live_on(exp, pid, started):
             continue
-        for p in (exp.get("record") or {}).get("patches", []):
-            if p.get("role") in (CAVE, DATA):  # DATA: condition counters (writable bytes)
+        for p in rec.get("patches", []):
+            if p.get("role") in (CAVE, VALUE, DATA):  # DATA: condition counters (writable)
                 lo = int(p["addr"]) - bias
                 taken.append((lo, lo + len(p["replacement"]) // 2))
     return taken

@@ -70,6 +70,11 @@ class SessionHandle:
         log.debug("session: reverted %s", uid)
         return res
 
+    def reclaim(self) -> dict:
+        """Scan for the value caves retained in this process and restore those nothing points
+        to (session/reclaim.py); {"reclaimed": bytes, "retained_bytes": left, ...}."""
+        return self._again("reclaim")
+
     def watch(self, uid: str, timeout: float) -> dict:
         return self._again("watch", uid=uid, timeout=timeout)
 

@@ -10,7 +10,13 @@
    a guard killed before "go" leaves a child that reads EOF and exits without starting dlv;
 3. wait. dlv ends first (a clean detach by its supervisor): exit. Stdin reaches EOF first (the
    supervisor died, however): after GRACE, SIGTERM dlv (it removes its breakpoints, detaches and
-   resumes the target), wait for it, SIGCONT a target left stopped, remove the record.
+   resumes the target), wait for it, SIGCONT a target left stopped, remove the record;
+4. deadlines (--timeout) outlive the supervisor: while it lives, the supervisor writes a line
+   {"deadline": T, "resume": ARGV, "log": PATH} whenever its earliest deadline changes (T 0:
+   none). At its death, with a deadline pending and the target alive, the guardian starts ARGV
+   (a supervisor in --resume mode: it loads while the guardian ends dlv as above, attaches
+   afresh once that dlv is gone, re-arms the recorded deadlines and enforces them on time,
+   session/supervisor.py), so a timeout holds with no command run.
 
 Why the grace: dlv halts the target with a signal while detaching; a SIGKILL landing in that
 window leaves the signal pending and the Go target dies of it. When a whole controller is killed
@@ -134,12 +140,16 @@ def main(argv):
     os.write(w, b"go\n")
     os.close(w)
     target_started = start_time(target)
+    said = Said()
     while True:
         if reaped(child, 0):
             return 0  # ended by its supervisor (or died): nothing to do
         ready, _, _ = select.select([0], [], [], 0.2)
-        if ready and not os.read(0, 64):
+        if ready and not said.read(os.read(0, 4096)):
             break  # EOF: the supervisor is gone
+    # A deadline pending: its enforcer starts now (Python loads while we wait out the grace)
+    # and attaches only once this dlv has ended (supervisor.py --resume).
+    said.resume_if_due(target, target_started)
     if reaped(child, GRACE):
         remove_record(record, child)
         return 0
@@ -162,6 +172,54 @@ def main(argv):
             log(f"target {target} was left stopped; resuming it")
             os.kill(target, signal.SIGCONT)
     return 0
+
+
+class Said:
+    """What the supervisor told us on stdin after "go": its earliest pending deadline."""
+
+    def __init__(self):
+        self.buf, self.last = b"", {}
+
+    def read(self, data: bytes) -> bool:
+        """Take data read from stdin; False at EOF."""
+        if not data:
+            return False
+        self.buf += data
+        *lines, self.buf = self.buf.split(b"\n")
+        for line in lines:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(msg, dict):
+                self.last = msg
+        return True
+
+    def resume_if_due(self, target, target_started):
+        """The supervisor died with a deadline pending: start the one that enforces it."""
+        argv, deadline = self.last.get("resume"), self.last.get("deadline") or 0
+        if not argv or not deadline or start_time(target) != target_started:
+            return
+        log(f"a deadline is pending ({deadline - time.time():.1f}s from now): starting "
+            "a supervisor that enforces it")
+        try:
+            out = os.open(self.last["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                          | os.O_NOFOLLOW, 0o600)
+        except (OSError, KeyError):
+            out = os.open(os.devnull, os.O_WRONLY)
+        null = os.open(os.devnull, os.O_RDONLY)
+        if os.fork() == 0:  # its own session: it outlives us (we exit next)
+            os.setsid()
+            os.dup2(null, 0)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            os.chdir("/")
+            try:
+                os.execv(argv[0], argv)
+            finally:
+                os._exit(127)
+        os.close(out)
+        os.close(null)
 
 
 if __name__ == "__main__":

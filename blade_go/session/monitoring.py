@@ -3,7 +3,8 @@
 Every POLL seconds `monitor` checks whether the target exited (its experiments are then
 recorded Destroyed with the exit status), whether dlv died while the target lives (dlv is
 restarted once), whether the target stopped for any other reason (it is continued: never left
-halted), and whether the supervisor has nothing left to do (it leaves: IDLE_EXIT).
+halted), and whether the supervisor has nothing left to do (it leaves: IDLE_EXIT); every
+RECLAIM_EVERY seconds it scans for value caves retained in the process (reclaim.py).
 """
 import time
 
@@ -96,10 +97,24 @@ class Monitoring:
         return bool(self.released) or time.monotonic() - self.started > IDLE_EXIT
 
 
+    def reclaim_now(self):
+        """While attached anyway: every RECLAIM_EVERY seconds, a scan for retained values."""
+        from .reclaim import RECLAIM_EVERY
+        if self.closing or time.monotonic() - self.last_reclaim < RECLAIM_EVERY:
+            return
+        if not self.op_lock.acquire(blocking=False):
+            return  # a request is running; next round
+        try:
+            self.last_reclaim = time.monotonic()
+            self.reclaim_quietly("reclaimed while the session was attached")
+        finally:
+            self.op_lock.release()
+
     def monitor(self):
         while not self.stop.is_set():
             try:
                 self.check_target()
+                self.reclaim_now()
                 with self.active_lock:
                     ending = self.closing and self.active == 0
                 if ending:  # e.g. the last experiment timed out: nothing left to do

@@ -10,13 +10,19 @@ in it, its first byte included. Threads inside runtime signal handling are treat
 too: the signal frame on their stack holds an interrupted PC that delve does not report as the
 thread's PC. In all these cases we let the target run a few milliseconds and look again.
 
+Values (patch.VALUE: a stub's data that the program may be handed, e.g. a returned string or
+error) are not code: nothing executes them, but the program may keep pointers to them for as
+long as it likes. They go back to the file's bytes only in a stop where no register and no word
+of writable memory points into them; otherwise they are *retained* (left in place, inert, in
+padding outside every function) and reported, and a later scan reclaims them (reclaim.py).
+
 Every path that halted the target resumes it (try/finally): a target is never left stopped.
 """
 import random
 import time
 
 from ..errors import BladeError, Code
-from ..patch import ARM, CAVE, DATA, ROUTE, Patch
+from ..patch import ARM, CAVE, DATA, ROUTE, VALUE, Patch
 from .memory import read_bytes, write_bytes
 
 SIGNAL_CODE_PREFIXES = ("runtime.sig", "runtime.asyncPreempt", "runtime.doSigPreempt")
@@ -115,6 +121,20 @@ def goroutines_or_none(client, need_stacks: bool):
         return None
 
 
+NOT_SCANNED = "no scan possible: "
+
+
+def retained_facts(held: dict) -> dict:
+    """What a result says about value caves left in place: {patch: reason} ->
+    {"retained": [{"addr", "size", "reason"}], "retained_bytes": n} (both empty when none)."""
+    items = sorted(held.items(), key=lambda kv: kv[0].addr)
+    return {"retained": [{"addr": hex(p.addr), "size": len(p.replacement),
+                          "reason": ("no scan possible" if why.startswith(NOT_SCANNED)
+                                     else "references found") + f": {why.removeprefix(NOT_SCANNED)}"}
+                         for p, why in items],
+            "retained_bytes": sum(len(p.replacement) for p, _ in items)}
+
+
 class Patcher:
     """Halts, checks, writes, verifies and resumes; ``client`` is a DelveClient."""
 
@@ -179,7 +199,9 @@ class Patcher:
                                                      f"expected {data.hex()}")
 
     def apply(self, patches: list[Patch], guard=None) -> dict:
-        ordered = [p for p in patches if p.role == CAVE] + [p for p in patches if p.role != CAVE]
+        first = (CAVE, VALUE)  # stub code and its data before anything routes into them
+        ordered = [p for p in patches if p.role in first] + [p for p in patches
+                                                            if p.role not in first]
         routes = [p for p in patches if p.role == ROUTE]
         written: list[Patch] = []
         t0 = time.monotonic()
@@ -254,7 +276,8 @@ class Patcher:
             # The caller vouches that its stubs are leaves (return): no settle needed.
             return self.revert_in_one_stop(patches, guard)
         routes = [p for p in patches if p.role == ROUTE]
-        caves = [p for p in patches if p.role not in (ROUTE, ARM)]
+        values = [p for p in patches if p.role == VALUE]
+        caves = [p for p in patches if p.role not in (ROUTE, ARM, VALUE)]
         restored = 0
         t0 = time.monotonic()
         drained = None
@@ -296,8 +319,11 @@ class Patcher:
                 restored += self._restore(caves)
             finally:
                 self.resume()
-        out = {"restored": restored, "verified": True,
+        freed, retained = self._release_values(values, time.monotonic() + self.HOLD_WAIT)
+        out = {"restored": restored + freed, "verified": True,
                "elapsed_ms": round((time.monotonic() - t0) * 1000, 2)}
+        if values:  # what became of them: "retained" lists those left in place
+            out.update(retained_facts(retained))
         if drained:
             out.update(drained)
         return out
@@ -338,15 +364,16 @@ class Patcher:
             time.sleep(DRAIN_POLL)
 
     # -- destroy without a fixed settle (issue 11) ----------------------------------------------
-    # How long a destroy waits for the program to drop values it holds that point into a cave
-    # (see revert_in_one_stop); past it the cave is restored anyway. It equals the fixed settle
-    # it replaces: a destroy is never slower than before, and is immediate when the scan finds
-    # no reference (a conservative scan also sees stale copies in dead stack slots and freed
-    # heap memory, so a program calling the function in a tight loop usually waits it out).
+    # How long a destroy keeps looking (a stop every VALUE_POLL) for the program to drop values
+    # that point into a value cave before it retains them instead: a goroutine between a call
+    # and its use of the result, or a stale copy in a register, usually goes within a few
+    # scheduler slices. Past it the bytes are retained, never overwritten (issue 16).
     HOLD_WAIT = SETTLE
+    VALUE_POLL = 0.05
 
     def revert_in_one_stop(self, patches: list[Patch], guard=None) -> dict:
-        """Restore routes and caves at moments proven safe, with no fixed settle.
+        """Restore routes and code caves at moments proven safe, with no fixed settle; values
+        once unreferenced, else retain them.
 
         Code: once a route's bytes are the original again no call can enter its stub, and the
         stub may go when nothing is *in* it: no thread's PC in the cave (first byte included)
@@ -357,17 +384,17 @@ class Patcher:
         stub: a return stub is a leaf (loads and `ret`), so no return address points into a
         cave. Only used when the caller says so (guard {"leaf": true}); stubs that call out
         (a delay's time.Sleep) leave return addresses on stacks and need a drain instead.
-        Values: a stub's results may point into its cave (string bytes, the errorString of an
-        `error:` value); such values already returned must stay readable, so the cave is
-        restored only in a stop where no thread register and no word of the process's
-        writable memory points into it (references.py). Usually the first stop (routes and
-        caves go together); a program that keeps such a value longer than HOLD_WAIT sees its
-        bytes become zeros afterwards: an empty string or message, never invalid memory
-        (header and text-end caves are zeros in the file).
+        Routes and code are restored, byte for byte, in the first stop that allows it.
+        Values (patch.VALUE): a stub's results may point into them (string bytes, the
+        errorString of an `error:` value); such values already returned must stay valid, so a
+        value cave is restored only in a stop where no thread register and no word of the
+        process's writable memory points into it (references.py). Still referenced after
+        HOLD_WAIT, or not scannable within a halt's budget: retained (listed in the result's
+        `retained`), never overwritten; session/reclaim.py restores it later, once proven free.
         """
         routes = [p for p in patches if p.role == ROUTE]
-        caves = [p for p in patches if p.role != ROUTE]
-        cave_ranges = [(p.addr, p.end) for p in caves]
+        values = [p for p in patches if p.role == VALUE]
+        caves = [p for p in patches if p.role not in (ROUTE, VALUE)]
         t0 = time.monotonic()
         restored, reasons, routes_done = 0, [], not routes
         attempts = unsafe = 0
@@ -383,32 +410,79 @@ class Patcher:
                     restored += self._restore(routes)
                     routes_done = True
                 reasons = route_bad if not routes_done else cave_bad
-                waited = time.monotonic() - t0
                 if routes_done and not cave_bad:
-                    held = [] if waited > self.HOLD_WAIT else self._held_values(cave_ranges)
-                    if not held:
-                        restored += self._restore(caves)
-                        self.log(f"revert: {attempts} stop(s), "
-                                 f"{(time.monotonic() - t0) * 1000:.0f} ms"
-                                 + (", values still held: restored anyway"
-                                    if waited > self.HOLD_WAIT else ""))
-                        return {"restored": restored, "verified": True,
-                                "elapsed_ms": round((time.monotonic() - t0) * 1000, 2)}
-                    reasons = held
-                else:
-                    unsafe += 1  # a PC in the way, not a held value
+                    restored += self._restore(caves)
+                    # this same stop: values nothing points to go at once
+                    freed, held = self._free_values(values)
+                    restored += freed
+                    break
+                unsafe += 1  # a PC in the way
             finally:
                 self.resume()
             if unsafe >= MAX_ATTEMPTS:
-                break
+                raise BladeError(Code.UNEXPECTED_STATUS, "the target keeps executing inside the "
+                                 f"bytes to be restored after {attempts} attempts: "
+                                 + "; ".join(reasons[:3]))
             time.sleep(random.uniform(0.005, 0.015))
-        raise BladeError(Code.UNEXPECTED_STATUS, "the target keeps executing inside the bytes "
-                         f"to be restored after {attempts} attempts: " + "; ".join(reasons[:3]))
+        retained = held
+        if held and not any(r.startswith(NOT_SCANNED) for r in held.values()):
+            freed, retained = self._release_values(list(held), t0 + self.HOLD_WAIT)
+            restored += freed
+        self.log(f"revert: {attempts} stop(s), {(time.monotonic() - t0) * 1000:.0f} ms"
+                 + (f", {len(retained)} value cave(s) still referenced: retained"
+                    if retained else ""))
+        out = {"restored": restored, "verified": True,
+               "elapsed_ms": round((time.monotonic() - t0) * 1000, 2)}
+        if values:  # what became of them: "retained" lists those left in place
+            out.update(retained_facts(retained))
+        return out
 
-    def _held_values(self, ranges) -> list[str]:
-        from .references import TooLarge, memory_references, register_references
-        held = register_references(self.client, ranges)
-        if held:
+    def _release_values(self, values: list[Patch], until: float) -> tuple[int, dict]:
+        """Restore value caves as stops prove them unreferenced, one stop every VALUE_POLL,
+        until none is left or `until` (monotonic) passed; (bytes restored, {patch: reason}
+        for those retained). At least one stop when there is anything to look at."""
+        restored, held = 0, {p: "" for p in values}
+        while held:
+            state = self.client.halt()
+            try:
+                if state.get("exited"):
+                    raise BladeError(Code.PROCESS_NOT_EXIST, "target process exited "
+                                     f"(status {state.get('exitStatus')})")
+                freed, held = self._free_values(list(held))
+                restored += freed
+            finally:
+                self.resume()
+            if not held or time.monotonic() >= until or \
+                    any(r.startswith(NOT_SCANNED) for r in held.values()):
+                break
+            time.sleep(self.VALUE_POLL)
+        return restored, held
+
+    def reclaim(self, values: list[Patch]) -> dict:
+        """One stop: restore the retained value caves nothing points to any more; the rest stay
+        retained. {"reclaimed": bytes, "reclaimed_at": [addrs], "retained": [...]}."""
+        if not values:
+            return {"reclaimed": 0, "reclaimed_at": [], **retained_facts({})}
+        freed, held = self._release_values(values, 0)
+        return {"reclaimed": freed,
+                "reclaimed_at": [hex(p.addr) for p in values if p not in held],
+                **retained_facts(held)}
+
+    def _free_values(self, values: list[Patch]) -> tuple[int, dict]:
+        """In a stop: restore the value caves no register and no word of writable memory
+        points into; (bytes restored, {patch: why it is retained} for the others)."""
+        if not values:
+            return 0, {}
+        held = self._held_values([(p.addr, p.end) for p in values])
+        restored = self._restore([p for i, p in enumerate(values) if i not in held])
+        return restored, {p: held[i] for i, p in enumerate(values) if i in held}
+
+    def _held_values(self, ranges) -> dict:
+        """{index in ranges: why it may still be referenced} (registers, then memory)."""
+        from .references import TooLarge, referenced, register_referenced
+        held = register_referenced(self.client, ranges)
+        rest = [i for i in range(len(ranges)) if i not in held]
+        if not rest:
             return held
         pid = getattr(self.client, "proc_pid", None)
         if pid is None:
@@ -416,10 +490,10 @@ class Patcher:
         with open(f"/proc/{pid}/exe", "rb") as exe:
             ptrsize = 4 if exe.read(5)[4] == 1 else 8  # ELF class: 32- or 64-bit words
         try:
-            return [f"the word at {a:#x} holds {v:#x}"
-                    for a, v in memory_references(pid, ranges, ptrsize, limit=1)]
-        except TooLarge as e:  # not scanned: wait HOLD_WAIT, like the settle it replaces
-            return [f"not scanned: {e}"]
+            found = referenced(pid, [ranges[i] for i in rest], ptrsize)
+        except TooLarge as e:  # not scanned within a halt's budget: retained, not guessed
+            return {**held, **{i: f"{NOT_SCANNED}{e}" for i in rest}}
+        return {**held, **{rest[k]: why for k, why in found.items()}}
 
     def _both_snapshots(self, routes, caves):
         """unsafe_pcs for routes (PC at the first byte allowed) and caves (not), one listing."""

@@ -138,19 +138,33 @@ def live_records(home: str, pid: int) -> list:
     return [r for r in recs if r.get("status") in LIVE and _record_pid(r) == pid]
 
 
-def mark_destroyed(home: str, uid: str, reason: str, facts: dict | None = None):
-    """facts: what the revert reported (restored, drain_ms ...), kept as a CLI destroy keeps it."""
+def mark_destroyed(home: str, uid: str, reason: str, facts: dict | None = None,
+                   enforced_by: str | None = None):
+    """facts: what the revert reported (restored, drain_ms, retained ...), kept as a CLI
+    destroy keeps it; value caves it retained go into the record's `retained` (reclaim.py)."""
     def fn(rec):
         if rec.get("status") in LIVE:
             rec["status"] = DESTROYED
             rec["reason"] = reason
+            if enforced_by:  # who ended it at its deadline (issue 16)
+                rec["deadline_enforced_by"] = enforced_by
             if facts is not None:
-                rec["record"] = {**(rec.get("record") or {}), "destroyed": facts}
+                rec["record"] = with_destroy_facts(rec.get("record") or {}, facts)
         return rec
     try:
         _store(home).update(uid, fn)
     except Exception as e:
         print(f"cannot mark {uid} destroyed: {e}", flush=True)
+
+
+def with_destroy_facts(record: dict, facts: dict) -> dict:
+    """The handler's record after a revert: its facts, and the value caves it retained."""
+    from .reclaim import retained_entries
+    out = {**record, "destroyed": facts}
+    kept = retained_entries(record.get("patches") or [], facts)
+    if kept:
+        out["retained"] = kept
+    return out
 
 
 def note_error(home: str, uid: str, message: str):

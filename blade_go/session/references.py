@@ -1,10 +1,12 @@
-"""Does the target still hold a pointer into a cave? A conservative scan, while it is halted.
+"""Does the target still hold a pointer into a value cave? A conservative scan, while halted.
 
-A return stub hands out pointers into its cave: the bytes of a returned string, the
-`errors.errorString` of an `error:` value. After the route is gone no new such pointer can be
-made; the ones already made live in registers (a goroutine between the call and the use of its
-result), on goroutine stacks, or in heap objects the program stored them in. Before the cave's
-bytes go back to the file's (zeros), blade-go looks for any of them:
+A stub hands out pointers into its value cave (patch.VALUE): the bytes of a returned string,
+the `errors.errorString` of an `error:` value, an args string, a panic value. After the route
+is gone no new such pointer can be made; the ones already made live in registers (a goroutine
+between the call and the use of its result), on goroutine stacks, or in heap objects the
+program stored them in (a circuit breaker's last error, a cache). Before a value cave's bytes
+go back to the file's (zeros), blade-go looks for any of them; one found, or no scan possible,
+and the bytes are retained (session/reclaim.py), never overwritten:
 
 - every thread's registers (general and vector: Go copies 16-byte values through XMM), from dlv;
 - every writable private mapping of the process (Go heap arenas and goroutine stacks, data,
@@ -12,14 +14,16 @@ bytes go back to the file's (zeros), blade-go looks for any of them:
 
 Goroutines that are not on a thread keep their registers in their `g` (heap) or on their
 stack, so the memory scan covers them. The scan is conservative: an integer that happens to
-equal a cave address counts as a reference, which only delays the restore.
+equal a cave address, or a stale copy in a dead stack slot or freed heap memory, counts as a
+reference, which only delays the restore.
 """
 import re
 import struct
 
 CHUNK = 16 << 20
-# Reading memory happens while the target is halted: past this much writable memory the scan
-# would pause the target longer than the settle it replaces, so it is not attempted.
+# Reading memory happens while the target is halted: past this much resident writable memory
+# the scan would pause the target too long (the pause budget of one halt), so it is not
+# attempted and the values stay retained (never restored on a guess).
 SCAN_LIMIT = 256 << 20
 
 
@@ -39,8 +43,26 @@ def _groups(ranges, ptrsize):
 def memory_references(pid: int, ranges, ptrsize: int = 8, limit: int = 4) -> list:
     """[(address, value)] of aligned words in pid's writable private memory pointing into
     `ranges` (half-open), at most `limit` of them."""
-    groups = _groups(ranges, ptrsize)
-    found = []
+    return _scan(pid, ranges, ptrsize, lambda found: len(found) >= limit)
+
+
+def referenced(pid: int, ranges, ptrsize: int = 8) -> dict:
+    """{index in ranges: "the word at A holds V"} for every range some word points into; the
+    scan ends once each range has one. Raises TooLarge past SCAN_LIMIT."""
+    out = {}
+
+    def enough(found):
+        addr, value = found[-1]
+        for i, (lo, hi) in enumerate(ranges):
+            if lo <= value < hi and i not in out:
+                out[i] = f"the word at {addr:#x} holds {value:#x}"
+        return len(out) == len(ranges)
+    _scan(pid, ranges, ptrsize, enough)
+    return out
+
+
+def _regions(pid: int) -> list:
+    regions = []
     with open(f"/proc/{pid}/maps") as f:
         regions = []
         for line in f:
@@ -51,7 +73,14 @@ def memory_references(pid: int, ranges, ptrsize: int = 8, limit: int = 4) -> lis
             if perms[0] == "r" and perms[1] == "w" and perms[3] == "p" and name not in (
                     "[vvar]", "[vsyscall]", "[vvar_vclock]"):
                 regions.append((lo, hi))
-    runs = list(_resident_runs(pid, regions))
+    return regions
+
+
+def _scan(pid: int, ranges, ptrsize: int, done) -> list:
+    """Aligned words pointing into ranges, in address order, until done(found) says so."""
+    groups = _groups(ranges, ptrsize)
+    found = []
+    runs = list(_resident_runs(pid, _regions(pid)))
     total = sum(hi - lo for lo, hi in runs)
     if total > SCAN_LIMIT:
         raise TooLarge(f"{total >> 20} MB of resident writable memory, more than the "
@@ -73,7 +102,7 @@ def memory_references(pid: int, ranges, ptrsize: int = 8, limit: int = 4) -> lis
                             value = int.from_bytes(data[word:word + ptrsize], "little")
                             if any(a <= value < b for a, b in spans):
                                 found.append((start + word, value))
-                                if len(found) >= limit:
+                                if done(found):
                                     return found
                         pos = data.find(pattern, pos + 1)
     return found
@@ -130,4 +159,24 @@ def register_references(client, ranges) -> list:
             for v in values:
                 if any(lo <= v < hi for lo, hi in ranges):
                     out.append(f"thread {t['id']} {name} = {v:#x}")
+    return out
+
+
+def register_referenced(client, ranges) -> dict:
+    """{index in ranges: "thread T register R = value"} for ranges some register of a stopped
+    thread points into (general and vector registers, their 64- and 32-bit lanes)."""
+    out = {}
+    for t in client.list_threads():
+        text = client.call("ListRegisters", {"ThreadID": t["id"], "IncludeFp": True})
+        for name, hexval in _REG.findall(text.get("Registers", "")):
+            values = {int(hexval, 16)}
+            for width in (16, 8):
+                values.update(int(hexval[max(0, i - width):i], 16)
+                              for i in range(len(hexval), 0, -width))
+            for v in values:
+                for i, (lo, hi) in enumerate(ranges):
+                    if lo <= v < hi and i not in out:
+                        out[i] = f"thread {t['id']} {name} = {v:#x}"
+        if len(out) == len(ranges):
+            break
     return out

@@ -1,6 +1,6 @@
 """The session supervisor: one background process per target pid holding its dlv session.
 
-    python -m blade_go.session.supervisor --pid P --home DIR [--standby] [--ready-fd FD]
+    python -m blade_go.session.supervisor --pid P --home DIR [--standby | --resume] [--ready-fd FD]
 
 It attaches dlv, removes dlv's internal panic/throw breakpoints (a panicking target must die as
 it would without us, not freeze at a breakpoint nobody continues), keeps the target running and
@@ -12,6 +12,10 @@ with dlv's guardian started and idle too (guard.py step 0); EOF or anything else
 word within STANDBY_WAIT: exit having touched nothing (no lock taken, no record, no dlv).
 --ready-fd: write "ready" there once the socket serves, or close it by exiting (the failure is
 in $pid.err).
+--resume: started by dlv's guardian after the previous supervisor died with a deadline pending
+(guard.py step 4): under the per-pid lock (so a create meanwhile waits, then finds us), unless
+another supervisor serves already or no recorded deadline is left, attach, re-arm the recorded
+deadlines and enforce them; the record says so (`deadline_enforced_by`).
 """
 import argparse
 import fcntl
@@ -28,7 +32,7 @@ from ..fastpath import load_site
 from ..patch import Patch
 from ..state import open_private, write_private
 from ..trust import trusted_patches
-from . import forkserver, paths, protocol, records, standby
+from . import forkserver, paths, protocol, reclaim, records, standby
 from .monitoring import POLL, Monitoring, log
 from .delve_client import DelveClient, DelveError
 from .launcher import DlvProcess, explain_failure, launch_dlv, prepare_guard
@@ -58,6 +62,10 @@ class Supervisor(Monitoring):
         self.started = time.monotonic()
         self.ready_fd: int | None = None  # told "ready" once the socket serves
         self.pending = None  # launcher.PendingGuard started in standby
+        self.last_reclaim = time.monotonic()  # retained values: see monitoring.reclaim_now
+        self.deadlines: dict[str, float] = {}  # uid -> absolute deadline (told to the guardian)
+        self.resumed = False  # started by the guardian to enforce a dead supervisor's deadlines
+        self.start_lock = None  # --resume: the per-pid lock, released once we serve
 
     # -- dlv lifecycle --------------------------------------------------------------------
     def attach(self):
@@ -94,6 +102,7 @@ class Supervisor(Monitoring):
             self._end_dlv()
             raise
         log(f"attached dlv pid {self.dlv.pid} ({self.version}) on {self.dlv.address}")
+        self._tell_guard()  # a new guardian (a dlv restart) must know the deadlines too
 
     def _end_dlv(self, wait: float = 15.0):
         """SIGTERM (dlv detaches: its breakpoints go, the target resumes) and wait. Never
@@ -131,6 +140,8 @@ class Supervisor(Monitoring):
         """Detach dlv (restores what it changed, target keeps running) and stop it."""
         if self.dlv is None:
             return
+        if not self.detached:  # the supervisor's exit: a last scan for retained values
+            self.reclaim_quietly("reclaimed as the session ended")
         self._detach_target()
         self._end_dlv()
 
@@ -157,10 +168,11 @@ class Supervisor(Monitoring):
         op = req.get("op")
         if op == "facts":
             return self.facts()
-        if op in ("apply", "revert", "watch") and self.closing:
+        if op in ("apply", "revert", "watch", "reclaim") and self.closing:
             raise BladeError(Code.OS_CMD_EXEC_FAILED, protocol.CLOSING + "this supervisor has "
                              "detached and is ending")
-        if op in ("apply", "revert") and (self.client is None or not self.client.connected):
+        if op in ("apply", "revert", "reclaim") and (self.client is None
+                                                      or not self.client.connected):
             raise BladeError(Code.UNEXPECTED_STATUS, "the session lost its dlv; retry (a fresh "
                                                      "session will be started)")
         if op == "apply":
@@ -174,6 +186,9 @@ class Supervisor(Monitoring):
             patches = [Patch.from_json(d) for d in req["patches"]]
             with self.op_lock:
                 return Patcher(self.client, log).revert(patches, req.get("guard"))
+        if op == "reclaim":
+            with self.op_lock:
+                return self.reclaim("reclaimed at a later command on this process")
         if op == "watch":
             self.watch(req["uid"], float(req["timeout"]))
             return {"watching": req["uid"], "timeout": float(req["timeout"])}
@@ -187,6 +202,22 @@ class Supervisor(Monitoring):
                 "dlv_version": self.version, "target_alive": records.process_alive(self.pid),
                 "dlv_transport": dlv.transport if dlv else None,
                 "dlv_note": dlv.note if dlv else "", "uids": sorted(self.uids)}
+
+    def reclaim(self, how: str) -> dict:
+        """Restore retained value caves of this process that a scan proves unreferenced
+        (session/reclaim.py). Call with op_lock held and dlv connected."""
+        self.last_reclaim = time.monotonic()
+        return reclaim.reclaim_process(Patcher(self.client, log), self.home, self.pid, log, how)
+
+    def reclaim_quietly(self, how: str):
+        """reclaim() when anything is retained here; failures are logged, values stay."""
+        try:
+            if self.client and self.client.connected and reclaim.on_process(self.home, self.pid):
+                res = self.reclaim(how)
+                log(f"reclaim ({how}): {res['reclaimed']} bytes restored, "
+                    f"{res['retained_bytes']} still retained")
+        except Exception as e:
+            log(f"reclaim ({how}) failed: {e}")
 
     def watch(self, uid: str, timeout: float):
         """Destroy uid after timeout seconds. The deadline goes into the experiment's record
@@ -206,7 +237,25 @@ class Supervisor(Monitoring):
         t = threading.Timer(max(0.0, deadline - time.time()), self._expire, args=(uid,))
         t.daemon = True
         self.timers[uid] = t
+        self.deadlines[uid] = deadline
         t.start()
+        self._tell_guard()
+
+    def _tell_guard(self):
+        """dlv's guardian outlives us: it learns our earliest deadline and how to start a
+        supervisor that enforces it should we die (guard.py step 4)."""
+        dlv = self.dlv
+        if dlv is None or dlv.guard.stdin is None or dlv.guard.stdin.closed:
+            return
+        msg = {"deadline": min(self.deadlines.values(), default=0),
+               "resume": [sys.executable, "-m", "blade_go.session.supervisor",
+                          "--pid", str(self.pid), "--home", self.home, "--resume"],
+               "log": self.p.log}
+        try:
+            dlv.guard.stdin.write(json.dumps(msg).encode() + b"\n")
+            dlv.guard.stdin.flush()
+        except (OSError, ValueError) as e:
+            log(f"cannot tell dlv's guardian the deadline: {e}")
 
     def arm_recorded_deadlines(self):
         """A restarted supervisor takes over the deadlines of this process's experiments."""
@@ -228,7 +277,10 @@ class Supervisor(Monitoring):
                             raise BladeError(Code.UNEXPECTED_STATUS, "the session lost its dlv")
                         facts = Patcher(self.client, log).revert(  # checked against the file
                             trusted_patches(self.pid, rec.get("record") or rec, uid))
-                    records.mark_destroyed(self.home, uid, "destroyed by timeout", facts)
+                    by = ("a supervisor dlv's guardian restarted after the previous one died"
+                          if self.resumed else "the session supervisor")
+                    records.mark_destroyed(self.home, uid, "destroyed by timeout", facts,
+                                           enforced_by=by)
                     log(f"{uid}: destroyed by timeout: {facts}")
         except Exception as e:
             log(f"{uid}: timeout revert failed: {e}")
@@ -246,6 +298,8 @@ class Supervisor(Monitoring):
         t = self.timers.pop(uid, None)
         if t:
             t.cancel()
+        if self.deadlines.pop(uid, None) is not None:
+            self._tell_guard()
         live = (self.uids | records.live_uids(self.home, self.pid)) - self.released
         if not live:
             # Detach before answering: when destroy returns, the target runs untraced, and a
@@ -254,6 +308,8 @@ class Supervisor(Monitoring):
             # exit, which we wait for after replying). A failed detach ends dlv first.
             self._unpublish()
             with self.op_lock:
+                # the supervisor's exit: a last scan for values retained in this process
+                self.reclaim_quietly("reclaimed as the session ended")
                 if not self._detach_target():
                     self.detach()
             self.closing = True  # _serve_conn stops the supervisor once this reply is sent
@@ -296,6 +352,9 @@ class Supervisor(Monitoring):
     def _say_ready(self):
         fd, self.ready_fd = self.ready_fd, None
         standby.say_ready(fd)
+        lock, self.start_lock = self.start_lock, None
+        if lock is not None:  # --resume: creators waiting on the per-pid lock now find us
+            lock.close()
 
     def _serve_conn(self, conn: socket.socket):
         with self.active_lock:
@@ -329,6 +388,7 @@ def main(argv=None):
     ap.add_argument("--pid", type=int, required=True)
     ap.add_argument("--home", required=True)
     ap.add_argument("--standby", action="store_true")
+    ap.add_argument("--resume", action="store_true")
     ap.add_argument("--ready-fd", type=int, default=None)
     args = ap.parse_args(argv)
     if args.ready_fd is not None:
@@ -345,6 +405,11 @@ def main(argv=None):
     sup = Supervisor(args.pid, args.home)
     sup.ready_fd = args.ready_fd
     sup.pending = pending
+    if args.resume:
+        sup.resumed = True
+        sup.start_lock = _resume_lock(sup)
+        if sup.start_lock is None:
+            return 0
     # Held until this process ends, however it ends: the next supervisor for this pid waits
     # for it, so two never overlap (a new dlv would meet the old one still detaching).
     life = open_private(sup.p.life, "a")
@@ -369,6 +434,36 @@ def main(argv=None):
             sup.detach()
         log("supervisor exiting")
     return 0
+
+
+def _resume_lock(sup: "Supervisor"):
+    """--resume: the per-pid lock, held until we serve; None when there is nothing to do (a
+    supervisor serves already, or no live experiment of this process has a deadline)."""
+    load_site()
+    from . import connect_session
+    lock = open_private(sup.p.lock, "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    started = records.start_time(sup.pid)
+    due = [r for r in records.live_records(sup.home, sup.pid) if r.get("deadline")
+           and records.target_start_time(r) in (None, started)]
+    if started is None or not due or connect_session(sup.pid, sup.home) is not None:
+        log("resume: nothing to enforce (or another supervisor serves); exiting")
+        lock.close()
+        return None
+    log(f"resumed to enforce {len(due)} deadline(s) of a supervisor that died")
+    # The dead supervisor's guardian ends its dlv after a grace (guard.py: never at once);
+    # attach only after that, or (its guardian gone too) end that dlv ourselves in attach().
+    from .ownership import read_owner_record
+    until = time.monotonic() + 90
+    while time.monotonic() < until:
+        rec = read_owner_record(sup.p.dlv_pid)
+        if not rec or not records.process_alive(rec["dlv_pid"]):
+            records.wait_untraced(sup.pid, 5)  # a dead tracer's threads are let go async.
+            break
+        if not records.process_alive(rec.get("guard_pid") or 0):
+            break  # an orphan: attach() ends it
+        time.sleep(0.05)
+    return lock
 
 
 if __name__ == "__main__":

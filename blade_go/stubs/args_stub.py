@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Sequence
 
 from ..abi import REG, ParamLocation
 from ..errors import BladeError, Code
-from ..patch import CAVE, ROUTE, Patch
+from ..patch import CAVE, ROUTE, Patch, split_values
 from . import values as V
 from .asm import Asm, C, I, R, absolute, gpr, mem, xmm
 from .conditions import emit_prefix_into
@@ -72,7 +72,9 @@ def plan_args(code: FunctionCode, params: Sequence[ParamLocation], new: Dict[int
     if len(block) != total:
         raise BladeError(Code.UNEXPECTED_STATUS, "args stub size changed with its address")
     route = jump(site.addr, stub, arch) + INT3 * (site.length - JMP_LEN)
-    patches = [Patch(stub, bytes(read_original(stub, total)), block, CAVE),
+    # the new values' data (string bytes) is a patch of its own: the program may keep it
+    patches = [*split_values(Patch(stub, bytes(read_original(stub, total)), block, CAVE),
+                             _data_base(stub, code_len)),
                Patch(site.addr, site.original, route, ROUTE)]
     listing = (f"S (args):\n{text}\nroute at {site.addr:#x}: {route.hex(' ')}   (jmp S)\n"
                f"displaced:\n{site.listing()}")

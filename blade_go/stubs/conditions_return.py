@@ -34,7 +34,7 @@ from typing import Callable, List, Sequence
 
 from ..abi import ResultLocation
 from ..errors import BladeError, Code
-from ..patch import CAVE, DATA, ROUTE, Patch
+from ..patch import CAVE, DATA, ROUTE, Patch, split_values
 from . import values as V
 from .conditions import COUNTERS, COUNTERS_ALIGN, COUNTERS_SIZE, SKIP, Asm, Conditions, \
     backend, emit_prefix, listing_text
@@ -243,7 +243,9 @@ def plan_conditional_return(results: Sequence[ResultLocation], values: Sequence[
     block = body + b"\xCC" * (_align(code_len) - code_len) + bytes(area.buf)
     labels = {t[:-1]: a for a, c, t in listing if not c}
 
-    patches = [Patch(stub, bytes(read_original(stub, len(block))), block, CAVE),
+    # code, then the data (values handed out, match constants) as a patch of its own
+    patches = [*split_values(Patch(stub, bytes(read_original(stub, len(block))), block, CAVE),
+                             data_addr),
                Patch(counters, bytes(COUNTERS_SIZE), conds.counters_image(ptrsize), DATA)]
     for k, site in enumerate(sites):
         try:

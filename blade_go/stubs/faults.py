@@ -29,7 +29,7 @@ from typing import Callable, List, Optional, Sequence
 
 from ..abi import REG, ParamLocation
 from ..errors import BladeError, Code
-from ..patch import ARM, CAVE, ROUTE, Patch
+from ..patch import ARM, CAVE, ROUTE, Patch, split_values
 from . import values as V
 from .asm import Asm, C, I, R, absolute, load, mem, store
 from .conditions import emit_prefix_into
@@ -44,7 +44,7 @@ RUNTIME_PACKAGES = ("runtime.", "runtime/", "internal/runtime/", "internal/abi."
 
 @dataclass(frozen=True)
 class FaultPlan:
-    patches: List[Patch]          # [cave, route] (+ arm for delay)
+    patches: List[Patch]          # [cave, route] (+ arm for delay); panic: [cave, value, route]
     stub_addr: int
     code_size: int
     data_size: int
@@ -140,12 +140,13 @@ def _refuse_unsafe_callout(code: FunctionCode, area: int, what: str, context_ok:
 
 
 def _callout_plan(code: FunctionCode, params, allocate, read_original, need: int,
-                  fill: Callable, data_fill: Callable, with_h2: bool, arm: bool, head: str
-                  ) -> FaultPlan:
+                  fill: Callable, data_fill: Callable, with_h2: bool, arm: bool, head: str,
+                  values: bool = False) -> FaultPlan:
     """Assemble H (+H2) in a cave and build the [cave, route(, arm)] patches.
 
     data_fill(area) lays out H's data and returns what fill needs; fill(asm, what, arm_addr,
-    armed) emits H's body after the spills, ending in a tail jump. Sizes never depend on
+    armed) emits H's body after the spills, ending in a tail jump. values: the data is handed
+    to the program (panic's value), so it is a `value` patch of its own. Sizes never depend on
     addresses or values, so a probe assembly sizes the cave before it is allocated."""
     arch = code.arch
     site = code.after_frame_setup_site(need)
@@ -192,7 +193,8 @@ def _callout_plan(code: FunctionCode, params, allocate, read_original, need: int
     if with_h2:
         route += _branch_bytes(arch, "jmp", site.addr + CALL_LEN, labels["H2"])
     route += INT3 * (site.length - len(route))
-    patches = [Patch(stub, original, block, CAVE),
+    cave = Patch(stub, original, block, CAVE)
+    patches = [*(split_values(cave, data_base) if values else [cave]),
                Patch(site.addr, site.original, bytes(route), ROUTE)]
     if arm:
         patches.append(Patch(arm_addr, bytes([orig]), bytes([_armed(orig)]), ARM))
@@ -350,7 +352,7 @@ def plan_panic(code: FunctionCode, params: Sequence[ParamLocation], regabi: bool
     need, h2 = (CALL_LEN + JMP_LEN, True) if conds is not None else (CALL_LEN, False)
     return _callout_plan(code, params, allocate, read_original, need, fill,
                          lambda area: (data_fill(area), area), h2, False,
-                         f"H (panic {value.text}, tail call of runtime.gopanic):")
+                         f"H (panic {value.text}, tail call of runtime.gopanic):", values=True)
 
 
 def _check_panic_var(value: PanicValue, found):

@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Callable, List
 
 from ..errors import BladeError, Code
-from ..patch import CAVE, ROUTE, Patch
+from ..patch import CAVE, ROUTE, VALUE, Patch
 
 ROUTE_LEN = 5
 GUARD_MAX = 96  # bytes reserved for the guard (prefix 19, displaced <= ~30, jmp 5)
@@ -83,7 +83,7 @@ def guarded_patches(patches: List[Patch], entry: int, entry_code: bytes, diction
     """A return plan's [cave, route] patches rewritten so that only calls passing
     `dictionary` reach the stub: [stub cave, guard cave, route to the guard]."""
     import iced_x86 as x86
-    caves = [p for p in patches if p.role == CAVE]
+    caves = [p for p in patches if p.role in (CAVE, VALUE)]  # the stub's code first
     route = next(p for p in patches if p.role == ROUTE and p.addr == entry)
     stub = caves[0].addr
     guard = allocate(GUARD_MAX)

@@ -30,7 +30,7 @@ from typing import Callable, List, Optional, Sequence
 
 from ..abi import REG, ResultLocation
 from ..errors import BladeError, Code
-from ..patch import CAVE, ROUTE, Patch
+from ..patch import CAVE, ROUTE, Patch, split_values
 from . import values as V
 from .encoder_386 import Encoder386
 from .encoder_amd64 import Amd64Encoder, Insn
@@ -43,7 +43,7 @@ ROUTE_LEN = 5
 
 @dataclass(frozen=True)
 class StubPlan:
-    patches: List[Patch]        # [cave (stub + data), route (jmp at entry)]
+    patches: List[Patch]        # [cave (stub code), value (its data, if any), route (jmp at entry)]
     stub_addr: int
     stub_size: int              # code bytes
     data_size: int              # data bytes after the 16-aligned code
@@ -149,5 +149,6 @@ def plan_return(results: Sequence[ResultLocation], values: Sequence[V.Value], ar
     for i in insns:
         addrs.append((at, i.code, i.text))
         at += len(i.code)
-    return StubPlan([cave, route], stub, code_len, len(data2),
+    # the data (values handed to the program) is a patch of its own (patch.VALUE)
+    return StubPlan([*split_values(cave, data_addr), route], stub, code_len, len(data2),
                     _listing(stub, insns, data_addr, data2, route), tuple(addrs))

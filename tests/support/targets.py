@@ -245,3 +245,36 @@ def _differing_runs(live: bytes, want: bytes, base: int) -> List[Tuple[int, int]
 def text_matches_file(pid: int, exe: Optional[str] = None) -> List[Tuple[int, int]]:
     """Alias of text_differences: an empty list means the text equals the file byte for byte."""
     return text_differences(pid, exe)
+
+
+def retained_ranges(home, pid: int) -> List[Tuple[int, int]]:
+    """[lo, hi) of the value caves that blade-go's state (in `home`) retains in process pid:
+    values the program may still hold, left in place by a destroy (issue 16)."""
+    import json
+    try:
+        with open(Path(home) / "state.json") as f:
+            exps = json.load(f).get("experiments", {})
+    except FileNotFoundError:
+        return []
+    out = []
+    for rec in exps.values():
+        if rec.get("pid") != pid:
+            continue
+        for e in (rec.get("record") or {}).get("retained") or []:
+            out.append((int(e["addr"]), int(e["addr"]) + len(e["replacement"]) // 2))
+    return out
+
+
+def differences_beyond_retained(home, pid: int, exe: Optional[str] = None
+                                ) -> List[Tuple[int, int]]:
+    """text_differences outside the value caves the state retains in pid, and any difference
+    inside `.text` (which must stay byte-exact to the file: values live only in padding)."""
+    from elftools.elf.elffile import ELFFile
+    exe = exe or os.readlink(f"/proc/{pid}/exe")
+    with open(exe, "rb") as f:
+        sec = ELFFile(f).get_section_by_name(".text")
+        bias = load_bias(pid, exe)
+        text = (sec["sh_addr"] + bias, sec["sh_addr"] + bias + sec["sh_size"]) if sec else (0, 0)
+    kept = retained_ranges(home, pid)
+    return [(a, b) for a, b in text_differences(pid, exe)
+            if (a < text[1] and text[0] < b) or not any(lo <= a and b <= hi for lo, hi in kept)]
