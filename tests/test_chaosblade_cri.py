@@ -42,9 +42,12 @@ def runtime():
         yield r
 
 
-@pytest.fixture
-def blade(release, tmp_path):
-    return cb.BladeCLI(release, tmp_path / "state")
+@pytest.fixture(scope="module")
+def blade(release, tmp_path_factory):
+    """One blade-go state directory for the module, as on a node: the container lives as long
+    as the module, and a value cave one test's destroy retains (issue 16) is known to the next
+    test's allocator and text check."""
+    return cb.BladeCLI(release, tmp_path_factory.mktemp("cri") / "state")
 
 
 def cri(blade, runtime, verb, action, *flags, container=None):
@@ -76,7 +79,7 @@ def test_return_status_destroy(blade, runtime):
     result = blade.ok("destroy", uid)  # blade rebuilds the cri flags from its record
     assert result["flags"]["cri-endpoint"] == ctd.sock
     assert {f["query"] for f in next_lines(c)} == {'"row",<nil>'}
-    assert c.text_differences() == []
+    assert c.text_differences(blade.state_home) == []
     assert blade.record(uid)["Status"] == "Destroyed"
     own = cb.blade_go("status", uid, env={"BLADE_GO_HOME": str(blade.state_home)})["result"]
     assert own["status"] == "Destroyed"
@@ -98,7 +101,7 @@ def test_delay_with_effect_count(blade, runtime):
     assert max(int(f["slow"][:-2]) for f in next_lines(c)) < 290
     assert blade.record(uid)["Status"] == "Success"
     blade.ok("destroy", uid)
-    assert c.text_differences() == []
+    assert c.text_differences(blade.state_home) == []
 
 
 def test_panic_is_recovered_by_the_program(blade, runtime):
@@ -111,7 +114,7 @@ def test_panic_is_recovered_by_the_program(blade, runtime):
     lines = lines_since(c, mark)
     assert [f["risky"] for f in lines].count("recovered(cri panic)") == 1, " ".join(f["risky"] for f in lines)
     blade.ok("destroy", uid)
-    assert c.text_differences() == []
+    assert c.text_differences(blade.state_home) == []
 
 
 def test_container_id_prefix_and_container_name(blade, runtime):
@@ -129,7 +132,7 @@ def test_container_id_prefix_and_container_name(blade, runtime):
     assert {f["greet"] for f in next_lines(c)} == {"hello mallory"}
     blade.ok("destroy", resp["result"])
     assert {f["greet"] for f in next_lines(c)} == {"hello bob"}
-    assert c.text_differences() == []
+    assert c.text_differences(blade.state_home) == []
 
 
 def test_refusals_leave_the_container_alone(blade, runtime):
@@ -151,7 +154,7 @@ def test_refusals_leave_the_container_alone(blade, runtime):
                "--value", "1")
     assert resp["success"] is False and resp["code"] == 47000, resp
     assert "main.Count" in resp["error"]
-    assert {f["count"] for f in next_lines(c)} == {"3"} and c.text_differences() == []
+    assert {f["count"] for f in next_lines(c)} == {"3"} and c.text_differences(blade.state_home) == []
 
 
 def test_stock_blade_does_not_know_target_go(tmp_path, runtime):

@@ -247,6 +247,12 @@ def text_matches_file(pid: int, exe: Optional[str] = None) -> List[Tuple[int, in
     return text_differences(pid, exe)
 
 
+def _pie(exe: str) -> bool:
+    from elftools.elf.elffile import ELFFile
+    with open(exe, "rb") as f:
+        return ELFFile(f)["e_type"] == "ET_DYN"
+
+
 def retained_ranges(home, pid: int) -> List[Tuple[int, int]]:
     """[lo, hi) of the value caves that blade-go's state (in `home`) retains in process pid:
     values the program may still hold, left in place by a destroy (issue 16)."""
@@ -269,12 +275,22 @@ def differences_beyond_retained(home, pid: int, exe: Optional[str] = None
                                 ) -> List[Tuple[int, int]]:
     """text_differences outside the value caves the state retains in pid, and any difference
     inside `.text` (which must stay byte-exact to the file: values live only in padding)."""
-    from elftools.elf.elffile import ELFFile
     exe = exe or os.readlink(f"/proc/{pid}/exe")
+    return outside_retained(text_differences(pid, exe), home, pid, exe)
+
+
+def outside_retained(diffs, home, pid: int, exe: str) -> List[Tuple[int, int]]:
+    """The differences of `diffs` that lie inside `.text` or outside every value cave that
+    blade-go's state in `home` retains in pid. exe may be /proc/PID/exe (a container's
+    process: the maps name the file as the container sees it)."""
+    from elftools.elf.elffile import ELFFile
+    if exe == f"/proc/{pid}/exe":
+        bias = load_bias(pid, os.readlink(exe)) if _pie(exe) else 0
+    else:
+        bias = load_bias(pid, exe)
     with open(exe, "rb") as f:
         sec = ELFFile(f).get_section_by_name(".text")
-        bias = load_bias(pid, exe)
         text = (sec["sh_addr"] + bias, sec["sh_addr"] + bias + sec["sh_size"]) if sec else (0, 0)
     kept = retained_ranges(home, pid)
-    return [(a, b) for a, b in text_differences(pid, exe)
+    return [(a, b) for a, b in diffs
             if (a < text[1] and text[0] < b) or not any(lo <= a and b <= hi for lo, hi in kept)]
