@@ -5,6 +5,8 @@ $TOOLS_DIR/bin/dlv (what the rest of the suite uses) is the patched build
 module source without the patches. create / status / destroy of `return` and `delay` run here
 on the stock one; the results say which dlv held the target and how long it was stopped.
 """
+import os
+
 import pytest
 
 from tests.support.blade import Blade
@@ -41,6 +43,8 @@ def test_return_on_stock_dlv(stock_blade, e2e_binary, target_factory):
     assert status["status"] == "Success" and status["live"]["dlv_kind"] == "stock"
     assert status["dlv"]["kind"] == "stock" and status["dlv"]["preload"] is False
     assert status["dlv"]["in_use"] and "loads the" in status["dlv"]["first_attach_pause"]
+    environ = open(f"/proc/{status['live']['dlv_pid']}/environ", "rb").read().split(b"\0")
+    assert not any(e.startswith(b"GOGC=") for e in environ) or "GOGC" in os.environ
     # a second experiment on the attached process stops it only for its apply
     code, resp2 = stock_blade.run("create", "go", "return", "--pid", t.pid, "--func",
                                   "main.Flag", "--value", "false")
