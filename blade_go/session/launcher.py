@@ -366,8 +366,11 @@ def _start(pid, dlv, listen, log_path, timeout, record, cwd="/", sock=None,
                 if wait_gone(proc.pid, 10):
                     remove_owner_record(record, proc.pid)
                 proc.close()
+                from .deadlines import load_average
                 raise BladeError(Code.OS_CMD_EXEC_FAILED,
-                                 f"dlv did not start listening within {timeout:.0f}s")
+                                 f"dlv {dlv} did not start listening within {timeout:.0f}s "
+                                 f"(its own start, before it reads the target; load average "
+                                 f"{load_average()}): the host is too busy; retry")
             time.sleep(0.005)  # a few bytes of log read: cheap; every ms here delays the attach
     finally:
         log.close()
