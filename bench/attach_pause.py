@@ -35,7 +35,7 @@ import threading
 import time
 
 from common import Blade, median, start_target, table
-from create_latency import FUNC, VALUE, PauseProbe, bare_attach, echo_program, rss_kb
+from create_latency import FUNC, VALUE, PauseProbe, echo_program, rss_kb
 
 
 class HttpProbe(PauseProbe):
@@ -60,6 +60,41 @@ class HttpProbe(PauseProbe):
         self.stop.set()
         self.thread.join(5)
         self.conn.close()
+
+
+def bare_attach(dlv: str, pid: int) -> float:
+    """Seconds from spawning dlv to its first answer (GetVersion); then a clean detach. No
+    deadline short of 10 minutes: a stock attach of 100 MB on a busy host takes tens of s."""
+    import re
+    import subprocess
+    from blade_go.session.delve_client import DelveClient
+    log = tempfile.TemporaryFile()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([dlv, "attach", str(pid), "--headless", "--accept-multiclient",
+                             "--api-version=2", "--check-go-version=false",
+                             "--listen=127.0.0.1:0"], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL)
+    try:
+        while True:
+            log.seek(0)
+            m = re.search(rb"listening at:\s*\S+:(\d+)", log.read())
+            if m:
+                break
+            if proc.poll() is not None:
+                raise RuntimeError("dlv exited")
+            time.sleep(0.005)
+        client = DelveClient("127.0.0.1", int(m.group(1)), timeout=600)
+        client.get_version()
+        elapsed = time.perf_counter() - t0
+        client.halt(timeout=60)
+        client.detach(kill=False, timeout=60)
+        client.close()
+        proc.wait(60)
+        return elapsed
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(60)
 
 
 def dlv_pid_of(target_pid: int) -> int | None:
