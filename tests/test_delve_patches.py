@@ -106,6 +106,7 @@ def test_create_reports_the_measured_pause_on_the_patched_dlv(tmp_path, e2e_bina
     assert code == 0 and resp["success"], resp
     paused = resp["target_paused"]
     assert paused["dlv"] == "patched" and paused["attach_ms"] > 0
+    assert 0 < paused["attach_all_stopped_ms"] <= paused["attach_ms"]
     assert paused["halts_ms"] and all(h > 0 for h in paused["halts_ms"])
     assert paused["total_ms"] == pytest.approx(paused["attach_ms"] + sum(paused["halts_ms"]),
                                                abs=0.2)

@@ -92,12 +92,17 @@ def target_paused(handle: SessionHandle, applied: dict) -> dict:
     attached: the supervisor sampled the target's main thread in tracing stop, pausewatch.py)
     and each halt of its apply (halt sent to continue sent, DelveClient.stops).
 
-        {"attach_ms": 18.2, "halts_ms": [6.1], "total_ms": 24.3, "dlv": "patched"}
+        {"attach_ms": 18.2, "attach_all_stopped_ms": 11.0, "halts_ms": [6.1],
+         "total_ms": 24.3, "dlv": "patched"}
+
+    attach_ms runs from the first of the target's threads entering tracing stop to the last
+    leaving it; attach_all_stopped_ms while all were stopped (dlv attaches them one by one).
     """
     halts = list(applied.get("stops_ms") or [])
     out = {}
     if handle.started_here:
-        out["attach_ms"] = handle.known.get("attach_pause_ms")
+        out["attach_ms"] = handle.known.get("attach_pause_ms")  # any thread stopped
+        out["attach_all_stopped_ms"] = handle.known.get("attach_all_stopped_ms")
     out["halts_ms"] = halts
     out["total_ms"] = round(sum(halts) + (out.get("attach_ms") or 0), 1)
     if handle.known.get("dlv_kind"):

@@ -227,6 +227,7 @@ class Supervisor(Monitoring):
                 "dlv_path": dlv.path if dlv else None,
                 "dlv_kind": dlvinfo.describe(dlv.path).get("kind") if dlv else None,
                 "attach_pause_ms": self.attach_pause.get("attach_ms"),
+                "attach_all_stopped_ms": self.attach_pause.get("attach_all_stopped_ms"),
                 "dlv_answered_ms": self.answered_ms}
 
     def watch(self, uid: str, timeout: float):
