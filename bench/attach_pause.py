@@ -11,7 +11,8 @@ hits both alike):
            the time to that answer and the longest round trip a client of the target saw;
   create   `blade-go create go return` on the unattached process (supervisor + dlv attach +
            apply): its latency, the longest client round trip during it, and the pause the
-           create itself reported (`target_paused`: the attach, sampled, and its halts);
+           create itself reported (`target_paused`: the attach, any thread stopped and all
+           stopped, sampled; the total with its halts);
   destroy  its `destroy` (restore, detach): latency and the longest client round trip.
 dlv's peak RSS (VmHWM) is read while the experiment is active.
 
@@ -111,7 +112,8 @@ def dlv_pid_of(target_pid: int) -> int | None:
 
 def measure(target, probe, dlvs: dict, rounds: int, func: str, value: str) -> dict:
     res = {(k, m): [] for k in dlvs for m in (
-        "bare", "bare_pause", "create", "create_pause", "reported_attach", "reported_total",
+        "bare", "bare_pause", "create", "create_pause", "reported_attach", "reported_all",
+        "reported_total",
         "destroy", "destroy_pause", "dlv_rss")}
     for r in range(rounds):
         order = list(dlvs.items()) if r % 2 == 0 else list(reversed(dlvs.items()))
@@ -136,6 +138,7 @@ def measure(target, probe, dlvs: dict, rounds: int, func: str, value: str) -> di
             t3 = time.perf_counter()
             for m, v in (("create", t1 - t0), ("create_pause", probe.worst(t0, t1)),
                          ("reported_attach", (paused.get("attach_ms") or 0) / 1e3),
+                         ("reported_all", (paused.get("attach_all_stopped_ms") or 0) / 1e3),
                          ("reported_total", (paused.get("total_ms") or 0) / 1e3),
                          ("destroy", t3 - t2), ("destroy_pause", probe.worst(t2, t3))):
                 res[(kind, m)].append(v)
@@ -151,7 +154,8 @@ def rows_for(label: str, size: int, res: dict, dlvs: dict) -> list:
         g = lambda m: res[(kind, m)]  # noqa: E731
         out.append((label, f"{size / 1e6:.1f}", kind, ms(g("bare")), ms(g("bare_pause")),
                     ms(g("create")), f"{ms(g('create_pause'))} / {mx(g('create_pause'))}",
-                    f"{ms(g('reported_attach'))} / {ms(g('reported_total'))}",
+                    f"{ms(g('reported_attach'))} / {ms(g('reported_all'))} / "
+                    f"{ms(g('reported_total'))}",
                     f"{ms(g('destroy_pause'))} / {mx(g('destroy_pause'))}",
                     f"{median(g('dlv_rss')) / 1024:.0f}"))
     return out
@@ -216,7 +220,7 @@ def main():
                          for k, v in dlvs.items()}}), f"rounds={a.rounds}")
     print(table(("target", "MB", "dlv", "bare: first answer ms", "bare: max pause ms",
                  "create ms", "create: max pause ms (median / worst)",
-                 "create reported: attach / total ms", "destroy: max pause ms (median / worst)",
+                 "create reported: attach / all stopped / total ms", "destroy: max pause ms (median / worst)",
                  "dlv peak RSS MB"), rows))
 
 
