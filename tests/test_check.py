@@ -51,13 +51,6 @@ def test_environment_ok(cli, dlv):
     assert env["kernel"]["release"] == os.uname().release
 
 
-def test_dlvinfo_parses_version_output():
-    text = "Delve Debugger\nVersion: 1.27.2\nBuild: blade-go-1.27.2-p2\n"
-    assert dlvinfo.parse_version_output(text) == {"version": "1.27.2",
-                                                  "build": "blade-go-1.27.2-p2"}
-    assert dlvinfo.parse_version_output("Delve Debugger\n") == {"version": "", "build": ""}
-
-
 def test_go_process(cli, e2e_binary, target_factory):
     t = target_factory(e2e_binary)
     code, resp = cli.run("check", "--pid", t.pid)

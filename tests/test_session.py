@@ -168,7 +168,9 @@ def _inode_of_pid(inode, pid):
 def test_panicking_target_dies_as_without_blade_go(heartbeat, target_factory, home):
     bare = target_factory(heartbeat, args=["panic=300"], ready_line=READY)
     bare.proc.wait(10)
-    t = target_factory(heartbeat, args=["panic=1500"], ready_line=READY)
+    # 4 s: a dlv that loads before it attaches (the patched build) leaves the target running
+    # meanwhile, so the exit must come after the attach even on a busy host
+    t = target_factory(heartbeat, args=["panic=4000"], ready_line=READY)
     h = ensure_session(t.pid, home)
     add_record(home, "p1", t.pid, [])
     h.apply("p1", [])
@@ -182,7 +184,7 @@ def test_panicking_target_dies_as_without_blade_go(heartbeat, target_factory, ho
 
 
 def test_target_exit_ends_supervisor(heartbeat, target_factory, home):
-    t = target_factory(heartbeat, args=["exit=1500:7"], ready_line=READY)
+    t = target_factory(heartbeat, args=["exit=4000:7"], ready_line=READY)
     h = ensure_session(t.pid, home)
     add_record(home, "e1", t.pid, [])
     h.apply("e1", [])

@@ -65,7 +65,7 @@ class CodeFaultExecutor(ReturnExecutor):
 
     def create(self, ctx):
         from ..inspector import CaveAllocator, open_binary
-        from ..session import ensure_session
+        from ..session import ensure_session, target_paused
         from ..stubs.placement import FunctionCode
 
         binary = open_binary(pid=ctx.pid)
@@ -116,7 +116,7 @@ class CodeFaultExecutor(ReturnExecutor):
         session = ensure_session(ctx.pid, str(ctx.store.home))
         guard = {"function": [fn.entry + bias, fn.end + bias], "stacks": True}
         try:
-            session.apply(ctx.uid, patches, guard=guard)
+            applied = session.apply(ctx.uid, patches, guard=guard)
         except BladeError:
             _release_quietly(session, ctx.uid)
             raise
@@ -124,7 +124,8 @@ class CodeFaultExecutor(ReturnExecutor):
             session.watch(ctx.uid, ctx.timeout)
         result = {"function": fn.name, "entry": hex(fn.entry + bias), "fault": self.fault,
                   "patched_at": hex(plan.site), "stub": hex(plan.stub_addr),
-                  "stub_size": plan.code_size, "data_size": plan.data_size}
+                  "stub_size": plan.code_size, "data_size": plan.data_size,
+                  "target_paused": target_paused(session, applied)}
         result.update(self.describe(ctx))
         if target.conds is not None:
             result.update(conditions=record["conditions"], counters=hex(target.counters))

@@ -31,7 +31,7 @@ class ReturnExecutor(Executor):
         from ..inspector import CaveAllocator
         from ..inspector.references import inlined_report
         from ..inspector.typed import open_typed_binary
-        from ..session import ensure_session
+        from ..session import ensure_session, target_paused
         from ..stubs import BinaryResolver, parse_values, plan_return
 
         # Stripped targets (-ldflags="-s -w") take their types from --signature/--debug-binary.
@@ -86,7 +86,7 @@ class ReturnExecutor(Executor):
         session = ensure_session(ctx.pid, str(ctx.store.home))
         try:
             # The function's code range: no branch in it may land inside the route bytes.
-            session.apply(ctx.uid, patches, guard={"function": [fn.entry + bias, fn.end + bias]})
+            applied = session.apply(ctx.uid, patches, guard={"function": [fn.entry + bias, fn.end + bias]})
         except BladeError:
             # Nothing was left written (the session undoes partial writes); let the session
             # detach now if no other experiment holds it, instead of idling attached.
@@ -96,7 +96,8 @@ class ReturnExecutor(Executor):
             session.watch(ctx.uid, ctx.timeout)
         result = {"function": fn.name, "entry": hex(fn.entry + bias),
                   "stub": hex(plan.stub_addr), "stub_size": plan.stub_size,
-                  "data_size": plan.data_size}
+                  "data_size": plan.data_size,
+                  "target_paused": target_paused(session, applied)}
         if instance is not None:
             result["instance"] = {"name": instance.instance, "dictionary":
                                   hex(instance.dictionary + bias),

@@ -3,6 +3,7 @@
 It is what a user runs when an injection is refused, so every part that can fail on its own
 (no DWARF, unsupported ABI) is reported in place instead of failing the whole report.
 """
+import os
 from typing import Optional
 
 from ..errors import BladeError
@@ -97,4 +98,21 @@ def inspect_report(pid: Optional[int] = None, binary: Optional[str] = None,
             entry["refused"] = refused  # why create would refuse it (runtime, generic shape)
             report["function"] = entry
         report.update(_caves_json(b, fn.entry if fn else None))
+        report["dlv"] = _dlv_report(pid, binary)
         return report
+
+
+def _dlv_report(pid, path) -> dict:
+    """The dlv a create on this target would start, and the pause its first attach costs
+    (session/dlvinfo.py): a stock dlv stops the target while it loads the executable."""
+    from ..session import dlvinfo, launcher
+    try:
+        exe = path or f"/proc/{pid}/exe"
+        with open(exe, "rb") as f:
+            machine = int.from_bytes(f.read(20)[18:20], "little")
+        size = os.stat(exe).st_size
+        return dlvinfo.describe(launcher.find_dlv(machine), size)
+    except BladeError as e:
+        return {"error": e.message}
+    except OSError as e:
+        return {"error": f"{e.filename}: {e.strerror}"}

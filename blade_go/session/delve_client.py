@@ -13,6 +13,7 @@ import itertools
 import json
 import socket
 import threading
+import time
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 
 DEFAULT_TIMEOUT = 10.0
@@ -73,6 +74,10 @@ class DelveClient:
         self._send_lock = threading.Lock()
         self._closed = False
         self._continue: Future | None = None  # answer of the running `continue`, if any
+        # Every stop this client made: ms from sending halt to sending continue (the create
+        # and destroy results report them: the tool's own cost to the target, measured).
+        self.stops: list[float] = []
+        self._halted_at: float | None = None
         self._reader = threading.Thread(target=self._read_loop, name="dlv-reader", daemon=True)
         self._reader.start()
 
@@ -165,6 +170,9 @@ class DelveClient:
         if self.running:
             return self._continue
         self._continue = self.send("Command", {"name": "continue"})
+        if self._halted_at is not None:
+            self.stops.append(round((time.monotonic() - self._halted_at) * 1000, 2))
+            self._halted_at = None
         return self._continue
 
     def pending_continue(self) -> Future | None:
@@ -182,7 +190,9 @@ class DelveClient:
             if fut is not None and fut.exception() is None and fut.result()["State"].get("exited"):
                 return fut.result()["State"]
             return self.state(nonblocking=True)
+        halted_at = time.monotonic()
         self.send("Command", {"name": "halt"})
+        self._halted_at = halted_at
         try:
             return fut.result(timeout if timeout is not None else self.timeout)["State"]
         except FutureTimeout:

@@ -319,10 +319,20 @@ def _wait_record(record: str, guard: subprocess.Popen, timeout: float = 10.0) ->
         time.sleep(0.005)
 
 
+# dlv's heap after loading a 68 MB executable is about 100 MB; with Go's default GOGC=100 its
+# peak RSS is twice that. GOGC=50 cut the peak from 199 to 162 MB at the same load time
+# (bench/dlv_memory.py, docs/BENCHMARKS.md). Only for a dlv that loads before it stops the
+# target (dlvinfo "preload"): with a stock dlv the load time is the target's pause.
+DLV_GOGC = "50"
+
+
 def _spawn_guard(pid, argv, record, log, cwd) -> subprocess.Popen:
     import sys
+    from . import dlvinfo
     env = dict(os.environ)
     env[SESSION_DIR_ENV] = os.path.dirname(record)
+    if "GOGC" not in env and dlvinfo.describe(argv[0]).get("preload"):
+        env["GOGC"] = DLV_GOGC
     return subprocess.Popen([sys.executable, "-I", "-S", GUARD, record, str(pid), "--", *argv],
                             stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=cwd, env=env,
                             process_group=0)
@@ -373,8 +383,11 @@ def _start(pid, dlv, listen, log_path, timeout, record, cwd="/", sock=None,
                 if wait_gone(proc.pid, 10):
                     remove_owner_record(record, proc.pid)
                 proc.close()
+                from .deadlines import load_average
                 raise BladeError(Code.OS_CMD_EXEC_FAILED,
-                                 f"dlv did not start listening within {timeout:.0f}s")
+                                 f"dlv {dlv} did not start listening within {timeout:.0f}s "
+                                 f"(its own start, before it reads the target; load average "
+                                 f"{load_average()}): the host is too busy; retry")
             time.sleep(0.005)  # a few bytes of log read: cheap; every ms here delays the attach
     finally:
         log.close()

@@ -205,6 +205,8 @@ class Patcher:
         routes = [p for p in patches if p.role == ROUTE]
         written: list[Patch] = []
         t0 = time.monotonic()
+        ledger = getattr(self.client, "stops", [])  # DelveClient's halt->continue times
+        stops = len(ledger)
         try:
             attempts = self.halt_when_safe(routes, include_start=False, guard=guard)
             fn_range = (guard or {}).get("function")
@@ -230,7 +232,8 @@ class Patcher:
             self.resume()
         return {"patches": len(patches), "written": sum(len(p.replacement) for p in patches),
                 "verified": True, "attempts": attempts,
-                "elapsed_ms": round((time.monotonic() - t0) * 1000, 2)}
+                "elapsed_ms": round((time.monotonic() - t0) * 1000, 2),
+                "stops_ms": ledger[stops:]}
 
     def _undo(self, written: list[Patch]):
         for p in reversed(written):

@@ -34,7 +34,9 @@ from ..state import open_private, write_private
 from ..trust import trusted_patches
 from . import forkserver, paths, protocol, reclaim, records, standby
 from .monitoring import POLL, Monitoring, log
-from .delve_client import DelveClient, DelveError
+from . import deadlines, dlvinfo
+from .delve_client import DelveClient, DelveError, DelveTimeout
+from .pausewatch import AttachPauseWatch
 from .launcher import DlvProcess, explain_failure, launch_dlv, prepare_guard
 from .ownership import end_orphan_dlv, remove_owner_record, resume_if_left_stopped, wait_gone
 from .patching import Patcher
@@ -66,6 +68,8 @@ class Supervisor(Monitoring):
         self.deadlines: dict[str, float] = {}  # uid -> absolute deadline (told to the guardian)
         self.resumed = False  # started by the guardian to enforce a dead supervisor's deadlines
         self.start_lock = None  # --resume: the per-pid lock, released once we serve
+        self.attach_pause: dict = {}  # pausewatch: how long dlv's attach stopped the target
+        self.answered_ms = None  # dlv's listening line to its first answer
 
     # -- dlv lifecycle --------------------------------------------------------------------
     def attach(self):
@@ -77,16 +81,30 @@ class Supervisor(Monitoring):
         log(f"attaching to {self.pid}")
         pending, self.pending = self.pending, None  # a standby's guardian: first attach only
         self.detached = False
-        self.dlv = launch_dlv(self.pid, self.p.dlv_log, record=self.p.dlv_pid,
-                              sock=self.p.dlv_sock, pending=pending)
+        size = deadlines.exe_size(self.pid)
+        watch = AttachPauseWatch(self.pid)  # how long the target stays stopped (measured)
+        try:
+            self.dlv = launch_dlv(self.pid, self.p.dlv_log, record=self.p.dlv_pid,
+                                  sock=self.p.dlv_sock, pending=pending)
+        except BaseException:
+            watch.cancel()
+            raise
         log(f"dlv {self.dlv.pid} listens")
         if self.dlv.note:
             log(self.dlv.note)
         load_site()  # started with -S (standby.py): while dlv attaches, before anything needs it
+        t_listen = time.monotonic()
+        answer_timeout = deadlines.first_answer_timeout(size)
         try:
             try:
                 self.client = DelveClient(self.dlv.address)
-                self.version = self.client.get_version().get("DelveVersion", "").split("\n")[0]
+                # dlv answers once it has loaded the executable and attached: the deadline
+                # grows with the executable (deadlines.py); slow is not failed.
+                self.version = self.client.call("GetVersion", timeout=answer_timeout).get(
+                    "DelveVersion", "").split("\n")[0]
+            except DelveTimeout:
+                raise BladeError(Code.OS_CMD_EXEC_FAILED, self._slow_attach(size, t_listen)) \
+                    from None
             except (OSError, DelveError):
                 # dlv prints its listening line before the attach completes: a failed attach
                 # shows up as a closed connection; its log says why.
@@ -94,15 +112,34 @@ class Supervisor(Monitoring):
                 with open_private(self.p.dlv_log, errors="replace") as f:
                     f.seek(log_start)
                     raise explain_failure(self.pid, f.read()) from None
-            log(f"dlv {self.dlv.pid} answered")
+            self.answered_ms = round((time.monotonic() - t_listen) * 1000, 1)
+            log(f"dlv {self.dlv.pid} answered after {self.answered_ms} ms")
             self._clear_internal_breakpoints()
             records.record_async_preempt(self.client, self.p, self.pid, log)
             self.client.continue_async()
+            watch.resume_sent()
         except Exception:
+            watch.cancel()
             self._end_dlv()
             raise
-        log(f"attached dlv pid {self.dlv.pid} ({self.version}) on {self.dlv.address}")
+        self.attach_pause = watch.result()
+        log(f"attached dlv pid {self.dlv.pid} ({self.version}) on {self.dlv.address}; the target "
+            f"was stopped {self.attach_pause.get('attach_ms')} ms")
         self._tell_guard()  # a new guardian (a dlv restart) must know the deadlines too
+
+    def _slow_attach(self, size, t_listen) -> str:
+        """The message of an attach that outlived its deadline: what was slow, and why."""
+        waited = time.monotonic() - t_listen
+        mb = f"{size / 1e6:.0f} MB" if size else "its"
+        info = dlvinfo.describe(self.dlv.path)
+        how = ("it loads the executable before stopping the process, so the target kept "
+               "running meanwhile" if info.get("preload") else
+               "this stock dlv stops the process first, so the target was stopped meanwhile; "
+               "a dlv built by build/delve/build.sh loads it before stopping the process")
+        return (f"dlv (pid {self.dlv.pid}) listens but had not finished attaching to {self.pid} "
+                f"and loading {mb} executable after {waited:.0f} s (the deadline for this size; "
+                f"load average {deadlines.load_average()}): slow, not failed; {how}. dlv was "
+                "ended (the target resumes); retry when the host is less busy")
 
     def _end_dlv(self, wait: float = 15.0):
         """SIGTERM (dlv detaches: its breakpoints go, the target resumes) and wait. Never
@@ -201,7 +238,12 @@ class Supervisor(Monitoring):
         return {"session": "alive", "pid": self.pid, "dlv_pid": dlv.pid if dlv else None,
                 "dlv_version": self.version, "target_alive": records.process_alive(self.pid),
                 "dlv_transport": dlv.transport if dlv else None,
-                "dlv_note": dlv.note if dlv else "", "uids": sorted(self.uids)}
+                "dlv_note": dlv.note if dlv else "", "uids": sorted(self.uids),
+                "dlv_path": dlv.path if dlv else None,
+                "dlv_kind": dlvinfo.describe(dlv.path).get("kind") if dlv else None,
+                "attach_pause_ms": self.attach_pause.get("attach_ms"),
+                "attach_all_stopped_ms": self.attach_pause.get("attach_all_stopped_ms"),
+                "dlv_answered_ms": self.answered_ms}
 
     def reclaim(self, how: str) -> dict:
         """Restore retained value caves of this process that a scan proves unreferenced

@@ -63,6 +63,17 @@ def dlv_path() -> Optional[str]:
                              shutil.which("dlv"))
 
 
+def stock_dlv_path() -> Optional[str]:
+    """The same delve version built without blade-go's patches ($TOOLS_DIR/bin-stock/dlv,
+    build/delve/build.sh --stock): the main paths are tested once on it."""
+    return _first_executable(os.environ.get("BLADE_GO_STOCK_DLV"),
+                             tools_dir() / "bin-stock" / "dlv")
+
+
+def require_stock_dlv() -> str:
+    return stock_dlv_path() or missing(f"stock dlv {pinned()['DLV_VERSION']} not installed")
+
+
 def dlv386_path() -> Optional[str]:
     """A 32-bit dlv for GOARCH=386 targets ($BLADE_GO_DLV386, cross-built, or Debian i386)."""
     return _first_executable(os.environ.get("BLADE_GO_DLV386"), tools_dir() / "bin386" / "dlv",
