@@ -5,8 +5,8 @@ stub), branches rel32; lengths never depend on addresses.
 """
 import iced_x86 as x86
 
-from .conditions import COUNT, COUNTERS, FAIL_JCC, RNG, Asm, Match, Mem, Reg, Stack, \
-    chunks, percent_threshold
+from .conditions import CALLERS, COUNT, COUNTERS, ENTRY, FAIL_JCC, NEXT, RNG, SLOTS, TABLE, Asm, \
+    Match, Mem, Reg, Stack, chunks, percent_threshold
 
 R = x86.Register
 C = x86.Code
@@ -125,7 +125,7 @@ class Amd64Conditions:
                     cmp, r, MO(R.RIP, displ=s[sym] + off)))
                 asm.jcc(C.JNE_REL32_64, equal if m.op == "!=" else skip)
         if m.op == "!=":
-            asm.ins(lambda s: I.create_branch(C.JMP_REL32_64, s[skip]))
+            asm.jcc(C.JMP_REL32_64, skip)
             asm.label(equal)
 
     def percent(self, asm: Asm, percent: int, skip: str):
@@ -153,7 +153,106 @@ class Amd64Conditions:
         asm.jcc(C.JAE_REL32_64, skip)
 
     def jmp(self, asm: Asm, label: str):
-        asm.ins(lambda s: I.create_branch(C.JMP_REL32_64, s[label]))
+        asm.jcc(C.JMP_REL32_64, label)
+
+    # -- --caller (issue 19) -------------------------------------------------------------
+    def _return_address(self, asm: Asm, into=S):
+        """The direct caller's return address: [SP at F's entry]."""
+        asm.fixed(I.create_reg_mem(C.MOV_R64_RM64, into, _mem_sp(asm.sp_bias)))
+
+    def _in_ranges(self, asm: Asm, n: int, found: str):
+        """Jump to `found` when R12 lies in one of the n ranges of the CALLERS table (flags
+        only; conditions.caller_table: the highest end first, then sorted [lo, hi) pairs)."""
+        out = asm.fresh("notcaller")
+        asm.ins(lambda s: I.create_reg_mem(C.CMP_R64_RM64, S, MO(R.RIP, displ=s[CALLERS])))
+        asm.jcc(C.JAE_REL32_64, out)
+        for k in range(n):
+            lo, hi = 8 + 16 * k, 16 + 16 * k
+            asm.ins(lambda s, o=lo: I.create_reg_mem(C.CMP_R64_RM64, S,
+                                                     MO(R.RIP, displ=s[CALLERS] + o)))
+            asm.jcc(C.JB_REL32_64, out)  # below this range: below every later one too
+            asm.ins(lambda s, o=hi: I.create_reg_mem(C.CMP_R64_RM64, S,
+                                                     MO(R.RIP, displ=s[CALLERS] + o)))
+            asm.jcc(C.JB_REL32_64, found)
+        asm.label(out)
+
+    def caller(self, asm: Asm, conds, fail: str):
+        """Fall through when a --caller range holds the return address of one of the first
+        caller_depth frames, else jump to `fail`.
+
+        Frame 1: the return address at [SP at entry]. Frame k+1: [fp + 8], fp the frame
+        pointer of frame k (RBP at F's entry, or [RBP] once F saved it). Before each read the
+        walk proves fp is inside the goroutine's stack (g.stack.lo <= fp, fp + 16 <= hi, from
+        the g in R14, and 8-aligned), and each step must go up the stack: a zero, unaligned,
+        foreign or looping chain ends the walk (no match), never a fault. Reads only; writes
+        R12/R13 and the flags."""
+        found = asm.fresh("caller")
+        n = len(conds.callers)
+        depth = conds.caller_depth
+        self._return_address(asm)
+        if depth > 1:
+            if asm.bp_saved:
+                asm.fixed(I.create_reg_mem(C.MOV_R64_RM64, T, MO(R.RBP, displ=0, displ_size=8)))
+            else:
+                asm.fixed(I.create_reg_reg(C.MOV_R64_RM64, T, R.RBP))
+        g_lo, g_hi = MO(R.R14, displ=0, displ_size=8), MO(R.R14, displ=8, displ_size=8)
+        for k in range(depth):
+            self._in_ranges(asm, n, found)
+            if k == depth - 1:
+                break
+            asm.fixed(I.create_reg_i32(C.TEST_RM64_IMM32, T, 7))
+            asm.jcc(C.JNE_REL32_64, fail)                 # unaligned
+            asm.fixed(I.create_reg_mem(C.CMP_R64_RM64, T, g_lo))
+            asm.jcc(C.JB_REL32_64, fail)                  # below the stack (0 too)
+            asm.fixed(I.create_reg_mem(C.CMP_R64_RM64, T, g_hi))
+            asm.jcc(C.JAE_REL32_64, fail)                 # above it
+            asm.fixed(I.create_reg_mem(C.LEA_R64_M, S, MO(T, displ=16, displ_size=8)))
+            asm.fixed(I.create_reg_mem(C.CMP_R64_RM64, S, g_hi))
+            asm.jcc(C.JA_REL32_64, fail)                  # [fp], [fp+8] not both inside
+            asm.fixed(I.create_reg_mem(C.MOV_R64_RM64, S, MO(T, displ=8, displ_size=8)))
+            if k < depth - 2:  # the next frame's fp, which must lie above this one
+                up = asm.fresh("up")
+                asm.fixed(I.create_mem_reg(C.CMP_RM64_R64, MO(T, displ=0, displ_size=8), T))
+                asm.fixed(I.create_reg_mem(C.MOV_R64_RM64, T, MO(T, displ=0, displ_size=8)))
+                asm.jcc(C.JA_REL32_64, up)
+                asm.fixed(I.create_reg_reg(C.XOR_R32_RM32, R.R13D, R.R13D))  # ends the walk
+                asm.label(up)
+        asm.jcc(C.JMP_REL32_64, fail)
+        asm.label(found)
+
+    # -- blast radius (issue 19) ----------------------------------------------------------
+    def radius(self, asm: Asm, field: int):
+        """Count this call in its call site's entry, at `field` (conditions.py, TABLE):
+        find the entry of the return address (or claim the next free one with lock xadd;
+        the overflow entry when all are taken), then `lock inc` the field."""
+        scan, claim, found, over = (asm.fresh(x) for x in ("scan", "claim", "site", "full"))
+        self._return_address(asm)
+        asm.ins(lambda s: I.create_reg_mem(C.LEA_R64_M, T, MO(R.RIP, displ=s[COUNTERS] + TABLE)))
+        asm.label(scan)
+        asm.fixed(I.create_mem_reg(C.CMP_RM64_R64, MO(T, displ=0, displ_size=8), S))
+        asm.jcc(C.JE_REL32_64, found)
+        asm.fixed(I.create_mem_i32(C.CMP_RM64_IMM8, MO(T, displ=0, displ_size=8), 1))
+        asm.jcc(C.JB_REL32_64, claim)                     # 0: free from here on
+        asm.jcc(C.JE_REL32_64, found)                     # OVERFLOW_RA: the overflow entry
+        asm.fixed(I.create_reg_i32(C.ADD_RM64_IMM32, T, ENTRY))
+        asm.jcc(C.JMP_REL32_64, scan)
+        asm.label(claim)
+        asm.fixed(I.create_reg_u32(C.MOV_R32_IMM32, R.R13D, 1))
+        asm.ins(lambda s: _lock(I.create_mem_reg(C.XADD_RM64_R64,
+                                                 MO(R.RIP, displ=s[COUNTERS] + NEXT), T)))
+        asm.fixed(I.create_reg_i32(C.CMP_RM64_IMM32, T, SLOTS))
+        asm.jcc(C.JAE_REL32_64, over)
+        asm.fixed(I.create_reg_i32(C.SHL_RM64_IMM8, T, 5))  # * ENTRY
+        asm.ins(lambda s: I.create_reg_mem(C.LEA_R64_M, S, MO(R.RIP, displ=s[COUNTERS] + TABLE)))
+        asm.fixed(I.create_reg_reg(C.ADD_R64_RM64, T, S))
+        self._return_address(asm)
+        asm.fixed(I.create_mem_reg(C.MOV_RM64_R64, MO(T, displ=0, displ_size=8), S))
+        asm.jcc(C.JMP_REL32_64, found)
+        asm.label(over)
+        asm.ins(lambda s: I.create_reg_mem(C.LEA_R64_M, T, MO(R.RIP, displ=s[COUNTERS] + TABLE
+                                                             + SLOTS * ENTRY)))
+        asm.label(found)
+        asm.fixed(_lock(I.create_mem(C.INC_RM64, MO(T, displ=field, displ_size=8))))
 
 
 def _lock(ins):
