@@ -48,6 +48,14 @@ check runs first (conditions_return.check_first), then the prefix, then the acti
     0x40089e  e9 a3 0f 0a 00                  jmp 0x4a1846      ; skip: back into F after the
                                                                 ; displaced check
 
+--caller and the blast radius (issue 19): the --caller check comes right after `seen` (a
+cheap reject before any matcher): the return address of each of the first caller_depth frames
+(the direct caller's at [SP at entry]; deeper ones through the frame-pointer chain, bounded by
+the goroutine's stack: conditions_amd64.caller) is compared with the sorted code ranges of the
+named callers (caller_table). With the blast-radius table (every armed experiment, when there
+is room) each way out of the prefix counts the call in its site's entry instead of `seen` and
+`faulted`: excluded by --caller, rejected by another condition, or faulted (TABLE below).
+
 Counters live in writable memory (the stub's code and constants are in an executable cave,
 which is read-only to the target): COUNTERS_SIZE bytes laid out as below, little endian, so
 `status` reads them from /proc/PID/mem. Registers: the prefix writes only the arch's scratch
