@@ -16,13 +16,14 @@ MATRIX = TOOLCHAIN_VARIANTS + ["stripped"]
 
 
 def _variant(variant):
-    if variant == "stripped":
-        return dict(ldflags="-s -w"), "default"
-    return VARIANTS[variant]
+    """(build options, dlv, flags every create needs)."""
+    if variant == "stripped":  # no DWARF: the result types from --signature
+        return dict(ldflags="-s -w"), "default", ("--signature", "func(int) (int, error)")
+    return (*VARIANTS[variant], ())
 
 
 def _scoped(blade, t, flags, faulted, failures, label):
-    uid = armed(blade, t, *flags)
+    uid = armed(blade, t, *flags, *t.create_flags)
     s = run_window(t, 1.0)
     got = {p for p in PATHS if s[f"{p}_faulted"]}
     exact = all(s[f"{p}_faulted"] == (s[f"{p}_calls"] if p in faulted else 0) for p in PATHS)
@@ -38,9 +39,10 @@ def _scoped(blade, t, flags, faulted, failures, label):
 
 @pytest.mark.parametrize("variant", MATRIX)
 def test_caller_matrix(variant, tmp_path, target_factory):
-    opts, dlv = _variant(variant)
+    opts, dlv, extra = _variant(variant)
     blade = Blade(tmp_path / "home", env=_dlv_env(dlv))
     t = target_factory(build_fixture("callers_target", **opts), env=LOAD_ENV)
+    t.create_flags = extra
     failures = []
     _scoped(blade, t, ("--caller", "main.helper"), {"inlined"}, failures, "inlined helper")
     _scoped(blade, t, ("--caller", "main.viaDirect,main.mid2"), {"direct", "deep"}, failures,

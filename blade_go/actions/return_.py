@@ -283,15 +283,18 @@ def _callers(ctx, binary):
 
 
 def _attempts(ctx, conds):
-    """What to plan, best first: the conditions with the blast-radius table; without the
-    table (no room for it in the writable segment's last page, or a stub that needs more
-    than the plain one); with no condition asked for, the plain stub as before."""
+    """What to plan, best first: the conditions with the blast-radius table (16 sites, then
+    4 where the writable segment's last page has less room); without the table (no room for
+    it, or a stub that needs more than the plain one); with no condition asked for, the plain
+    stub as before."""
     from dataclasses import replace
     from ..stubs.conditions_data import wants_conditions
     if conds is None:
         return [None]
+    from ..stubs.conditions import SMALL_SLOTS
     out = [conds]
     if conds.radius:
+        out.append(replace(conds, radius_slots=SMALL_SLOTS))  # a nearly full writable page
         if wants_conditions(ctx.flags):
             out.append(replace(conds, radius=False))
         else:

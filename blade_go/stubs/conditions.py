@@ -99,6 +99,7 @@ ENTRY = 32
 E_RA, E_EXCLUDED, E_OTHER, E_FAULTED = 0, 8, 16, 24
 OVERFLOW_RA = 1
 RADIUS_SIZE = TABLE + (SLOTS + 1) * ENTRY
+SMALL_SLOTS = 4  # the table where the writable page's free tail has no room for SLOTS
 MAX_DEPTH = 8           # --caller-depth: the walk is unrolled, one block per frame
 MAX_CALLER_RANGES = 64  # code ranges of the --caller functions (out-of-line + inlined copies)
 
@@ -155,6 +156,7 @@ class Conditions:
     caller_depth: int = 1
     caller_names: Tuple[str, ...] = ()
     radius: bool = False  # keep the blast-radius table (call sites with their counts)
+    radius_slots: int = SLOTS  # its entries (fewer where the writable page has less room)
 
     @property
     def active(self) -> bool:
@@ -172,7 +174,7 @@ class Conditions:
 
     @property
     def counters_size(self) -> int:
-        return RADIUS_SIZE if self.radius else COUNTERS_SIZE
+        return TABLE + (self.radius_slots + 1) * ENTRY if self.radius else COUNTERS_SIZE
 
     def counters_image(self, ptrsize: int) -> bytes:
         """Initial bytes of the counter block: zeros and the draw's seed (and the blast-radius
@@ -180,7 +182,7 @@ class Conditions:
         seed = self.seed & ((1 << (8 * ptrsize)) - 1)
         img = bytes(RNG) + seed.to_bytes(8, "little")
         if self.radius:
-            img += bytes(TABLE - COUNTERS_SIZE + SLOTS * ENTRY)
+            img += bytes(TABLE - COUNTERS_SIZE + self.radius_slots * ENTRY)
             img += OVERFLOW_RA.to_bytes(8, "little") + bytes(ENTRY - 8)
         return img
 
@@ -188,8 +190,8 @@ class Conditions:
         """What `read_counters` needs to know about this prefix's counter block."""
         d = {"seen": seen_source(self, arch), "seed": self.seed & ((1 << 64) - 1)}
         if self.radius:
-            d.update(seen=SEEN_TABLE, radius={"table": TABLE, "slots": SLOTS, "entry": ENTRY},
-                     size=RADIUS_SIZE)
+            d.update(seen=SEEN_TABLE, size=self.counters_size,
+                     radius={"table": TABLE, "slots": self.radius_slots, "entry": ENTRY})
         return d
 
     def describe(self) -> dict:
@@ -448,6 +450,7 @@ def emit_prefix(asm: Asm, conds: Conditions, skip: str = SKIP):
     be = backend(asm.arch)
     seen = seen_source(conds, asm.arch)
     radius = conds.radius
+    asm.radius_slots = conds.radius_slots
     reject = asm.fresh("rejected") if radius else skip
     exclude = asm.fresh("excluded") if radius else skip
     if seen == SEEN_DRAW:  # drawn first: the draw counts every call (independent of matches)
@@ -467,6 +470,11 @@ def emit_prefix(asm: Asm, conds: Conditions, skip: str = SKIP):
         be.count(asm, conds.count, reject)
     if not radius:
         be.bump(asm, FAULTED)
+        if getattr(asm, "_subs", None):  # --caller's subroutines, out of the way
+            over = asm.fresh("fault")
+            be.jmp(asm, over)
+            be.emit_subroutines(asm)
+            asm.label(over)
         return
     be.radius(asm, E_FAULTED)
     go_on = asm.fresh("fault")
@@ -478,6 +486,7 @@ def emit_prefix(asm: Asm, conds: Conditions, skip: str = SKIP):
         asm.label(exclude)
         be.radius(asm, E_EXCLUDED)
         be.jmp(asm, skip)
+    be.emit_subroutines(asm)
     asm.label(go_on)
 
 

@@ -182,10 +182,25 @@ class I386Conditions:
         asm.label(found)
 
     # -- blast radius (issue 19) ----------------------------------------------------------
-    def radius(self, asm: Asm, field: int):
-        """conditions_amd64.radius with ECX = return address, EAX = entry; 64-bit counts
-        as two locked halves (bump)."""
+    def _sub(self, asm: Asm, name: str, emit) -> str:
+        """conditions_amd64._sub: a subroutine emitted once, reached with `call`."""
+        subs = asm.__dict__.setdefault("_subs", {})
+        if name not in subs:
+            subs[name] = (asm.fresh(name), emit, asm.sp_bias)
+        return subs[name][0]
+
+    def emit_subroutines(self, asm: Asm):
+        for label, emit, sp_bias in (asm.__dict__.pop("_subs", None) or {}).values():
+            asm.label(label)
+            saved, asm.sp_bias = asm.sp_bias, sp_bias + 4  # below the call's return address
+            emit(asm)
+            asm.sp_bias = saved
+
+    def _find_site(self, asm: Asm):
+        """Subroutine: EAX = the entry of this call's site (conditions_amd64._find_site with
+        ECX = return address)."""
         scan, claim, found, over = (asm.fresh(x) for x in ("scan", "claim", "site", "full"))
+        slots = asm.radius_slots
         asm.fixed(I.create_reg_mem(C.MOV_R32_RM32, X, _mem_sp(asm.sp_bias)))
         asm.ins(lambda s: I.create_reg_u32(C.MOV_R32_IMM32, A, s[COUNTERS] + TABLE))
         asm.label(scan)
@@ -199,17 +214,22 @@ class I386Conditions:
         asm.label(claim)
         asm.fixed(I.create_reg_u32(C.MOV_R32_IMM32, A, 1))
         asm.ins(lambda s: _lock(I.create_mem_reg(C.XADD_RM32_R32, _abs(COUNTERS, NEXT)(s), A)))
-        asm.fixed(I.create_reg_i32(C.CMP_RM32_IMM32, A, SLOTS))
+        asm.fixed(I.create_reg_i32(C.CMP_RM32_IMM32, A, slots))
         asm.jcc(C.JAE_REL32_32, over)
         asm.fixed(I.create_reg_i32(C.SHL_RM32_IMM8, A, 5))  # * ENTRY
         asm.ins(lambda s: I.create_reg_i32(C.ADD_RM32_IMM32, A, _s32(s[COUNTERS] + TABLE)))
         asm.fixed(I.create_mem_reg(C.MOV_RM32_R32, MO(A, displ=0, displ_size=4), X))
-        asm.jcc(C.JMP_REL32_32, found)
+        asm.fixed(I.create(C.RETND))
         asm.label(over)
-        asm.ins(lambda s: I.create_reg_u32(C.MOV_R32_IMM32, A, s[COUNTERS] + TABLE + SLOTS * ENTRY))
+        asm.ins(lambda s: I.create_reg_u32(C.MOV_R32_IMM32, A, s[COUNTERS] + TABLE + slots * ENTRY))
         asm.label(found)
-        asm.fixed(_lock(I.create_mem_i32(C.ADD_RM32_IMM32, MO(A, displ=field, displ_size=4), 1)))
-        asm.fixed(_lock(I.create_mem_i32(C.ADC_RM32_IMM32, MO(A, displ=field + 4, displ_size=4), 0)))
+        asm.fixed(I.create(C.RETND))
+
+    def radius(self, asm: Asm, field: int):
+        """Count this call in its site's entry: 64-bit counts as two locked halves (bump)."""
+        asm.jcc(C.CALL_REL32_32, self._sub(asm, "site", self._find_site))
+        asm.fixed(_lock(I.create_mem_i32(C.ADD_RM32_IMM32, MO(A, displ=field, displ_size=1), 1)))
+        asm.fixed(_lock(I.create_mem_i32(C.ADC_RM32_IMM32, MO(A, displ=field + 4, displ_size=1), 0)))
 
 
 def _s32(v: int) -> int:
