@@ -184,8 +184,9 @@ def run_paths(exe, patches, params, paths, threads=4, calls=3000, garbage=0):
     (3, ["B"], {2}),
     (8, ["C1", "A"], {1, 3}),
 ])
-def test_caller_faults_exactly_the_paths_asked(h64, depth, callers, faulted):
-    patches, p, params = plan64([fn_range(c) for c in callers], depth)
+@pytest.mark.parametrize("compact", [False, True])
+def test_caller_faults_exactly_the_paths_asked(h64, depth, callers, faulted, compact):
+    patches, p, params = plan64([fn_range(c) for c in callers], depth, compact=compact)
     paths = [1, 2, 3, 5]
     per, r = run_paths(h64, patches, params, paths)
     for k in paths:
@@ -221,26 +222,29 @@ def test_caller_range_ending_at_the_return_address(h64):
 
 @pytest.mark.parametrize("garbage", [0, 7, 0xDEAD0000, (1 << 64) - 8, 0x7FFFFFFFFFF8,
                                      H.DATA + 0x8])
-def test_walk_never_faults_on_a_broken_chain(h64, garbage):
+@pytest.mark.parametrize("compact", [False, True])
+def test_walk_never_faults_on_a_broken_chain(h64, garbage, compact):
     """RBP zero, unaligned, unmapped, at the top of the address space, or mapped memory outside
     the goroutine's stack: the walk stops (no match), the target lives."""
-    patches, p, params = plan64([fn_range("C1"), fn_range("A")], 8)
+    patches, p, params = plan64([fn_range("C1"), fn_range("A")], 8, compact=compact)
     per, _ = run_paths(h64, patches, params, [4, 5, 1], threads=2, calls=500, garbage=garbage)
     assert per[4][1] == 0 and per[5][1] == 0 and per[1][1] == per[1][0]
 
 
-def test_caller_with_other_conditions_and_overflow(h64):
+@pytest.mark.parametrize("compact", [False, True])
+def test_caller_with_other_conditions_and_overflow(h64, compact):
     """--caller with --effect-count; a table too small for the sites (all but the overflow
     entry prefilled by other addresses) puts new sites in the overflow entry."""
     from blade_go.stubs import conditions as K
-    patches, p, params = plan64([fn_range("B2"), fn_range("C3")], 1, count=1000)
+    patches, p, params = plan64([fn_range("B2"), fn_range("C3")], 1, count=1000,
+                                compact=compact)
     per, r = run_paths(h64, patches, params, [1, 2, 3])
     assert per[1][1] == 0 and per[2][1] + per[3][1] == 1000
     rows, _ = read_radius(r.counters, p.layout)
     other = sum(x["rejected_by_other_conditions"] for x in rows)
     assert other == per[2][0] + per[3][0] - 1000
     # overflow
-    patches, p, params = plan64([fn_range("A")], 1)
+    patches, p, params = plan64([fn_range("A")], 1, compact=compact)
     data = [x for x in patches if x.addr == H.DATA][0]
     img = bytearray(data.replacement)
     for k in range(K.SLOTS):
@@ -255,8 +259,9 @@ def test_caller_with_other_conditions_and_overflow(h64):
     assert all(x["calls"] == 0 for x in rows)
 
 
-def test_radius_without_caller_counts_every_site(h64):
-    patches, p, params = plan64([], 1)
+@pytest.mark.parametrize("compact", [False, True])
+def test_radius_without_caller_counts_every_site(h64, compact):
+    patches, p, params = plan64([], 1, compact=compact)
     per, r = run_paths(h64, patches, params, [1, 2, 3])
     rows, _ = read_radius(r.counters, p.layout)
     assert sorted(x["calls"] for x in rows) == sorted(c for c, _ in per.values())

@@ -283,18 +283,20 @@ def _callers(ctx, binary):
 
 
 def _attempts(ctx, conds):
-    """What to plan, best first: the conditions with the blast-radius table (16 sites, then
-    4 where the writable segment's last page has less room); without the table (no room for
-    it, or a stub that needs more than the plain one); with no condition asked for, the plain
-    stub as before."""
+    """What to plan, best first: the conditions with the blast-radius table (16 sites); the
+    same as a compact stub (subroutines: for small caves); 4 sites where the writable
+    segment's last page has less room; without the table (no room for it, or a stub that
+    needs more than the plain one); with no condition asked for, the plain stub as before."""
     from dataclasses import replace
     from ..stubs.conditions_data import wants_conditions
     if conds is None:
         return [None]
     from ..stubs.conditions import SMALL_SLOTS
     out = [conds]
+    if conds.radius or conds.callers:  # the same code, smaller and a little slower
+        out.append(replace(conds, compact=True))
     if conds.radius:
-        out.append(replace(conds, radius_slots=SMALL_SLOTS))  # a nearly full writable page
+        out.append(replace(conds, radius_slots=SMALL_SLOTS, compact=True))  # a full page
         if wants_conditions(ctx.flags):
             out.append(replace(conds, radius=False))
         else:
@@ -302,9 +304,18 @@ def _attempts(ctx, conds):
     return out
 
 
+from ..stubs.conditions import SLOTS  # noqa: E402 (standard library only above)
+
+
 def _radius_warning(owned, result, conds, notes):
-    """Say when the blast radius is not recorded, and why (the first attempt's refusal)."""
+    """Say when the blast radius is not recorded, and why (the first attempt's refusal), or
+    when the stub had to be the compact one."""
+    if conds is not None and conds.compact:
+        result["stub_form"] = "compact: subroutines, for the small caves (" + \
+            (notes[0].message if notes else "") + ")"
     if conds is not None and conds.radius:
+        if conds.radius_slots < SLOTS:
+            result["blast_radius"] = f"{conds.radius_slots} call sites (little room left)"
         return
     if not notes:
         return

@@ -157,6 +157,7 @@ class Conditions:
     caller_names: Tuple[str, ...] = ()
     radius: bool = False  # keep the blast-radius table (call sites with their counts)
     radius_slots: int = SLOTS  # its entries (fewer where the writable page has less room)
+    compact: bool = False  # --caller walk and table lookup as subroutines: a smaller stub
 
     @property
     def active(self) -> bool:
@@ -450,7 +451,7 @@ def emit_prefix(asm: Asm, conds: Conditions, skip: str = SKIP):
     be = backend(asm.arch)
     seen = seen_source(conds, asm.arch)
     radius = conds.radius
-    asm.radius_slots = conds.radius_slots
+    asm.radius_slots, asm.compact = conds.radius_slots, conds.compact
     reject = asm.fresh("rejected") if radius else skip
     exclude = asm.fresh("excluded") if radius else skip
     if seen == SEEN_DRAW:  # drawn first: the draw counts every call (independent of matches)

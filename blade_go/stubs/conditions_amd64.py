@@ -240,25 +240,72 @@ class Amd64Conditions:
         pointer of frame k (RBP at F's entry, or [RBP] once F saved it). Before each read the
         walk proves fp is inside the goroutine's stack (_advance), and each step must go up
         the stack: a zero, unaligned, foreign or looping chain ends the walk (no match), never
-        a fault. Reads only; writes R12/R13 and the flags."""
+        a fault. Reads only; writes R12/R13 and the flags. Inline, one block per frame (the
+        fast form); conds.compact: the range check and the step are subroutines (a smaller
+        stub for small caves, a call and a return more per frame)."""
         found = asm.fresh("caller")
         depth = conds.caller_depth
-        in_ranges = self._sub(asm, "inranges", self._in_ranges_body(len(conds.callers)))
+        n = len(conds.callers)
+        compact = conds.compact
+        if compact:
+            in_ranges = self._sub(asm, "inranges", self._in_ranges_body(n))
+            if depth > 1:
+                advance = self._sub(asm, "advance", self._advance)
         self._return_address(asm)
         if depth > 1:
-            advance = self._sub(asm, "advance", self._advance)
             if asm.bp_saved:
                 asm.fixed(I.create_reg_mem(C.MOV_R64_RM64, T, MO(R.RBP, displ=0, displ_size=8)))
             else:
                 asm.fixed(I.create_reg_reg(C.MOV_R64_RM64, T, R.RBP))
         for k in range(depth):
-            if k:
+            if k and compact:
                 asm.jcc(C.CALL_REL32_64, advance)
                 asm.jcc(C.JB_REL32_64, fail)          # CF=1: the chain ends here
-            asm.jcc(C.CALL_REL32_64, in_ranges)
-            asm.jcc(C.JB_REL32_64, found)             # CF=1: a caller's code
+            elif k:
+                self._step(asm, fail)
+            if compact:
+                asm.jcc(C.CALL_REL32_64, in_ranges)
+                asm.jcc(C.JB_REL32_64, found)         # CF=1: a caller's code
+            else:
+                self._in_ranges_inline(asm, n, found)
         asm.jcc(C.JMP_REL32_64, fail)
         asm.label(found)
+
+    def _in_ranges_inline(self, asm: Asm, n: int, found: str):
+        """Jump to `found` when R12 lies in one of the n CALLERS ranges (flags only)."""
+        out = asm.fresh("notcaller")
+        asm.ins(lambda s: I.create_reg_mem(C.CMP_R64_RM64, S, MO(R.RIP, displ=s[CALLERS])))
+        asm.jcc(C.JAE_REL32_64, out)
+        for k in range(n):
+            lo, hi = 8 + 16 * k, 16 + 16 * k
+            asm.ins(lambda s, o=lo: I.create_reg_mem(C.CMP_R64_RM64, S,
+                                                     MO(R.RIP, displ=s[CALLERS] + o)))
+            asm.jcc(C.JB_REL32_64, out)
+            asm.ins(lambda s, o=hi: I.create_reg_mem(C.CMP_R64_RM64, S,
+                                                     MO(R.RIP, displ=s[CALLERS] + o)))
+            asm.jcc(C.JB_REL32_64, found)
+        asm.label(out)
+
+    @staticmethod
+    def _step(asm: Asm, fail: str):
+        """_advance inline: jump to `fail` where it would return CF=1."""
+        up = asm.fresh("up")
+        g_lo, g_hi = MO(R.R14, displ=0, displ_size=8), MO(R.R14, displ=8, displ_size=8)
+        asm.fixed(I.create_reg_i32(C.TEST_RM64_IMM32, T, 7))
+        asm.jcc(C.JNE_REL32_64, fail)
+        asm.fixed(I.create_reg_mem(C.CMP_R64_RM64, T, g_lo))
+        asm.jcc(C.JB_REL32_64, fail)
+        asm.fixed(I.create_reg_mem(C.CMP_R64_RM64, T, g_hi))
+        asm.jcc(C.JAE_REL32_64, fail)
+        asm.fixed(I.create_reg_mem(C.LEA_R64_M, S, MO(T, displ=16, displ_size=8)))
+        asm.fixed(I.create_reg_mem(C.CMP_R64_RM64, S, g_hi))
+        asm.jcc(C.JA_REL32_64, fail)
+        asm.fixed(I.create_reg_mem(C.MOV_R64_RM64, S, MO(T, displ=8, displ_size=8)))
+        asm.fixed(I.create_mem_reg(C.CMP_RM64_R64, MO(T, displ=0, displ_size=8), T))
+        asm.fixed(I.create_reg_mem(C.MOV_R64_RM64, T, MO(T, displ=0, displ_size=8)))
+        asm.jcc(C.JA_REL32_64, up)
+        asm.fixed(I.create_reg_reg(C.XOR_R32_RM32, R.R13D, R.R13D))
+        asm.label(up)
 
     # -- blast radius (issue 19) ----------------------------------------------------------
     def _find_site(self, asm: Asm):
@@ -295,11 +342,53 @@ class Amd64Conditions:
         asm.label(found)
         asm.fixed(I.create(C.RETNQ))
 
+    def _claim(self, asm: Asm):
+        """Subroutine: R13 = the next free entry, claimed with lock xadd, its return address
+        written; the overflow entry when all are taken."""
+        over, done = asm.fresh("full"), asm.fresh("claimed")
+        slots = asm.radius_slots
+        asm.fixed(I.create_reg_u32(C.MOV_R32_IMM32, R.R13D, 1))
+        asm.ins(lambda s: _lock(I.create_mem_reg(C.XADD_RM64_R64,
+                                                 MO(R.RIP, displ=s[COUNTERS] + NEXT), T)))
+        asm.fixed(I.create_reg_i32(C.CMP_RM64_IMM32, T, slots))
+        asm.jcc(C.JAE_REL32_64, over)
+        asm.fixed(I.create_reg_i32(C.SHL_RM64_IMM8, T, 5))  # * ENTRY
+        asm.ins(lambda s: I.create_reg_mem(C.LEA_R64_M, S, MO(R.RIP, displ=s[COUNTERS] + TABLE)))
+        asm.fixed(I.create_reg_reg(C.ADD_R64_RM64, T, S))
+        self._return_address(asm)
+        asm.fixed(I.create_mem_reg(C.MOV_RM64_R64, MO(T, displ=0, displ_size=8), S))
+        asm.fixed(I.create(C.RETNQ))
+        asm.label(over)
+        asm.ins(lambda s: I.create_reg_mem(C.LEA_R64_M, T, MO(R.RIP, displ=s[COUNTERS] + TABLE
+                                                             + slots * ENTRY)))
+        asm.label(done)
+        asm.fixed(I.create(C.RETNQ))
+
     def radius(self, asm: Asm, field: int):
-        """Count this call in its call site's entry, at `field`: find the entry (_find_site),
-        then `lock inc` the field."""
-        asm.jcc(C.CALL_REL32_64, self._sub(asm, "site", self._find_site))
+        """Count this call in its call site's entry, at `field`: find the entry of the return
+        address (the common case: inline, a few compares), else claim one (_claim, out of
+        line), then `lock inc` the field. conds.compact: the whole lookup is a subroutine."""
+        if getattr(asm, "compact", False):
+            asm.jcc(C.CALL_REL32_64, self._sub(asm, "site", self._find_site))
+        else:
+            scan, claim, found = (asm.fresh(x) for x in ("scan", "claim", "site"))
+            self._return_address(asm)
+            asm.ins(lambda s: I.create_reg_mem(C.LEA_R64_M, T,
+                                               MO(R.RIP, displ=s[COUNTERS] + TABLE)))
+            asm.label(scan)
+            asm.fixed(I.create_mem_reg(C.CMP_RM64_R64, MO(T, displ=0, displ_size=8), S))
+            asm.jcc(C.JE_REL32_64, found)
+            asm.fixed(I.create_mem_i32(C.CMP_RM64_IMM8, MO(T, displ=0, displ_size=8), 1))
+            asm.jcc(C.JB_REL32_64, claim)             # 0: free from here on
+            asm.jcc(C.JE_REL32_64, found)             # OVERFLOW_RA: the overflow entry
+            asm.fixed(I.create_reg_i32(C.ADD_RM64_IMM32, T, ENTRY))
+            asm.jcc(C.JMP_REL32_64, scan)
+            asm.label(claim)
+            asm.jcc(C.CALL_REL32_64, self._sub(asm, "claim", self._claim))
+            asm.label(found)
         asm.fixed(_lock(I.create_mem(C.INC_RM64, MO(T, displ=field, displ_size=1))))
+
+
 def _lock(ins):
     ins.has_lock_prefix = True
     return ins
