@@ -304,9 +304,6 @@ def _attempts(ctx, conds):
     return out
 
 
-from ..stubs.conditions import SLOTS  # noqa: E402 (standard library only above)
-
-
 def _radius_warning(owned, result, conds, notes):
     """Say when the blast radius is not recorded, and why (the first attempt's refusal), or
     when the stub had to be the compact one."""
@@ -314,6 +311,7 @@ def _radius_warning(owned, result, conds, notes):
         result["stub_form"] = "compact: subroutines, for the small caves (" + \
             (notes[0].message if notes else "") + ")"
     if conds is not None and conds.radius:
+        from ..stubs.conditions import SLOTS
         if conds.radius_slots < SLOTS:
             result["blast_radius"] = f"{conds.radius_slots} call sites (little room left)"
         return
