@@ -202,3 +202,28 @@ def test_blades_own_flags_are_not_redeclared(blade):
     assert "blade create go return --pid 4242" in out and "blade-go" not in out
     code, out, err = blade.run("create", "file", "add", "-a")
     assert "unknown shorthand flag: 'a'" in out + err
+
+
+def test_caller_through_blade(blade, target_factory):
+    """Issue 19: `blade create go return ... --caller F --caller-depth 3` faults only that
+    call path of a loaded target (tests/fixtures/callers_target, 8 goroutines, GOGC=1); blade-go's
+    own status of blade's uid shows the blast radius equal to the target's counts."""
+    from tests.support.fixtures import build_fixture
+    from tests.test_caller_e2e import PATHS, check_table, command, run_window
+    t = target_factory(build_fixture("callers_target"), env={"GOGC": "1"})
+    command(t, "pause", "PAUSED")
+    command(t, "reset", "RESET")
+    uid = create(blade, t, "main.Work", "-1,error:chaos", "--caller", "main.viaDeep",
+                 "--caller-depth", "3")
+    s = run_window(t, 1.2)
+    assert s["deep_faulted"] == s["deep_calls"] > 0, s
+    assert s["direct_faulted"] == s["inlined_faulted"] == 0 < s["direct_calls"], s
+    assert blade.record(uid)["Status"] == "Success"
+    st = cb.blade_go("status", uid, env={"BLADE_GO_HOME": str(blade.state_home)})
+    assert st["success"], st
+    check_table(st["result"]["live"], s)
+    blade.ok("destroy", uid)
+    assert text_differences(t.pid) == []
+    command(t, "reset", "RESET")
+    after = run_window(t, 0.5)
+    assert sum(after[f"{p}_faulted"] for p in PATHS) == 0 < after["deep_calls"]

@@ -215,7 +215,9 @@ def test_chaos_discover_lists_activities_with_arguments(tmp_path):
         "active_experiments": "probe", "active_experiment_count": "probe",
         "function_info": "probe", "new_experiment_uid": "probe"}
     args = {a["name"]: a for a in acts["inject_return"]["arguments"]}
-    assert list(args) == ["func", "value", "pid", "process", "process_cmd", "timeout", "uid"]
+    assert list(args) == ["func", "value", "pid", "process", "process_cmd", "timeout", "uid",
+                          "caller", "caller_depth"]
+    assert args["caller_depth"] == {"name": "caller_depth", "type": "integer", "default": None}
     assert args["func"] == {"name": "func", "type": "string"}
     assert args["pid"] == {"name": "pid", "type": "integer", "default": None}
     assert acts["inject_return"]["return_type"] == "string"
@@ -296,6 +298,14 @@ def test_inject_functions_map_onto_the_spec_flags(tmp_path, monkeypatch):
     assert actions.inject_delay("main.F", 200, offset=5, process="svc") == "u2"
     assert actions.inject_panic("main.F", "error:boom", process_cmd="svc") == "u2"
     assert actions.inject_args("main.F", "n=1,#1=zero", pid=42) == "u2"
+    assert actions.inject_return("main.F", "1,nil", pid=42, caller="main.a,main.b",
+                                 caller_depth=3) == "u1"
+    assert actions.inject_delay("main.F", 10, pid=42, caller="main.a") == "u2"
+    assert calls[4:] == [
+        ("go", "return", {"func": "main.F", "value": "1,nil", "pid": "42",
+                          "caller": "main.a,main.b", "caller-depth": "3"}),
+        ("go", "delay", {"func": "main.F", "time": "10", "pid": "42", "caller": "main.a"})]
+    del calls[4:]
     assert calls == [
         ("go", "return", {"func": "main.F", "value": "1,nil", "pid": "42", "timeout": "60",
                           "uid": "u1"}),

@@ -79,7 +79,11 @@ def test_without_conditions_every_call_still_faults(blade, target, action, flags
     uid = armed_action(blade, t, action, *flags)
     s = run_window(t, 0.5)
     assert s["calls"] > 0 and s["faulted"] == s["calls"], s
-    assert "calls_faulted" not in live(blade, uid)  # no conditions: no counters, no prefix
+    # no conditions: every call faults; only the blast-radius table (issue 19) counts them
+    facts = live(blade, uid)
+    assert facts["calls_faulted"] == facts["calls_seen"] >= s["calls"], (facts, s)
+    assert facts["blast_radius"] and \
+        all(r["faulted"] == r["calls"] for r in facts["blast_radius"]), facts
     finish(blade, t, uid)
 
 

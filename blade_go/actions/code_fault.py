@@ -21,7 +21,8 @@ from ..inspector.references import inlined_report
 from ..patch import ARM, Patch
 from ..trust import trusted_patches
 from ..procfs import start_time
-from .return_ import (ReturnExecutor, _find_out_of_line, _record, _refuse_conflicts,
+from .return_ import (ReturnExecutor, _attempts, _conditions, _find_out_of_line,
+                      _radius_warning, _read_counters, _record, _refuse_conflicts,
                       _release_quietly, _taken_ranges)
 
 # destroy waits this long for goroutines still inside a delay (under the session's 60 s reply)
@@ -93,15 +94,25 @@ class CodeFaultExecutor(ReturnExecutor):
         abi = binary.abi
         target = FaultTarget(binary, fn, code, abi.param_locations(binary.signature(fn)),
                              abi.name.startswith("abi-internal"), bias)
+        conds = _conditions(ctx, binary, fn)  # issues 10 and 19; None: every call
         with ctx.store.transaction() as state:
             _refuse_conflicts(state, ctx, fn)
-            allocator = CaveAllocator(binary.caves(int3=False),
-                                      taken=_taken_ranges(state, ctx.pid, bias))
-            target.allocate = lambda n: allocator.allocate(n, near=fn.entry) + bias
-            # Originals come from the executable file; the session checks the live bytes.
-            target.read_original = lambda addr, n: binary.read(addr - bias, n)
-            counters = _reserve_counters(ctx, binary, fn, target, state)  # issue 10
-            plan = self.plan(ctx, target)
+            taken = _taken_ranges(state, ctx.pid, bias)
+            notes = []
+            for attempt in _attempts(ctx, conds):
+                allocator = CaveAllocator(binary.caves(int3=False), taken=taken)
+                target.allocate = lambda n, a=allocator: a.allocate(n, near=fn.entry) + bias
+                # Originals come from the executable file; the session checks the live bytes.
+                target.read_original = lambda addr, n: binary.read(addr - bias, n)
+                try:
+                    counters = _reserve_counters(binary, fn, target, attempt, taken)
+                    plan = self.plan(ctx, target)
+                except BladeError as e:
+                    notes.append(e)
+                    continue
+                break
+            else:
+                raise notes[-1]
             patches = list(plan.patches)
             if counters is not None:
                 patches.insert(1, counters)
@@ -128,10 +139,15 @@ class CodeFaultExecutor(ReturnExecutor):
                   "target_paused": target_paused(session, applied)}
         result.update(self.describe(ctx))
         if target.conds is not None:
-            result.update(conditions=record["conditions"], counters=hex(target.counters))
+            result["counters"] = hex(target.counters)
+            if record["conditions"]:
+                result["conditions"] = record["conditions"]
         if ctx.debug:
             result["listing"] = plan.listing
         owned = dict(record, result=result)
+        _radius_warning(owned, result, target.conds, notes)
+        if ctx.extra.get("callers") is not None:
+            result["callers"] = ctx.extra["callers"].detail
         if inlined:  # all compile units; says when no direct call of the copy is left
             fields, warning = inlined_report(binary, fn, inlined)
             result.update(fields)
@@ -146,23 +162,24 @@ class CodeFaultExecutor(ReturnExecutor):
         if start_time(ctx.pid) != record.get("target_start_time"):
             return {"restored": 0, "note": f"target process {ctx.pid} is gone; nothing to restore"}
         session = ensure_session(ctx.pid, str(ctx.store.home))
+        final = _read_counters(ctx.pid, record) if record.get("counters") else {}
         # Disarm, wait for every goroutine to leave the delay, then restore (session/patching).
         done = session.revert(ctx.uid, patches, guard={"stacks": True, "drain": DRAIN_BOUND})
         session.release(ctx.uid)
-        return done
+        return dict(done, **final)
 
 
-def _reserve_counters(ctx, binary, fn, target, state):
-    """Conditions (issue 10): parse --effect-count/--effect-percent/--match and reserve the
-    counter block; None (and no condition code in the stub) when none is given."""
+def _reserve_counters(binary, fn, target, conds, taken):
+    """Reserve the counter block of `conds` (conditions, issue 10; --caller and the
+    blast-radius table, issue 19) in the writable segment's free tail; None (and no
+    condition code in the stub) for None."""
     from ..patch import DATA
-    from ..stubs.conditions import COUNTERS_ALIGN, COUNTERS_SIZE
-    from ..stubs.conditions_data import DataAllocator, conditions_from_flags, data_cave
-    conds = conditions_from_flags(ctx.flags, target.params, binary.ptrsize, fn.name)
+    from ..stubs.conditions import COUNTERS_ALIGN
+    from ..stubs.conditions_data import DataAllocator, data_cave
+    target.conds, target.counters = conds, None
     if conds is None:
         return None
-    data = DataAllocator(data_cave(binary.image), _taken_ranges(state, ctx.pid, target.bias))
-    target.conds = conds
-    target.counters = data.allocate(COUNTERS_SIZE, COUNTERS_ALIGN, near=fn.entry) + target.bias
-    return Patch(target.counters, bytes(COUNTERS_SIZE), conds.counters_image(binary.ptrsize),
-                 DATA)
+    data = DataAllocator(data_cave(binary.image), taken)
+    size = conds.counters_size
+    target.counters = data.allocate(size, COUNTERS_ALIGN, near=fn.entry) + target.bias
+    return Patch(target.counters, bytes(size), conds.counters_image(binary.ptrsize), DATA)

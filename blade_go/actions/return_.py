@@ -49,25 +49,39 @@ class ReturnExecutor(Executor):
         values = parse_values(ctx.flags.get("value"), results, binary, func=fn.name)
         entry_original = _route_original(binary, fn)
         bias = binary.load_bias
-        conds = _conditions(ctx, binary, fn)  # None: unconditional, planned as before
+        # conditions (issue 10), --caller and the blast-radius table (issue 19); None: the
+        # plain stub
+        conds = _conditions(ctx, binary, fn)
 
         # Plan and reserve in one state transaction: two creates on one process never pick
         # the same cave bytes, and the originals are on disk before anything is written.
         with ctx.store.transaction() as state:
             _refuse_conflicts(state, ctx, fn)
-            allocator = CaveAllocator(binary.caves(int3=False), taken=_taken_ranges(state, ctx.pid, bias))
-            if conds is not None:
-                plan = _plan_conditional(ctx, binary, fn, results, values, conds, allocator,
-                                         _taken_ranges(state, ctx.pid, bias))
+            taken = _taken_ranges(state, ctx.pid, bias)
+            notes = []
+            for attempt in _attempts(ctx, conds):
+                allocator = CaveAllocator(binary.caves(int3=False), taken=taken)
+                try:
+                    if attempt is not None:
+                        plan = _plan_conditional(ctx, binary, fn, results, values, attempt,
+                                                 allocator, taken)
+                    else:
+                        plan = plan_return(
+                            results, values, arch=binary.goarch, ptrsize=binary.ptrsize,
+                            resolve=BinaryResolver(binary),
+                            allocate=lambda n: allocator.allocate(n, near=fn.entry) + bias,
+                            entry=fn.entry + bias, entry_original=entry_original,
+                            # Originals come from the executable file, never from memory that
+                            # may already be patched; the session verifies the live bytes
+                            # equal them before writing.
+                            read_original=lambda addr, n: binary.read(addr - bias, n))
+                except BladeError as e:
+                    notes.append(e)
+                    continue
+                conds = attempt
+                break
             else:
-                plan = plan_return(
-                results, values, arch=binary.goarch, ptrsize=binary.ptrsize,
-                resolve=BinaryResolver(binary),
-                allocate=lambda n: allocator.allocate(n, near=fn.entry) + bias,
-                entry=fn.entry + bias, entry_original=entry_original,
-                # Originals come from the executable file, never from memory that may already
-                # be patched; the session verifies the live bytes equal them before writing.
-                read_original=lambda addr, n: binary.read(addr - bias, n))
+                raise notes[-1]
             patches = list(plan.patches)
             if instance is not None:
                 from ..stubs.instance_guard import guarded_patches
@@ -103,9 +117,13 @@ class ReturnExecutor(Executor):
                                   hex(instance.dictionary + bias),
                                   "other_instances_untouched": list(instance.others)}
         if conds is not None:
-            result.update(conditions=record["conditions"], counters=hex(plan.counters_addr),
-                          sites=[hex(a) for a in plan.sites])
+            result.update(counters=hex(plan.counters_addr), sites=[hex(a) for a in plan.sites])
+            if record["conditions"]:
+                result["conditions"] = record["conditions"]
         owned = dict(record, result=result)
+        _radius_warning(owned, result, conds, notes)
+        if ctx.extra.get("callers") is not None:
+            result["callers"] = ctx.extra["callers"].detail
         if inlined:  # all compile units; says when no direct call of the copy is left
             fields, warning = inlined_report(binary, fn, inlined)
             result.update(fields)
@@ -246,12 +264,71 @@ def _peek(pid, addr, n):
 # --effect-count, --effect-percent, --match and --after (issue 10): a condition prefix in the
 # stub decides each call; its counters live in writable bytes that `status` reads live.
 
-def _conditions(ctx, binary, fn):
-    from ..stubs.conditions_data import conditions_from_flags, wants_conditions
-    if not wants_conditions(ctx.flags):
-        return None  # neither the parameters' locations nor the stub code are needed
-    params = binary.abi.param_locations(binary.signature(fn))
-    return conditions_from_flags(ctx.flags, params, binary.ptrsize, fn.name)
+def _conditions(ctx, binary, fn, radius: bool = True):
+    """Conditions for the experiment's flags, with the blast-radius table (issue 19) unless
+    BLADE_GO_RADIUS=0 (the benchmarks' plain stub); None: neither."""
+    import os
+    from ..stubs.conditions_data import conditions_from_flags
+    radius = radius and os.environ.get("BLADE_GO_RADIUS", "1") != "0"
+    callers = _callers(ctx, binary)
+    # parameter locations (the signature) only for --match: a stripped binary takes --caller
+    # and the table without --signature
+    params = binary.abi.param_locations(binary.signature(fn)) if ctx.flags.get("match") else ()
+    return conditions_from_flags(ctx.flags, params, binary.ptrsize, fn.name, callers=callers,
+                                 bias=binary.load_bias, radius=radius)
+
+
+def _callers(ctx, binary):
+    """inspector.callers.CallerCode for --caller (kept on ctx for the result), else None."""
+    text, depth = ctx.flags.get("caller"), ctx.flags.get("caller-depth")
+    if not text:
+        if depth is not None:
+            raise BladeError(Code.PARAMETER_ILLEGAL, "--caller-depth needs --caller")
+        return None
+    from ..inspector.callers import caller_code, check_depth
+    check_depth(binary, int(depth or 1))
+    ctx.extra["callers"] = caller_code(binary, text)
+    return ctx.extra["callers"]
+
+
+def _attempts(ctx, conds):
+    """What to plan, best first: the conditions with the blast-radius table (16 sites); the
+    same as a compact stub (subroutines: for small caves); 4 sites where the writable
+    segment's last page has less room; without the table (no room for it, or a stub that
+    needs more than the plain one); with no condition asked for, the plain stub as before."""
+    from dataclasses import replace
+    from ..stubs.conditions_data import wants_conditions
+    if conds is None:
+        return [None]
+    from ..stubs.conditions import SMALL_SLOTS
+    out = [conds]
+    if conds.radius or conds.callers:  # the same code, smaller and a little slower
+        out.append(replace(conds, compact=True))
+    if conds.radius:
+        out.append(replace(conds, radius_slots=SMALL_SLOTS, compact=True))  # a full page
+        if wants_conditions(ctx.flags):
+            out.append(replace(conds, radius=False))
+        else:
+            out.append(None)
+    return out
+
+
+def _radius_warning(owned, result, conds, notes):
+    """Say when the blast radius is not recorded, and why (the first attempt's refusal), or
+    when the stub had to be the compact one."""
+    if conds is not None and conds.compact:
+        result["stub_form"] = "compact: subroutines, for the small caves (" + \
+            (notes[0].message if notes else "") + ")"
+    if conds is not None and conds.radius:
+        from ..stubs.conditions import SLOTS
+        if conds.radius_slots < SLOTS:
+            result["blast_radius"] = f"{conds.radius_slots} call sites (little room left)"
+        return
+    if not notes:
+        return
+    why = notes[0].message
+    result["blast_radius"] = f"not recorded: {why}"
+    owned.setdefault("warnings", []).append(f"blast radius not recorded: {why}")
 
 
 def _plan_conditional(ctx, binary, fn, results, values, conds, allocator, taken):
@@ -280,7 +357,55 @@ def _conditions_record(ctx, conds, plan):
 
 def _read_counters(pid, record):
     from ..stubs.conditions import COUNTERS_SIZE, read_counters
-    raw = _peek(pid, int(record["counters"]), COUNTERS_SIZE)
-    if raw is None or len(raw) < COUNTERS_SIZE:
+    layout = record.get("counters_layout") or {}
+    size = int(layout.get("size", COUNTERS_SIZE))
+    raw = _peek(pid, int(record["counters"]), size)
+    if raw is None or len(raw) < size:
         return {"counters": "unreadable"}
-    return read_counters(raw, record.get("counters_layout"))
+    out = read_counters(raw, layout)
+    if layout.get("radius"):
+        out.update(blast_radius(pid, record, raw, layout))
+    return out
+
+
+def blast_radius(pid, record, raw, layout) -> dict:
+    """The call sites that reached the stub, from its table (issue 19), resolved to caller
+    function and file:line (.gopclntab), most calls first. For a --caller experiment also
+    the sites whose calls the check excluded."""
+    from ..inspector import open_binary
+    from ..inspector.pcline import positions
+    from ..stubs.conditions import read_radius
+    rows, overflow = read_radius(raw, layout)
+    where = {}
+    try:
+        binary = open_binary(pid=pid)
+        bias = binary.load_bias
+        # a return address follows its call: the call's own position is one byte before
+        where = {ra: pos for ra, pos in zip(
+            [r["return_address"] for r in rows],
+            positions(binary, [r["return_address"] - 1 - bias for r in rows]).values())}
+    except (BladeError, OSError, ValueError):
+        pass
+    caller = bool((record.get("conditions") or {}).get("caller"))
+    sites = []
+    for r in rows:
+        pos = where.get(r["return_address"])
+        site = {"caller": pos[0] if pos else "?",
+                "site": f"{pos[1]}:{pos[2]}" if pos else "?",
+                "return_address": hex(r["return_address"]),
+                "calls": r["calls"], "faulted": r["faulted"]}
+        if caller:
+            site["excluded_by_caller"] = r["excluded_by_caller"]
+        if r["rejected_by_other_conditions"]:
+            site["rejected_by_other_conditions"] = r["rejected_by_other_conditions"]
+        sites.append(site)
+    out = {"blast_radius": sites}
+    if overflow:
+        out["blast_radius_overflow"] = {
+            "note": "calls from sites beyond the table's entries (counted, not told apart)",
+            "calls": overflow["calls"], "faulted": overflow["faulted"]}
+    if caller:
+        out["excluded_callers"] = [{"caller": s["caller"], "site": s["site"],
+                                    "calls": s["excluded_by_caller"]}
+                                   for s in sites if s["excluded_by_caller"]]
+    return out

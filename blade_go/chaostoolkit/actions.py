@@ -25,7 +25,8 @@ TARGET = "go"
 
 
 def inject_return(func: str, value: str, pid: int = None, process: str = None,
-                  process_cmd: str = None, timeout: int = None, uid: str = None) -> str:
+                  process_cmd: str = None, timeout: int = None, uid: str = None,
+                  caller: str = None, caller_depth: int = None) -> str:
     """Make every call of a Go function return the given values (blade-go `return`).
 
     func: function as Go names it, e.g. main.(*Store).GetUser. value: one comma-separated element
@@ -33,42 +34,47 @@ def inject_return(func: str, value: str, pid: int = None, process: str = None,
     (e.g. "nil,error:db is down"). Target exactly one process by pid, process (substring of its
     command line) or process_cmd (exact process name). timeout: seconds after which blade-go
     destroys the experiment on its own. uid: the experiment uid to use (default: random).
+    caller: fault only calls made from these functions' code (comma-separated, like func),
+    found within the first caller_depth frames (default 1: the direct caller).
     Returns the experiment uid.
     """
     return _create("return", dict(func=func, value=value), pid, process, process_cmd,
-                   timeout, uid)
+                   timeout, uid, caller, caller_depth)
 
 
 def inject_delay(func: str, time: int, offset: int = None, pid: int = None,
                  process: str = None, process_cmd: str = None, timeout: int = None,
-                 uid: str = None) -> str:
+                 uid: str = None, caller: str = None, caller_depth: int = None) -> str:
     """Make every call of a Go function first wait `time` milliseconds (+- `offset`) in the
-    calling goroutine only (blade-go `delay`). Targeting, timeout and uid as for inject_return.
-    Returns the experiment uid.
+    calling goroutine only (blade-go `delay`). Targeting, timeout, uid, caller and
+    caller_depth as for inject_return. Returns the experiment uid.
     """
     return _create("delay", dict(func=func, time=time, offset=offset), pid, process,
-                   process_cmd, timeout, uid)
+                   process_cmd, timeout, uid, caller, caller_depth)
 
 
 def inject_panic(func: str, value: str, pid: int = None, process: str = None,
-                 process_cmd: str = None, timeout: int = None, uid: str = None) -> str:
+                 process_cmd: str = None, timeout: int = None, uid: str = None,
+                 caller: str = None, caller_depth: int = None) -> str:
     """Make every call of a Go function panic with `value` ("text", error:<message> or
-    var:<pkg>.<Name>) (blade-go `panic`). Targeting, timeout and uid as for inject_return.
-    Returns the experiment uid.
+    var:<pkg>.<Name>) (blade-go `panic`). Targeting, timeout, uid, caller and caller_depth
+    as for inject_return. Returns the experiment uid.
     """
     return _create("panic", dict(func=func, value=value), pid, process, process_cmd,
-                   timeout, uid)
+                   timeout, uid, caller, caller_depth)
 
 
 def inject_args(func: str, set: str, pid: int = None, process: str = None,
-                process_cmd: str = None, timeout: int = None, uid: str = None) -> str:
+                process_cmd: str = None, timeout: int = None, uid: str = None,
+                caller: str = None, caller_depth: int = None) -> str:
     """Run every call of a Go function with some parameters replaced (blade-go `args`).
 
     set: "name=value,..." (names from DWARF or #0, #1 by position; values in the return
-    grammar). Targeting, timeout and uid as for inject_return. Returns the experiment uid.
+    grammar). Targeting, timeout, uid, caller and caller_depth as for inject_return. Returns
+    the experiment uid.
     """
     return _create("args", {"func": func, "set": set}, pid, process, process_cmd, timeout,
-                   uid)
+                   uid, caller, caller_depth)
 
 
 def destroy(uid: str) -> dict:
@@ -108,9 +114,10 @@ def destroy_all(pid: int = None, process: str = None) -> list:
     return results
 
 
-def _create(action: str, own: dict, pid, process, process_cmd, timeout, uid) -> str:
+def _create(action: str, own: dict, pid, process, process_cmd, timeout, uid, caller=None,
+            caller_depth=None) -> str:
     flags = {**own, "pid": pid, "process": process, "process-cmd": process_cmd,
-             "timeout": timeout, "uid": uid}
+             "timeout": timeout, "uid": uid, "caller": caller, "caller-depth": caller_depth}
     # the registry converts and checks raw values exactly as it does command-line text
     flags = {k: str(v) for k, v in flags.items() if v is not None}
     try:

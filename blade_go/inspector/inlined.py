@@ -54,6 +54,36 @@ class InlinedSites:
                     sites.append(site)
         return sorted(set(sites), key=lambda s: (s.caller, s.file, s.line))
 
+    def inlined_ranges(self, name: str) -> List[Tuple[int, int]]:
+        """[lo, hi) code ranges of every inlined copy of `name` (the DIE's low/high pc, or its
+        range list), nested copies inlined into them included: the code that runs as `name`
+        inside other functions (issue 19, --caller)."""
+        out = []
+        for origin in sorted(self._abstract_entries(name)):
+            for die in self._references_to(origin):
+                out += self._die_ranges(die)
+        return sorted(set(out))
+
+    def _die_ranges(self, die: DIE) -> List[Tuple[int, int]]:
+        lo, hi = die.attributes.get("DW_AT_low_pc"), die.attributes.get("DW_AT_high_pc")
+        if lo is not None and hi is not None:
+            end = hi.value if hi.form == "DW_FORM_addr" else lo.value + hi.value
+            return [(lo.value, end)]
+        rng = die.attributes.get("DW_AT_ranges")
+        rl = self.dwarf.range_lists()
+        if rng is None or rl is None:
+            return []
+        top = die.cu.get_top_DIE()
+        base = top.attributes["DW_AT_low_pc"].value if "DW_AT_low_pc" in top.attributes else 0
+        out = []
+        for e in rl.get_range_list_at_offset(rng.value, cu=die.cu):
+            if hasattr(e, "base_address"):
+                base = e.base_address
+                continue
+            off = 0 if getattr(e, "is_absolute", False) else base
+            out.append((off + e.begin_offset, off + e.end_offset))
+        return out
+
     def _abstract_entries(self, name: str) -> Set[int]:
         """Offsets of `name`'s abstract (inlinable) entries. When its out-of-line copy was found
         through the unit index (a fork server's creates, dwarfinfo.index_units), that copy's

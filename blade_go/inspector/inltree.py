@@ -225,6 +225,69 @@ class InlineTrees:
                 pos = region.find(needle, pos + 1)
         return sorted(out, key=lambda s: (s.caller, s.file, s.line))
 
+    def ranges(self, name: str) -> List[Tuple[int, int]]:
+        """[lo, hi) file addresses where `name` runs inlined: the pcs of each function holding
+        a record of `name` whose PCDATA_InlTreeIndex is that record or one nested in it (a
+        record's parent is the tree index at its parentPc since Go 1.20, its `parent` field
+        before)."""
+        offsets = self.name_offsets(name)
+        if not offsets:
+            return []
+        want = set(offsets)
+        trees = self.trees()
+        first, region = self._region_bytes()
+        d, end = self.data, self.end
+        text_start = self._text_start()
+        entries = self._entries()
+        out = []
+        for tree, fo in trees:
+            n = self.tree_length(fo)
+            if not n:
+                continue
+            base = tree - first
+            names = [struct.unpack_from(end + "i", region, base + k * self.rec_size
+                                        + self.name_field)[0] for k in range(n)]
+            if not want.intersection(names):
+                continue
+            _, _, _, npcdata, _, _ = self._func_head(fo)
+            p = self.ftab + fo + self.head_size + 4 * PCDATA_INL_TREE_INDEX
+            off, = struct.unpack_from(end + "I", d, p)
+            entry = text_start + entries[fo]
+            runs = list(pcvalue_runs(d, self.pctab + off, 0, self.quantum))
+
+            def index_at(pc):
+                for s0, e0, v in runs:
+                    if s0 <= pc < e0:
+                        return v
+                return -1
+
+            parents = []
+            for k in range(n):
+                if self.new_records:
+                    ppc, = struct.unpack_from(end + "i", region, base + k * self.rec_size + 8)
+                    parents.append(index_at(ppc))
+                else:
+                    par, = struct.unpack_from(end + "h", region, base + k * self.rec_size)
+                    parents.append(par)
+            for s0, e0, v in runs:
+                k, seen = v, 0
+                while 0 <= k < n and seen <= n:
+                    if names[k] in want:
+                        out.append((entry + s0, entry + e0))
+                        break
+                    k, seen = parents[k], seen + 1
+        return sorted(set(out))
+
+    def _text_start(self) -> int:
+        from .pclntab import PclnTable
+        return PclnTable(self.image)._text_start()
+
+    def _entries(self) -> Dict[int, int]:
+        """_func offset -> entry offset from the text start."""
+        d = self.data
+        pairs = struct.unpack_from(f"{self.end}{2 * self.nfunc}I", d, self.ftab)
+        return {pairs[2 * i + 1]: pairs[2 * i] for i in range(self.nfunc)}
+
     def _site(self, funcoff: int, region: bytes, rec: int) -> InlinedSite:
         caller_off, pcfile, pcln, _, cu, _ = self._func_head(funcoff)
         caller = self._cstring(self.names + caller_off)
@@ -256,5 +319,18 @@ def pclntab_inlined_sites(binary, name: str) -> List[InlinedSite]:
     try:
         return trees.sites(name)
     except (IndexError, ValueError, struct.error) as e:  # a table that is not what it claims
+        raise BladeError(Code.PARAMETER_INVALID,
+                         f"{binary.path}: the .gopclntab inline trees are unreadable ({e})")
+
+
+def pclntab_inlined_ranges(binary, name: str) -> List[Tuple[int, int]]:
+    """[lo, hi) code ranges where `name` runs inlined, from the inline trees (issue 19)."""
+    trees = getattr(binary, "_inline_trees", None)
+    if trees is None:
+        kept = (lambda: binary.moduledata) if hasattr(type(binary), "moduledata") else None
+        trees = binary._inline_trees = InlineTrees(binary.image, binary.go_version, kept)
+    try:
+        return trees.ranges(name)
+    except (IndexError, ValueError, struct.error) as e:
         raise BladeError(Code.PARAMETER_INVALID,
                          f"{binary.path}: the .gopclntab inline trees are unreadable ({e})")

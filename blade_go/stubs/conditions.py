@@ -48,6 +48,14 @@ check runs first (conditions_return.check_first), then the prefix, then the acti
     0x40089e  e9 a3 0f 0a 00                  jmp 0x4a1846      ; skip: back into F after the
                                                                 ; displaced check
 
+--caller and the blast radius (issue 19): the --caller check comes right after `seen` (a
+cheap reject before any matcher): the return address of each of the first caller_depth frames
+(the direct caller's at [SP at entry]; deeper ones through the frame-pointer chain, bounded by
+the goroutine's stack: conditions_amd64.caller) is compared with the sorted code ranges of the
+named callers (caller_table). With the blast-radius table (every armed experiment, when there
+is room) each way out of the prefix counts the call in its site's entry instead of `seen` and
+`faulted`: excluded by --caller, rejected by another condition, or faulted (TABLE below).
+
 Counters live in writable memory (the stub's code and constants are in an executable cave,
 which is read-only to the target): COUNTERS_SIZE bytes laid out as below, little endian, so
 `status` reads them from /proc/PID/mem. Registers: the prefix writes only the arch's scratch
@@ -71,10 +79,29 @@ import iced_x86 as x86
 
 SKIP = "skip"
 COUNTERS = "counters"
+CALLERS = "callers"  # read-only table of the --caller code ranges (cave data)
 SEEN, FAULTED, COUNT, RNG = 0, 8, 16, 24
 COUNTERS_SIZE = 32
 COUNTERS_ALIGN = 32
 MAX_STRING = 256  # longest string a matcher compares (the compare is unrolled)
+
+# Blast radius (issue 19): after the four counters, a claim ticket and a fixed table of call
+# sites. Each entry: the direct caller's return address, then how many of its calls the
+# --caller check excluded, how many another condition rejected, how many were faulted (seen is
+# their sum: every call bumps exactly one of them, one atomic per call). Entries are claimed
+# in order with `lock xadd` on NEXT; a site seen first by two racing calls may get two entries
+# (the reader adds them up). When the SLOTS entries are taken, calls of new sites go to the
+# overflow entry after them (its address word is OVERFLOW_RA), counted but not told apart.
+NEXT = 32
+TABLE = 64
+SLOTS = 16
+ENTRY = 32
+E_RA, E_EXCLUDED, E_OTHER, E_FAULTED = 0, 8, 16, 24
+OVERFLOW_RA = 1
+RADIUS_SIZE = TABLE + (SLOTS + 1) * ENTRY
+SMALL_SLOTS = 4  # the table where the writable page's free tail has no room for SLOTS
+MAX_DEPTH = 8           # --caller-depth: the walk is unrolled, one block per frame
+MAX_CALLER_RANGES = 64  # code ranges of the --caller functions (out-of-line + inlined copies)
 
 
 # ----------------------------------------------------------------------------- operands
@@ -123,27 +150,56 @@ class Conditions:
     percent: Optional[int] = None   # 0..100
     matches: Tuple[Match, ...] = ()
     seed: int = field(default_factory=lambda: int.from_bytes(os.urandom(8), "little"))
+    # --caller (issue 19): runtime [lo, hi) code ranges of the named callers (out-of-line
+    # bodies and inlined copies), found within the first caller_depth frames
+    callers: Tuple[Tuple[int, int], ...] = ()
+    caller_depth: int = 1
+    caller_names: Tuple[str, ...] = ()
+    radius: bool = False  # keep the blast-radius table (call sites with their counts)
+    radius_slots: int = SLOTS  # its entries (fewer where the writable page has less room)
+    compact: bool = False  # --caller walk and table lookup as subroutines: a smaller stub
 
     @property
     def active(self) -> bool:
-        return self.count is not None or self.percent is not None or bool(self.matches)
+        return self.count is not None or self.percent is not None or bool(self.matches) \
+            or bool(self.callers)
 
     def constants(self) -> List[Tuple[str, bytes]]:
-        """Read-only data the prefix refers to: (symbol, bytes) of each string literal."""
-        return [(f"m{i}", m.value) for i, m in enumerate(self.matches)
-                if m.kind == STRING and m.value]
+        """Read-only data the prefix refers to: (symbol, bytes) of each string literal, and
+        the --caller ranges (caller_table)."""
+        out = [(f"m{i}", m.value) for i, m in enumerate(self.matches)
+               if m.kind == STRING and m.value]
+        if self.callers:
+            out.append((CALLERS, caller_table(self.callers)))
+        return out
+
+    @property
+    def counters_size(self) -> int:
+        return TABLE + (self.radius_slots + 1) * ENTRY if self.radius else COUNTERS_SIZE
 
     def counters_image(self, ptrsize: int) -> bytes:
-        """Initial bytes of the counter block: zeros and the draw's seed."""
+        """Initial bytes of the counter block: zeros and the draw's seed (and the blast-radius
+        table: empty, its overflow entry marked)."""
         seed = self.seed & ((1 << (8 * ptrsize)) - 1)
-        return bytes(RNG) + seed.to_bytes(8, "little")
+        img = bytes(RNG) + seed.to_bytes(8, "little")
+        if self.radius:
+            img += bytes(TABLE - COUNTERS_SIZE + self.radius_slots * ENTRY)
+            img += OVERFLOW_RA.to_bytes(8, "little") + bytes(ENTRY - 8)
+        return img
 
     def layout(self, arch: str) -> dict:
         """What `read_counters` needs to know about this prefix's counter block."""
-        return {"seen": seen_source(self, arch), "seed": self.seed & ((1 << 64) - 1)}
+        d = {"seen": seen_source(self, arch), "seed": self.seed & ((1 << 64) - 1)}
+        if self.radius:
+            d.update(seen=SEEN_TABLE, size=self.counters_size,
+                     radius={"table": TABLE, "slots": self.radius_slots, "entry": ENTRY})
+        return d
 
     def describe(self) -> dict:
         d = {}
+        if self.caller_names:
+            d["caller"] = ",".join(self.caller_names)
+            d["caller_depth"] = self.caller_depth
         if self.count is not None:
             d["effect_count"] = self.count
         if self.percent is not None:
@@ -158,6 +214,7 @@ class Conditions:
 # count the calls too: the draw's state advances by GOLDEN per call (seen = (state - seed) /
 # GOLDEN, GOLDEN odd so invertible mod 2^64), a lone count's ticket is taken by every call.
 SEEN_COUNTER, SEEN_DRAW, SEEN_TICKET = "counter", "draw", "ticket"
+SEEN_TABLE = "table"  # the blast-radius table's entries count every call (and every fault)
 GOLDEN = 0x9E3779B97F4A7C15
 
 
@@ -176,6 +233,11 @@ def read_counters(raw: bytes, layout: Optional[dict] = None) -> dict:
     Conditions.layout() as recorded at create (None: a plain seen counter)."""
     u64 = lambda off: int.from_bytes(raw[off:off + 8], "little")
     how = (layout or {}).get("seen", SEEN_COUNTER)
+    if how == SEEN_TABLE:
+        sites, overflow = read_radius(raw, layout)
+        rows = sites + ([overflow] if overflow else [])
+        return {"calls_seen": sum(r["calls"] for r in rows),
+                "calls_faulted": sum(r["faulted"] for r in rows)}
     if how == SEEN_DRAW:
         seen = ((u64(RNG) - int(layout["seed"])) * pow(GOLDEN, -1, 1 << 64)) % (1 << 64)
     elif how == SEEN_TICKET:
@@ -183,6 +245,61 @@ def read_counters(raw: bytes, layout: Optional[dict] = None) -> dict:
     else:
         seen = u64(SEEN)
     return {"calls_seen": seen, "calls_faulted": u64(FAULTED)}
+
+
+def read_radius(raw: bytes, layout: dict):
+    """([{return_address, calls, faulted, excluded, rejected}], overflow or None) from the
+    counter block's bytes: entries of one address added up, most calls first."""
+    r = layout["radius"]
+    u64 = lambda off: int.from_bytes(raw[off:off + 8], "little")
+    merged: Dict[int, List[int]] = {}
+    overflow = None
+    for k in range(r["slots"] + 1):
+        at = r["table"] + k * r["entry"]
+        if at + r["entry"] > len(raw):
+            break
+        ra = u64(at + E_RA)
+        counts = [u64(at + E_EXCLUDED), u64(at + E_OTHER), u64(at + E_FAULTED)]
+        if ra == OVERFLOW_RA and k == r["slots"]:
+            if sum(counts):
+                overflow = _site_row(None, counts)
+            continue
+        if ra == 0:
+            continue  # free, or claimed an instant ago and not yet written (counts are 0)
+        acc = merged.setdefault(ra, [0, 0, 0])
+        for i in range(3):
+            acc[i] += counts[i]
+    rows = [_site_row(ra, c) for ra, c in merged.items()]
+    rows.sort(key=lambda x: (-x["calls"], x["return_address"]))
+    return rows, overflow
+
+
+def _site_row(ra, counts):
+    excluded, other, faulted = counts
+    return {"return_address": ra, "calls": excluded + other + faulted, "faulted": faulted,
+            "excluded_by_caller": excluded, "rejected_by_other_conditions": other}
+
+
+def caller_table(ranges) -> bytes:
+    """The --caller check's data: the highest end, then each [lo, hi) pair, sorted, as 8-byte
+    words, every bound plus one: the check compares return addresses, and a call that ends a
+    range (a call to a function that never returns, e.g. panic) returns to its end."""
+    ranges = sorted(ranges)
+    words = [max(hi for _, hi in ranges) + 1]
+    for lo, hi in ranges:
+        words += [lo + 1, hi + 1]
+    return b"".join(w.to_bytes(8, "little") for w in words)
+
+
+def merge_ranges(ranges) -> Tuple[Tuple[int, int], ...]:
+    """Sorted, disjoint [lo, hi) ranges covering the same addresses."""
+    out: List[List[int]] = []
+    for lo, hi in sorted(r for r in ranges if r[1] > r[0]):
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return tuple((lo, hi) for lo, hi in out)
 
 
 # ----------------------------------------------------------------------------- assembler
@@ -206,6 +323,7 @@ class Asm:
         self.items: List[Union[_Item, str]] = []
         self._n = 0
         self.sp_bias = 0  # SP here is SP at F's entry minus this (0: the prefix runs at entry)
+        self.bp_saved = False  # RBP holds F's own frame pointer here (the caller's is at [RBP])
 
     def fresh(self, stem: str) -> str:
         self._n += 1
@@ -324,23 +442,53 @@ def percent_threshold(percent: int, bits: int) -> int:
 
 
 def emit_prefix(asm: Asm, conds: Conditions, skip: str = SKIP):
-    """The shared condition prefix (see the module docstring); jumps to `skip` on no."""
+    """The shared condition prefix (see the module docstring); jumps to `skip` on no.
+
+    With the blast-radius table every way out records the call in its site's entry (one
+    atomic per call): a call the --caller check excludes, one another condition rejects, a
+    faulted one. The separate seen and faulted counters are then not kept (the table has
+    them)."""
     be = backend(asm.arch)
     seen = seen_source(conds, asm.arch)
+    radius = conds.radius
+    asm.radius_slots, asm.compact = conds.radius_slots, conds.compact
+    reject = asm.fresh("rejected") if radius else skip
+    exclude = asm.fresh("excluded") if radius else skip
     if seen == SEEN_DRAW:  # drawn first: the draw counts every call (independent of matches)
-        be.percent(asm, conds.percent, skip)
-    elif seen == SEEN_COUNTER:
+        be.percent(asm, conds.percent, reject)
+    elif seen == SEEN_COUNTER and not radius:
         be.bump(asm, SEEN)
+    if conds.callers:
+        be.caller(asm, conds, exclude)
     for i, m in enumerate(conds.matches):
         if m.kind == STRING:
-            be.match_string(asm, m, f"m{i}", skip)
+            be.match_string(asm, m, f"m{i}", reject)
         else:
-            be.match_int(asm, m, skip)
+            be.match_int(asm, m, reject)
     if seen != SEEN_DRAW and conds.percent is not None and conds.percent < 100:
-        be.percent(asm, conds.percent, skip)
+        be.percent(asm, conds.percent, reject)
     if conds.count is not None:
-        be.count(asm, conds.count, skip)
-    be.bump(asm, FAULTED)
+        be.count(asm, conds.count, reject)
+    if not radius:
+        be.bump(asm, FAULTED)
+        if getattr(asm, "_subs", None):  # --caller's subroutines, out of the way
+            over = asm.fresh("fault")
+            be.jmp(asm, over)
+            be.emit_subroutines(asm)
+            asm.label(over)
+        return
+    be.radius(asm, E_FAULTED)
+    go_on = asm.fresh("fault")
+    be.jmp(asm, go_on)
+    asm.label(reject)
+    be.radius(asm, E_OTHER)
+    be.jmp(asm, skip)
+    if conds.callers:
+        asm.label(exclude)
+        be.radius(asm, E_EXCLUDED)
+        be.jmp(asm, skip)
+    be.emit_subroutines(asm)
+    asm.label(go_on)
 
 
 def chunks(n: int, word: int) -> List[Tuple[int, int]]:
@@ -370,8 +518,8 @@ class _FaultAsm:
     """The prefix's view of a fault stub's assembler (stubs/asm.py, used by delay, panic and
     args): the same calls as Asm, with data addresses already known."""
 
-    def __init__(self, a, symbols: Dict[str, int], sp_bias: int):
-        self.a, self.symbols, self.sp_bias = a, symbols, sp_bias
+    def __init__(self, a, symbols: Dict[str, int], sp_bias: int, bp_saved: bool = False):
+        self.a, self.symbols, self.sp_bias, self.bp_saved = a, symbols, sp_bias, bp_saved
         self.arch = "amd64" if a.bitness == 64 else "386"
         self._n = 0
 
@@ -393,12 +541,13 @@ class _FaultAsm:
 
 
 def emit_prefix_into(a, conds: Conditions, skip: str, counters: int, area,
-                     sp_bias: int = 0):
+                     sp_bias: int = 0, bp_saved: bool = False):
     """Emit the prefix into a fault stub's asm.Asm `a`. `counters`: runtime address of the
     counter block; `area` (image.DataArea): where the string constants go; `sp_bias`: how far
     SP at this point lies below SP at F's entry (delay/panic run the prefix in H, called from
-    after F's frame setup: 8 + the frame's SP delta)."""
+    after F's frame setup: 8 + the frame's SP delta); `bp_saved`: F's frame setup has saved
+    the caller's frame pointer and RBP points at it (the --caller walk starts at [RBP])."""
     symbols = {COUNTERS: counters}
     for name, data in conds.constants():
-        symbols[name] = area.put(data)
-    emit_prefix(_FaultAsm(a, symbols, sp_bias), conds, skip)
+        symbols[name] = area.put(data, align=8)
+    emit_prefix(_FaultAsm(a, symbols, sp_bias, bp_saved), conds, skip)

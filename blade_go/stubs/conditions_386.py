@@ -8,8 +8,8 @@ saturating `lock cmpxchg` loop on 32 bits, so it never wraps back to "fault agai
 """
 import iced_x86 as x86
 
-from .conditions import COUNT, COUNTERS, FAIL_JCC, RNG, Asm, Match, Mem, Reg, Stack, \
-    chunks, percent_threshold
+from .conditions import CALLERS, COUNT, COUNTERS, ENTRY, FAIL_JCC, NEXT, RNG, SLOTS, TABLE, Asm, \
+    Match, Mem, Reg, Stack, chunks, percent_threshold
 
 R = x86.Register
 C = x86.Code
@@ -129,7 +129,7 @@ class I386Conditions:
                 asm.ins(lambda s, r=r, cmp=cmp, off=off: I.create_reg_mem(cmp, r, _abs(sym, off)(s)))
                 asm.jcc(C.JNE_REL32_32, equal if m.op == "!=" else skip)
         if m.op == "!=":
-            asm.ins(lambda s: I.create_branch(C.JMP_REL32_32, s[skip]))
+            asm.jcc(C.JMP_REL32_32, skip)
             asm.label(equal)
 
     def percent(self, asm: Asm, percent: int, skip: str):
@@ -159,4 +159,79 @@ class I386Conditions:
         asm.jcc(C.JNE_REL32_32, retry)
 
     def jmp(self, asm: Asm, label: str):
-        asm.ins(lambda s: I.create_branch(C.JMP_REL32_32, s[label]))
+        asm.jcc(C.JMP_REL32_32, label)
+
+    # -- --caller (issue 19): the direct caller only --------------------------------------
+    def caller(self, asm: Asm, conds, fail: str):
+        """Fall through when the return address at [ESP at entry] lies in a --caller range.
+        Go keeps no frame pointers on 386, so deeper frames cannot be found (the create
+        refuses --caller-depth > 1 there)."""
+        if conds.caller_depth != 1:
+            raise ValueError("386 has no frame-pointer chain: --caller-depth 1 only")
+        found, out = asm.fresh("caller"), asm.fresh("notcaller")
+        asm.fixed(I.create_reg_mem(C.MOV_R32_RM32, X, _mem_sp(asm.sp_bias)))
+        asm.ins(lambda s: I.create_reg_mem(C.CMP_R32_RM32, X, _abs(CALLERS)(s)))
+        asm.jcc(C.JAE_REL32_32, out)
+        for k in range(len(conds.callers)):  # 8-byte words: compare their low halves
+            asm.ins(lambda s, o=8 + 16 * k: I.create_reg_mem(C.CMP_R32_RM32, X, _abs(CALLERS, o)(s)))
+            asm.jcc(C.JB_REL32_32, out)
+            asm.ins(lambda s, o=16 + 16 * k: I.create_reg_mem(C.CMP_R32_RM32, X, _abs(CALLERS, o)(s)))
+            asm.jcc(C.JB_REL32_32, found)
+        asm.label(out)
+        asm.jcc(C.JMP_REL32_32, fail)
+        asm.label(found)
+
+    # -- blast radius (issue 19) ----------------------------------------------------------
+    def _sub(self, asm: Asm, name: str, emit) -> str:
+        """conditions_amd64._sub: a subroutine emitted once, reached with `call`."""
+        subs = asm.__dict__.setdefault("_subs", {})
+        if name not in subs:
+            subs[name] = (asm.fresh(name), emit, asm.sp_bias)
+        return subs[name][0]
+
+    def emit_subroutines(self, asm: Asm):
+        for label, emit, sp_bias in (asm.__dict__.pop("_subs", None) or {}).values():
+            asm.label(label)
+            saved, asm.sp_bias = asm.sp_bias, sp_bias + 4  # below the call's return address
+            emit(asm)
+            asm.sp_bias = saved
+
+    def _find_site(self, asm: Asm):
+        """Subroutine: EAX = the entry of this call's site (conditions_amd64._find_site with
+        ECX = return address)."""
+        scan, claim, found, over = (asm.fresh(x) for x in ("scan", "claim", "site", "full"))
+        slots = asm.radius_slots
+        asm.fixed(I.create_reg_mem(C.MOV_R32_RM32, X, _mem_sp(asm.sp_bias)))
+        asm.ins(lambda s: I.create_reg_u32(C.MOV_R32_IMM32, A, s[COUNTERS] + TABLE))
+        asm.label(scan)
+        asm.fixed(I.create_mem_reg(C.CMP_RM32_R32, MO(A, displ=0, displ_size=4), X))
+        asm.jcc(C.JE_REL32_32, found)
+        asm.fixed(I.create_mem_i32(C.CMP_RM32_IMM8, MO(A, displ=0, displ_size=4), 1))
+        asm.jcc(C.JB_REL32_32, claim)
+        asm.jcc(C.JE_REL32_32, found)
+        asm.fixed(I.create_reg_i32(C.ADD_RM32_IMM32, A, ENTRY))
+        asm.jcc(C.JMP_REL32_32, scan)
+        asm.label(claim)
+        asm.fixed(I.create_reg_u32(C.MOV_R32_IMM32, A, 1))
+        asm.ins(lambda s: _lock(I.create_mem_reg(C.XADD_RM32_R32, _abs(COUNTERS, NEXT)(s), A)))
+        asm.fixed(I.create_reg_i32(C.CMP_RM32_IMM32, A, slots))
+        asm.jcc(C.JAE_REL32_32, over)
+        asm.fixed(I.create_reg_i32(C.SHL_RM32_IMM8, A, 5))  # * ENTRY
+        asm.ins(lambda s: I.create_reg_i32(C.ADD_RM32_IMM32, A, _s32(s[COUNTERS] + TABLE)))
+        asm.fixed(I.create_mem_reg(C.MOV_RM32_R32, MO(A, displ=0, displ_size=4), X))
+        asm.fixed(I.create(C.RETND))
+        asm.label(over)
+        asm.ins(lambda s: I.create_reg_u32(C.MOV_R32_IMM32, A, s[COUNTERS] + TABLE + slots * ENTRY))
+        asm.label(found)
+        asm.fixed(I.create(C.RETND))
+
+    def radius(self, asm: Asm, field: int):
+        """Count this call in its site's entry: 64-bit counts as two locked halves (bump)."""
+        asm.jcc(C.CALL_REL32_32, self._sub(asm, "site", self._find_site))
+        asm.fixed(_lock(I.create_mem_i32(C.ADD_RM32_IMM32, MO(A, displ=field, displ_size=1), 1)))
+        asm.fixed(_lock(I.create_mem_i32(C.ADC_RM32_IMM32, MO(A, displ=field + 4, displ_size=1), 0)))
+
+
+def _s32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >> 31 else v

@@ -63,17 +63,27 @@ class DataAllocator:
 def wants_conditions(flags: dict) -> bool:
     """Whether the experiment's flags ask for any condition."""
     return not (flags.get("effect-count") is None and flags.get("effect-percent") is None
-                and not flags.get("match") and not flags.get("after"))
+                and not flags.get("match") and not flags.get("after")
+                and not flags.get("caller"))
 
 
-def conditions_from_flags(flags: dict, params, ptrsize: int, func: str) -> Optional[Conditions]:
-    """Conditions for the experiment's flags; None when none of them is given (no counters,
-    no prefix: an unconditional fault costs what it did before)."""
-    if not wants_conditions(flags):
+def conditions_from_flags(flags: dict, params, ptrsize: int, func: str, callers=None,
+                          bias: int = 0, radius: bool = False) -> Optional[Conditions]:
+    """Conditions for the experiment's flags; None when none of them is given and no
+    blast-radius table is asked for (no counters, no prefix). `callers`:
+    inspector.callers.CallerCode for --caller (file addresses; `bias` makes them runtime
+    ones); `params` is only read for --match."""
+    if not wants_conditions(flags) and not radius:
         return None
     from .conditions import Conditions
     from .conditions_match import parse_match
     count, percent, match = flags.get("effect-count"), flags.get("effect-percent"), \
         flags.get("match")
+    extra = {}
+    if callers is not None:
+        extra = dict(callers=tuple((lo + bias, hi + bias) for lo, hi in callers.ranges),
+                     caller_depth=int(flags.get("caller-depth") or 1),
+                     caller_names=callers.names)
     return Conditions(count=count, percent=percent,
-                      matches=parse_match(match, params, ptrsize, func))
+                      matches=parse_match(match, params, ptrsize, func) if match else (),
+                      radius=radius, **extra)

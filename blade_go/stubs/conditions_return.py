@@ -36,7 +36,7 @@ from ..abi import ResultLocation
 from ..errors import BladeError, Code
 from ..patch import CAVE, DATA, ROUTE, Patch, split_values
 from . import values as V
-from .conditions import COUNTERS, COUNTERS_ALIGN, COUNTERS_SIZE, SKIP, Asm, Conditions, \
+from .conditions import COUNTERS, COUNTERS_ALIGN, SKIP, Asm, Conditions, \
     backend, emit_prefix, listing_text
 from .image import DataArea, Resolver, build_images
 from .placement import JMP_LEN, FunctionCode, Site, falls_through, jump, relocate
@@ -224,9 +224,9 @@ def plan_conditional_return(results: Sequence[ResultLocation], values: Sequence[
     images, vdata = build_images(results, values, ptrsize, resolve, _DUMMY)
     consts = conds.constants()
     code_len = build(images).size(near=code.addr)
-    data_len = len(vdata) + sum(len(b) for _, b in consts) + 8
+    data_len = len(vdata) + sum(len(b) + 8 for _, b in consts) + 8
     stub = allocate(_align(code_len) + data_len)
-    counters = allocate_data(COUNTERS_SIZE, COUNTERS_ALIGN)
+    counters = allocate_data(conds.counters_size, COUNTERS_ALIGN)
 
     # pass 2: real addresses
     data_addr = stub + _align(code_len)
@@ -235,7 +235,7 @@ def plan_conditional_return(results: Sequence[ResultLocation], values: Sequence[
     area.put(vdata2)
     symbols = {COUNTERS: counters}
     for name, b in consts:
-        symbols[name] = area.put(b)
+        symbols[name] = area.put(b, align=8)
     asm = build(images)
     body, listing = asm.assemble(stub, symbols)
     if len(body) != code_len or len(vdata2) != len(vdata):
@@ -246,7 +246,7 @@ def plan_conditional_return(results: Sequence[ResultLocation], values: Sequence[
     # code, then the data (values handed out, match constants) as a patch of its own
     patches = [*split_values(Patch(stub, bytes(read_original(stub, len(block))), block, CAVE),
                              data_addr),
-               Patch(counters, bytes(COUNTERS_SIZE), conds.counters_image(ptrsize), DATA)]
+               Patch(counters, bytes(conds.counters_size), conds.counters_image(ptrsize), DATA)]
     for k, site in enumerate(sites):
         try:
             jmp = jump(site.addr, labels[f"site{k}"], site.arch)
@@ -255,7 +255,8 @@ def plan_conditional_return(results: Sequence[ResultLocation], values: Sequence[
                              f"{stub:#x} is out of jmp reach of {site.addr:#x}") from None
         patches.append(Patch(site.addr, site.original[:JMP_LEN], jmp, ROUTE))
     text = listing_text(listing)
-    text += f"\n{counters:#010x}  (counters: seen, faulted, count ticket, draw state)"
+    text += f"\n{counters:#010x}  (counters: seen, faulted, count ticket, draw state" + \
+        (", blast-radius table)" if conds.radius else ")")
     for k, site in enumerate(sites):
         text += f"\n{site.addr:#010x}  jmp {labels[f'site{k}']:#x}   (route)"
     return ConditionalPlan(patches, stub, code_len, len(area.buf), counters,

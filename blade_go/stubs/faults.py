@@ -232,7 +232,8 @@ def plan_delay(code: FunctionCode, params: Sequence[ParamLocation], regabi: bool
         a.add(I.create_mem_u32(C.CMP_RM8_IMM8, absolute(arm_addr, arch.bitness), armed))
         a.branch("jne", "out")
         if conds is not None:  # issue 10: a call the conditions reject just goes on
-            emit_prefix_into(a, conds, "out", counters, area, arch.ptrsize + code.frame.sp_delta)
+            emit_prefix_into(a, conds, "out", counters, area, arch.ptrsize + code.frame.sp_delta,
+                             bp_saved=bool(code.frame.sets_bp))
         if offset_ms:  # rdtsc's low bits: a cheap per-call uniform pick in [0, span)
             a.add(I.create(C.RDTSC), I.create_reg_reg(C.XOR_R32_RM32, R.EDX, R.EDX),
                   I.create_reg_u32(C.MOV_R32_IMM32, R.ECX, span), I.create_reg(C.DIV_RM32, R.ECX))
@@ -314,7 +315,8 @@ def plan_panic(code: FunctionCode, params: Sequence[ParamLocation], regabi: bool
     def fill(a: Asm, what, _arm, _armed):
         header, area = what
         if conds is not None:
-            emit_prefix_into(a, conds, "out", counters, area, arch.ptrsize + code.frame.sp_delta)
+            emit_prefix_into(a, conds, "out", counters, area, arch.ptrsize + code.frame.sp_delta,
+                             bp_saved=bool(code.frame.sets_bp))
         if value.kind == V.STRING:   # (type of string, &header)
             a.add(I.create_reg_mem(mov, t_reg, absolute(syms.string_type_slot, arch.bitness)),
                   movi(d_reg, header))

@@ -95,5 +95,6 @@ def guarded_patches(patches: List[Patch], entry: int, entry_code: bytes, diction
     jump = enc.take_buffer()
     if len(jump) != ROUTE_LEN:
         raise BladeError(Code.UNEXPECTED_STATUS, "the guard is out of jmp reach of the entry")
-    return [*caves, Patch(guard, read_original(guard, GUARD_MAX), block, CAVE),
+    others = [p for p in patches if p.role not in (CAVE, ROUTE)]  # e.g. condition counters
+    return [*caves, Patch(guard, read_original(guard, GUARD_MAX), block, CAVE), *others,
             Patch(entry, route.original, jump, ROUTE)]

@@ -75,6 +75,8 @@ class FrameSetup:
     sp_delta: int
     scratch: int
     saved_bp: bool = False
+    sets_bp: bool = False  # RBP points at the saved frame pointer from `end` on (the caller's
+    #                        frame pointer is then [RBP]: the --caller walk, issue 19)
 
 
 @dataclass(frozen=True)

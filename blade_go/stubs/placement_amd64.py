@@ -87,7 +87,7 @@ class Amd64Code(ArchCode):
             if _is(ins, x86.Mnemonic.PUSH, R.RBP) and nxt and _is(nxt[0], x86.Mnemonic.MOV, R.RBP, R.RSP):
                 n = _sub_rsp(nxt[1]) if len(nxt) > 1 else None
                 end = insns[k + 3] if n else insns[k + 2]
-                return FrameSetup(end.addr, 8 + (n or 0), n or 0, saved_bp=True)
+                return FrameSetup(end.addr, 8 + (n or 0), n or 0, saved_bp=True, sets_bp=True)
             n = _sub_rsp(ins)
             if n is not None:
                 # Go <= 1.20: the frame pointer is saved at the top of the new frame
@@ -95,7 +95,8 @@ class Amd64Code(ArchCode):
                         and nxt[0].op1_register == R.RBP and nxt[0].memory_base == R.RSP
                         and _is(nxt[1], x86.Mnemonic.LEA, R.RBP)):
                     saved = nxt[0].memory_displacement
-                    return FrameSetup(insns[k + 3].addr, n, min(n - 8, saved), saved_bp=saved == n - 8)
+                    return FrameSetup(insns[k + 3].addr, n, min(n - 8, saved), saved_bp=saved == n - 8,
+                                      sets_bp=True)
                 return FrameSetup(insns[k + 1].addr, n, n)  # no frame pointer kept
             if not _harmless(ins):
                 return None

@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
             printf(" %llx/%llx", (u64)out_rax[t * calls + k], (u64)out_slot[t * calls + k]);
         printf("\n");
     }
-    for (int i = 0; i < 64; i++) printf("%02x", ((unsigned char *)0x20000000)[i]);
+    for (int i = 0; i < 1024; i++) printf("%02x", ((unsigned char *)0x20000000)[i]);
     printf("\n");
     return 0;
 }
