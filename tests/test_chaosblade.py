@@ -223,7 +223,7 @@ def test_caller_through_blade(blade, target_factory):
     assert st["success"], st
     check_table(st["result"]["live"], s)
     blade.ok("destroy", uid)
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.state_home, t.pid) == []
     command(t, "reset", "RESET")
     after = run_window(t, 0.5)
     assert sum(after[f"{p}_faulted"] for p in PATHS) == 0 < after["deep_calls"]

@@ -17,7 +17,7 @@ import pytest
 
 from blade_go.session import deadlines, dlvinfo
 from tests.support.blade import Blade
-from tests.support.targets import call, text_differences
+from tests.support.targets import call, differences_beyond_retained, text_differences
 from tests.support.toolchains import REPO_ROOT, dlv_path, missing, pinned, require_go
 
 BUILD = REPO_ROOT / "build" / "delve" / "build.sh"
@@ -120,7 +120,7 @@ def test_create_reports_the_measured_pause_on_the_patched_dlv(tmp_path, e2e_bina
     report = blade.ok("inspect", "--pid", t.pid)
     assert report["dlv"]["path"] == built and report["dlv"]["preload"] is True
     blade.ok("destroy", resp["result"])
-    assert text_differences(t.pid) == []
+    assert differences_beyond_retained(blade.home, t.pid) == []
 
 
 # -- dlvinfo and deadlines: pure logic ------------------------------------------------------------
