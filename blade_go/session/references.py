@@ -145,23 +145,6 @@ def _resident_runs(pid: int, regions):
 _REG = re.compile(r"^\s*(\w+) = 0x([0-9a-fA-F]+)", re.M)
 
 
-def register_references(client, ranges) -> list:
-    """["thread T register R = value"] for registers of stopped threads pointing into ranges."""
-    out = []
-    for t in client.list_threads():
-        text = client.call("ListRegisters", {"ThreadID": t["id"], "IncludeFp": True})
-        for name, hexval in _REG.findall(text.get("Registers", "")):
-            # whole register, and its 64- and 32-bit lanes (vector registers, 386)
-            values = {int(hexval, 16)}
-            for width in (16, 8):
-                values.update(int(hexval[max(0, i - width):i], 16)
-                              for i in range(len(hexval), 0, -width))
-            for v in values:
-                if any(lo <= v < hi for lo, hi in ranges):
-                    out.append(f"thread {t['id']} {name} = {v:#x}")
-    return out
-
-
 def register_referenced(client, ranges) -> dict:
     """{index in ranges: "thread T register R = value"} for ranges some register of a stopped
     thread points into (general and vector registers, their 64- and 32-bit lanes)."""

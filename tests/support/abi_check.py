@@ -147,6 +147,20 @@ def check_results(hit: Hit, locs, exp: Expect, symbols: Dict[str, int]):
     return errors, count
 
 
+def record_stop(report: Report, hit, exp: Expect, abi: ABI, controls: Dict[str, ABI],
+                symbols: Dict[str, int]):
+    """Check one stop at a RET against abi and each wrong-ABI control; add it to report."""
+    locs = abi.result_locations(exp.signature)
+    errors, count = check_results(hit, locs, exp, symbols)
+    report.failures += errors
+    report.leaves += count
+    report.signatures += 1
+    report.pieces += sum(len(loc.pieces) for loc in locs)
+    for cname, control in controls.items():
+        bad, _ = check_results(hit, control.result_locations(exp.signature), exp, symbols)
+        report.control_mismatches[cname] = report.control_mismatches.get(cname, 0) + bool(bad)
+
+
 ARM64_RET = 0xD65F03C0  # `ret` (x30): how every Go arm64 function returns
 
 
@@ -202,17 +216,7 @@ def run_arm64_qemu(toolchain: str, qemu: str, abi: ABI, controls: Dict[str, ABI]
             exp = by_addr.get(pc)
             assert exp is not None, f"stopped at an unexpected pc {pc:#x}"
             hits[exp.symbol] = hits.get(exp.symbol, 0) + 1
-            locs = abi.result_locations(exp.signature)
-            errors, count = check_results(hit, locs, exp, symbols)
-            report.failures += errors
-            report.leaves += count
-            report.signatures += 1
-            report.pieces += sum(len(loc.pieces) for loc in locs)
-            for cname, control in controls.items():
-                bad, _ = check_results(hit, control.result_locations(exp.signature), exp,
-                                       symbols)
-                report.control_mismatches[cname] = (report.control_mismatches.get(cname, 0)
-                                                    + bool(bad))
+            record_stop(report, hit, exp, abi, controls, symbols)
         missing = [e.symbol for e in expects if hits.get(e.symbol) != 1]
         if missing:
             report.failures.append(f"functions not stopped exactly once: {missing}")
@@ -256,18 +260,7 @@ def run(toolchain: str, goarch: str, dlv: str, abi: ABI, controls: Dict[str, ABI
             exp = by_addr.get(th["pc"])
             assert exp is not None, f"stopped at an unexpected pc {th['pc']:#x}: {th}"
             hits[exp.symbol] = hits.get(exp.symbol, 0) + 1
-            hit = Hit(rpc, th["id"], ptrsize)
-            locs = abi.result_locations(exp.signature)
-            errors, count = check_results(hit, locs, exp, symbols)
-            report.failures += errors
-            report.leaves += count
-            report.signatures += 1
-            report.pieces += sum(len(loc.pieces) for loc in locs)
-            for cname, control in controls.items():
-                bad, _ = check_results(hit, control.result_locations(exp.signature), exp,
-                                       symbols)
-                report.control_mismatches[cname] = (report.control_mismatches.get(cname, 0)
-                                                    + bool(bad))
+            record_stop(report, Hit(rpc, th["id"], ptrsize), exp, abi, controls, symbols)
         missing = [e.symbol for e in expects if hits.get(e.symbol) != 1]
         if missing:
             report.failures.append(f"functions not stopped exactly once: {missing}")
