@@ -167,7 +167,10 @@ class CaveAllocator:
         total = sum(c.size for c in self.caves if allow_int3 or c.kind != INT3_PAD)
         # Advise destroying experiments only when some exist: otherwise the caves are simply
         # too small for this stub.
-        advice = ("; destroy other experiments on this process first" if self.taken_by_others
+        advice = ("; destroy other experiments on this process first; bytes of values that "
+                  "destroyed experiments handed to the program stay taken while the program may "
+                  "hold them (`blade-go status --pid P` lists them; a later command reclaims them "
+                  "once nothing points at them)" if self.taken_by_others
                   else f"; the binary has {total} cave bytes in all and no other experiment "
                        "holds any: a smaller value (shorter strings) may fit")
         raise BladeError(Code.UNEXPECTED_STATUS,
