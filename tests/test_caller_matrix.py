@@ -53,14 +53,17 @@ def test_caller_matrix(variant, tmp_path, target_factory):
         if "no frame pointers on 386" not in r["error"]:
             failures.append(f"386 depth 3 not refused clearly: {r}")
     else:
-        # a fresh process: the values the first two experiments handed out (an error object
-        # each) may stay retained in this one's caves (issue 16), and a PIE build's caves
-        # hold about two such stubs besides
+        # each depth-3 experiment in a fresh process: the values earlier experiments handed
+        # out (an error object each) may stay retained in a process's caves (issue 16), and a
+        # PIE build's caves hold about two such stubs besides
         assert differences_beyond_retained(blade.home, t.pid) == []
         t = target_factory(build_fixture("callers_target", **opts), env=LOAD_ENV)
         t.create_flags = extra
         _scoped(blade, t, ("--caller", "main.viaDeep", "--caller-depth", "3"), {"deep"},
                 failures, "depth 3")
+        assert differences_beyond_retained(blade.home, t.pid) == []
+        t = target_factory(build_fixture("callers_target", **opts), env=LOAD_ENV)
+        t.create_flags = extra
         _scoped(blade, t, ("--caller", "main.call", "--caller-depth", "3"),
                 {"direct", "inlined"}, failures, "depth 3 through the paths' common caller")
     assert not failures, "\n".join(failures)

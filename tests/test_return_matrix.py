@@ -62,6 +62,11 @@ def _dlv_env(kind):
     return {"BLADE_GO_DLV": toolchains.require_dlv()}
 
 
+def _retained_bytes(blade, pid) -> int:
+    r = blade.ok("status", "--pid", pid)
+    return (r.get("result") or r)["retained_bytes"]
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_return_matrix(variant, tmp_path, target_factory):
     from tests.support.fixtures import build_fixture
@@ -69,12 +74,23 @@ def test_return_matrix(variant, tmp_path, target_factory):
     if opts.get("extra_env", {}).get("CC") == "musl-gcc" and not shutil.which("musl-gcc"):
         toolchains.missing("musl-gcc not installed (Debian musl-tools)")
     blade = Blade(tmp_path / "home", env=_dlv_env(dlv))
-    t = target_factory(build_fixture(opts.pop("fixture", "e2e_target"), **opts))
+    binary = build_fixture(opts.pop("fixture", "e2e_target"), **opts)
+    t = target_factory(binary)
     failures = []
     for func, name, value, injected in SUBSET:
         original = call(t, name)
         code, resp = blade.run("create", "go", "return", "--pid", t.pid, "--func", func,
                                "--value", value)
+        if code != 0 and "no room" in resp.get("error", "") and \
+                _retained_bytes(blade, t.pid):
+            # the caves of this build (PIE with external linking: a few hundred bytes) are
+            # full of values earlier experiments handed out and the program may still hold
+            # (issue 16): they stay; the rest of the subset runs in a fresh process
+            assert differences_beyond_retained(blade.home, t.pid) == []
+            t = target_factory(binary)
+            original = call(t, name)
+            code, resp = blade.run("create", "go", "return", "--pid", t.pid, "--func", func,
+                                   "--value", value)
         assert code == 0, f"create {func} {value!r}: {resp}"
         uid = resp["result"]
         got = call(t, name)
