@@ -27,20 +27,10 @@ class CallerCode:
 
 
 def split_names(text: str) -> List[str]:
-    """Comma-separated names; commas inside [...] or (...) (type arguments) do not split."""
-    out, depth, cur = [], 0, ""
-    for ch in text or "":
-        if ch in "[(":
-            depth += 1
-        elif ch in "])":
-            depth -= 1
-        if ch == "," and depth == 0:
-            out.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    out.append(cur.strip())
-    return [n for n in out if n]
+    """Comma-separated names; commas inside [...], (...) or {...} (type arguments) do not
+    split: symbols._split_args, the splitter of a name's type-argument list."""
+    from .symbols import _split_args
+    return [n for n in _split_args(text or "") if n]
 
 
 def _inlined_ranges(binary, name: str) -> Tuple[List[Tuple[int, int]], str]:
