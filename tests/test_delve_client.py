@@ -147,6 +147,64 @@ def test_pc_rule_signal_code_and_stacks():
     assert unsafe_pcs([_th(1, 0x5000), _th(2, 0x6000)], [_g(1, 0x5000)], r, False) == []
 
 
+def _f(pc, name):
+    return {"pc": pc, "function": {"name": name}}
+
+
+def test_pc_rule_interrupted_callout_target_and_handler_below_the_top():
+    # The frames dlv 1.27.2 gave for a goroutine async-preempted at time.Sleep's entry while a
+    # hot delay was destroyed (bench/target, 8 goroutines): its return address 0x4a36d3 into
+    # the route `call H; jmp H2` at 0x4a36ce is missing (dlv unwound Sleep's frame by the frame
+    # pointer, still the caller's at the entry) and main.main.func1 follows directly. Restoring
+    # the route then made Sleep return mid-instruction (SIGSEGV at 0x4a36d3).
+    route = [(0x4a36ce, 0x4a36d8)]
+    parked = _g(23, 0x448794, upc=0x47cf20, name="runtime.asyncPreempt2")
+    frames = [_f(0x448794, "runtime.asyncPreempt2"), _f(0x4814cb, "runtime.asyncPreempt"),
+              _f(0x47cf20, "time.Sleep"), _f(0x4a3bcd, "main.main.func1"),
+              _f(0x4a3adb, "main.main.gowrap1"), _f(0x4803a1, "runtime.goexit")]
+    why = unsafe_pcs([], [parked], route, False, stacks={23: frames})
+    assert len(why) == 1 and "interrupted at 0x47cf20 in time.Sleep" in why[0]
+    # the same interruption in any other function is judged by the frames as usual
+    other = [dict(f, function={"name": "main.other"}) if f["pc"] == 0x47cf20 else f
+             for f in frames]
+    assert unsafe_pcs([], [parked], route, False, stacks={23: other}) == []
+    # a time.Sleep frame reached by a call (not interrupted) is judged by the frames too
+    called = [_f(0x47d085, "runtime.gopark"), _f(0x47cf90, "time.Sleep"),
+              _f(0x4a3bcd, "main.main.func1")]
+    assert unsafe_pcs([], [_g(5, 0x47d085)], route, False, stacks={5: called}) == []
+    # a thread stopped in a callee of the signal handler (runtime.pcvalue under sighandler):
+    # the PC it will resume at is in the signal frame, whatever the top function is called
+    in_handler = [_f(0x41a000, "runtime.pcvalue"), _f(0x448000, "runtime.isAsyncSafePoint"),
+                  _f(0x448100, "runtime.doSigPreempt"), _f(0x449000, "runtime.sighandler"),
+                  _f(0x449800, "runtime.sigtrampgo"), _f(0x482000, "runtime.sigtramp")]
+    g = _g(8, 0x41a000, name="runtime.pcvalue")
+    why = unsafe_pcs([_th(3, 0x41a000, "runtime.pcvalue")], [g], route, False, stacks={8: in_handler})
+    assert len(why) == 1 and "signal handler (runtime.sighandler)" in why[0]
+
+
+class _Client:
+    def __init__(self):
+        self.asked = []
+
+    def stacktrace(self, gid, depth):
+        self.asked.append((gid, depth))
+        return []
+
+
+def test_stacks_looked_at():
+    from blade_go.session.patching import stacks_to_check
+    gs = [dict(_g(1, 0x1, name="main.f"), threadID=11),          # user code on a thread
+          dict(_g(2, 0x2, name="runtime.pcvalue"), threadID=12),  # runtime code on a thread
+          dict(_g(3, 0x3, name="runtime.asyncPreempt2"), threadID=0),
+          dict(_g(4, 0x4, name="runtime.gopark"), threadID=0)]
+    c = _Client()
+    assert sorted(stacks_to_check(c, gs, False, 32)) == [2, 3]
+    assert all(d == 16 for _, d in c.asked)
+    c = _Client()
+    assert sorted(stacks_to_check(c, gs, True, 32)) == [1, 2, 3, 4]
+    assert all(d == 32 for _, d in c.asked)
+
+
 def test_find_dlv_order_and_missing(monkeypatch, tmp_path):
     fake = tmp_path / "dlv"
     fake.write_text("#!/bin/sh\n")

@@ -8,7 +8,17 @@ garbage. A PC exactly at a route's first byte is fine: it executes the new jump 
 Cave bytes are entered only through a route, so while a cave is removed no PC may lie anywhere
 in it, its first byte included. Threads inside runtime signal handling are treated as unsafe
 too: the signal frame on their stack holds an interrupted PC that delve does not report as the
-thread's PC. In all these cases we let the target run a few milliseconds and look again.
+thread's PC, whichever runtime function the handler is in at the halt (runtime.pcvalue under
+sighandler, say), so the handler is looked for in every frame of a thread's stack, not only at
+its top. In all these cases we let the target run a few milliseconds and look again.
+
+A goroutine interrupted inside a function a fault stub tail-calls (time.Sleep: delay's `call H`
+left a return address inside the route, H jumped to time.Sleep) is unsafe as well, wherever in
+that function it stopped: delve unwinds the frame above an async-preemption or signal frame by
+the frame pointer, which at the function's entry (before `push rbp; mov rbp, rsp`) is still
+the caller's, so its stack trace skips straight to F's caller and the return address into the
+route never shows. Restoring the route then made time.Sleep return into the middle of F's
+original instruction (SIGSEGV; seen under load with 8 goroutines in a hot delayed function).
 
 Values (patch.VALUE: a stub's data that the program may be handed, e.g. a returned string or
 error) are not code: nothing executes them, but the program may keep pointers to them for as
@@ -19,6 +29,7 @@ padding outside every function) and reported, and a later scan reclaims them (re
 Every path that halted the target resumes it (try/finally): a target is never left stopped.
 """
 import random
+import re
 import time
 
 from ..errors import BladeError, Code
@@ -26,6 +37,14 @@ from ..patch import ARM, CAVE, DATA, ROUTE, VALUE, Patch
 from .memory import read_bytes, write_bytes
 
 SIGNAL_CODE_PREFIXES = ("runtime.sig", "runtime.asyncPreempt", "runtime.doSigPreempt")
+# Frames that mean "the frame below was interrupted, not a caller": its PC can be anywhere,
+# including a prologue, where delve's frame-pointer unwinding skips the real caller.
+INTERRUPT_FRAMES = ("runtime.asyncPreempt", "runtime.sigtrampgo", "runtime.sigtramp")
+# Signal handling somewhere on a thread's stack (sigtramp -> sigtrampgo -> sighandler -> ...).
+SIGNAL_HANDLER_FRAMES = ("runtime.sigtramp", "runtime.sigtrampgo", "runtime.sighandler")
+# What a fault stub jumps into (stubs/faults.py: delay tail-calls time.Sleep, panic
+# runtime.gopanic) with a return address inside the route on the stack.
+CALLOUT_TARGETS = ("time.Sleep", "runtime.gopanic")
 MAX_ATTEMPTS = 20
 # Drain (patches with an `arm` role): how long revert waits by default for goroutines to leave
 # the fault (a delayed call still sleeping), and how often it looks.
@@ -51,6 +70,9 @@ def unsafe_pcs(threads: list, goroutines: list, ranges: list[tuple[int, int]],
     def inside(pc: int) -> bool:
         return any((lo <= pc < hi) if include_start else (lo < pc < hi) for lo, hi in ranges)
 
+    def frame(f) -> tuple[int, str]:  # a delve Stackframe, or (unit tests) a bare PC
+        return (f, "") if isinstance(f, int) else (f.get("pc", 0), _fn_name(f))
+
     reasons = []
     for t in threads:
         name = _fn_name(t)
@@ -63,11 +85,38 @@ def unsafe_pcs(threads: list, goroutines: list, ranges: list[tuple[int, int]],
             loc = g.get(key) or {}
             if inside(loc.get("pc", 0)):
                 reasons.append(f"goroutine {g.get('id')} {key} {loc['pc']:#x} is inside a patched range")
-    for gid, pcs in (stacks or {}).items():
-        for pc in pcs:
+    for gid, frames in (stacks or {}).items():
+        below = ""
+        for f in frames:
+            pc, name = frame(f)
             if inside(pc):
                 reasons.append(f"goroutine {gid} has a return address {pc:#x} inside a patched range")
+            if name.startswith(SIGNAL_HANDLER_FRAMES):
+                reasons.append(f"goroutine {gid} runs on a thread in a signal handler ({name})")
+                break
+            if below.startswith(INTERRUPT_FRAMES) and name in CALLOUT_TARGETS:
+                reasons.append(f"goroutine {gid} was interrupted at {pc:#x} in {name}, where dlv "
+                               "may not show its caller (a route's return address)")
+            below = name
     return reasons
+
+
+def _kinds(reasons: list[str]) -> str:
+    """The distinct kinds among unsafe-stop reasons (ids and addresses blanked), for the log."""
+    return "; ".join(sorted({re.sub(r"0x[0-9a-f]+|\d+", "N", r) for r in reasons}))
+
+
+def stacks_to_check(client, goroutines: list, all_stacks: bool, depth: int) -> dict:
+    """Goroutine id -> its frames (delve Stackframes), for the goroutines whose stack must be
+    looked at: all of them when the patches' code calls out (return addresses into a route),
+    else those parked by async preemption and those whose thread is in runtime code, which may
+    be a signal handler's callee with an interrupted PC in its signal frame."""
+    def wanted(g) -> bool:
+        name = _fn_name(g.get("currentLoc"))
+        return (all_stacks or name.startswith(SIGNAL_CODE_PREFIXES)
+                or (bool(g.get("threadID")) and name.startswith("runtime.")))
+    return {g["id"]: client.stacktrace(g["id"], depth if all_stacks else 16)
+            for g in goroutines if wanted(g)}
 
 
 def branches_into(instructions: list, routes: list[Patch]) -> list[str]:
@@ -158,10 +207,7 @@ class Patcher:
         # A goroutine stopped by async preemption sits in runtime.asyncPreempt2 waiting to be
         # rescheduled; the PC it was interrupted at is a frame of its stack (usually, but not
         # when it is a runtime function, its userCurrentLoc). Check its frames.
-        stacks = {g["id"]: [f["pc"] for f in c.stacktrace(g["id"], depth if all_stacks else 8)]
-                  for g in gs
-                  if all_stacks or _fn_name(g.get("currentLoc")).startswith(SIGNAL_CODE_PREFIXES)}
-        return c.list_threads(), gs, stacks
+        return c.list_threads(), gs, stacks_to_check(c, gs, all_stacks, depth)
 
     def _snapshot(self, ranges, include_start, guard, gathered=None):
         threads, gs, stacks = gathered or self._gather(guard)
@@ -184,7 +230,10 @@ class Patcher:
             if extra:
                 reasons += self._snapshot(extra, True, guard, seen)
             if not reasons:
+                if attempt > 1:  # why it waited: the first reason of the last unsafe stop
+                    self.log(f"safe after {attempt} stops; before: {_kinds(last)}")
                 return attempt
+            last = reasons
             self.resume()
             time.sleep(random.uniform(0.002, 0.010))
         self.client.halt()  # stay halted so the caller's finally resumes exactly once
@@ -338,6 +387,7 @@ class Patcher:
         target is stopped already (the first look is taken in that stop)."""
         t0 = time.monotonic()
         first = None
+        why = ""
         deadline = t0 + bound
         while True:
             try:
@@ -355,6 +405,10 @@ class Patcher:
             goroutines = {r.split()[1] for r in reasons if r.startswith("goroutine")}
             if first is None:
                 first = len(goroutines)
+            if reasons:
+                why = _kinds(reasons)
+            elif why:
+                self.log(f"drained; before: {why}")
             if not reasons:
                 return {"drain_ms": round((time.monotonic() - t0) * 1000, 2),
                         "drain_waited_for": first}
@@ -503,10 +557,7 @@ class Patcher:
         c = self.client
         gs = goroutines_or_none(c, False)
         threads = c.list_threads()
-        stacks = None
-        if gs:
-            stacks = {g["id"]: [f["pc"] for f in c.stacktrace(g["id"], 8)] for g in gs
-                      if _fn_name(g.get("currentLoc")).startswith(SIGNAL_CODE_PREFIXES)}
+        stacks = stacks_to_check(c, gs, False, 16) if gs else None
         gs = gs or []
         return (unsafe_pcs(threads, gs, [(p.addr, p.end) for p in routes], False, stacks),
                 unsafe_pcs(threads, gs, [(p.addr, p.end) for p in caves], True, stacks))
