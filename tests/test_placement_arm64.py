@@ -11,8 +11,9 @@ capstone = pytest.importorskip("capstone")
 
 from blade_go.errors import BladeError  # noqa: E402
 from blade_go.stubs import encoder_arm64 as E  # noqa: E402
+from blade_go.stubs.placement import FunctionCode, falls_through  # noqa: E402
 from blade_go.stubs.placement_arm64 import (  # noqa: E402
-    ARM64, FunctionCodeARM64, falls_through, jump, call, pc_relative, relocate, relocated_len)
+    ARM64, pc_relative, relocate, relocated_len)
 from tests.support import arm64_exec  # noqa: E402
 from tests.support.fixtures import build_fixture  # noqa: E402
 
@@ -35,8 +36,8 @@ def program(request):
     codes = {}
     for name in FUNCS:
         fn = binary.find_function(name)
-        codes[name] = FunctionCodeARM64.decode(binary.read(fn.entry, fn.end - fn.entry),
-                                               fn.entry, name=name)
+        codes[name] = FunctionCode.decode(binary.read(fn.entry, fn.end - fn.entry), fn.entry,
+                                          "arm64", name=name)
     return path, binary, codes
 
 
@@ -112,7 +113,7 @@ def test_context_register_reads(program):
 
 def _synthetic(words, base=0x10000000):
     code = b"".join(words)
-    return FunctionCodeARM64.decode(code, base, name="synthetic")
+    return FunctionCode.decode(code, base, "arm64", name="synthetic")
 
 
 def test_refusals_on_synthetic_code():
@@ -136,7 +137,7 @@ def test_refusals_on_synthetic_code():
     with pytest.raises(BladeError, match="too short"):
         f.entry_site(12)
     with pytest.raises(BladeError, match="not whole"):
-        FunctionCodeARM64.decode(b"\x00" * 6, B)
+        FunctionCode.decode(b"\x00" * 6, B, "arm64")
 
 
 # ---- relocation, checked through capstone --------------------------------------------------
@@ -212,7 +213,7 @@ NEW = [OLD + 0x1000, OLD - 0x10, OLD + 0x7000000, OLD - 0x7f00000]  # within a r
 
 
 def _site(word, addr=OLD):
-    f = FunctionCodeARM64.decode(word + E.ret(), addr, name="one")
+    f = FunctionCode.decode(word + E.ret(), addr, "arm64", name="one")
     return f._site(addr, 4, start_target_ok=True, where="here")
 
 
@@ -256,12 +257,12 @@ def test_relocated_call_returns_into_f():
 
 
 def test_literal_scratch_avoids_registers_the_site_uses():
-    f = FunctionCodeARM64.decode(E.ldr_literal(2, OLD, OLD + 0x808, size=8, fp=True)
-                                 + E.mov_reg(17, 1) + E.ret(), OLD, name="f")
+    f = FunctionCode.decode(E.ldr_literal(2, OLD, OLD + 0x808, size=8, fp=True)
+                            + E.mov_reg(17, 1) + E.ret(), OLD, "arm64", name="f")
     code = relocate(f._site(OLD, 8, True, "here"), 0x10810)
     assert [i.op_str.split(",")[0] for i in _dis(code, 0x10810)][:2] == ["x16", "x16"]
-    f = FunctionCodeARM64.decode(E.ldr_literal(2, OLD, OLD + 0x808, size=8, fp=True)
-                                 + E.mov_reg(17, 16) + E.ret(), OLD, name="f")
+    f = FunctionCode.decode(E.ldr_literal(2, OLD, OLD + 0x808, size=8, fp=True)
+                            + E.mov_reg(17, 16) + E.ret(), OLD, "arm64", name="f")
     with pytest.raises(BladeError, match="scratch"):
         relocate(f._site(OLD, 8, True, "here"), 0x10810)
 
@@ -271,10 +272,11 @@ def test_out_of_reach_is_refused_clearly():
     with pytest.raises(BladeError, match="cannot relocate b .* out of range"):
         relocate(site, OLD + (1 << 27) + 0x1000)
     with pytest.raises(BladeError, match=r"beyond an arm64 branch's reach \(\+-128 MB\)"):
-        jump(OLD, OLD + (1 << 27))
+        ARM64.jump(OLD, OLD + (1 << 27))
     with pytest.raises(BladeError, match="reach"):
-        call(OLD, OLD - (1 << 27) - 4)
-    assert jump(OLD, OLD + (1 << 27) - 4) == E.b(OLD, OLD + (1 << 27) - 4)
+        ARM64.call(OLD, OLD - (1 << 27) - 4)
+    assert ARM64.jump(OLD, OLD + (1 << 27) - 4) == E.b(OLD, OLD + (1 << 27) - 4)
+    assert ARM64.call(OLD, OLD - (1 << 27)) == E.bl(OLD, OLD - (1 << 27))
 
 
 def test_pc_relative_classification_matches_capstone(program):
@@ -301,8 +303,8 @@ def _route(site, cave):
     """Cave bytes for `site` (relocated, then back to F) and the route patch at site.addr."""
     tail = relocate(site, cave)
     if falls_through(site):
-        tail += jump(cave + len(tail), site.end)
-    return tail, jump(site.addr, cave)
+        tail += ARM64.jump(cave + len(tail), site.end)
+    return tail, ARM64.jump(site.addr, cave)
 
 
 def _plant(path, binary, sites, tmp_path, name, mutate=False):
@@ -314,7 +316,7 @@ def _plant(path, binary, sites, tmp_path, name, mutate=False):
         cave = caves.allocate(n, near=site.addr)
         tail, route = _route(site, cave)
         if mutate:  # the displaced bytes copied as they are: PC-relative ones now miss
-            tail = site.original + jump(cave + site.length, site.end)
+            tail = site.original + ARM64.jump(cave + site.length, site.end)
         patches.append((cave, binary.read(cave, len(tail)), tail))
         patches.append((site.addr, site.original, route))
     return arm64_exec.patched_copy(path, tmp_path / name, patches)

@@ -6,14 +6,14 @@ instruction at the entry, and Go functions hold no data between instructions (co
 in .rodata), so a linear decode is exact. The zero words the linker pads functions with decode
 as `udf #0` (never reached).
 
-    code = FunctionCodeARM64.decode(binary.read(fn.entry, fn.end - fn.entry), fn.entry + bias,
-                                    name=fn.name)
+    code = FunctionCode.decode(binary.read(fn.entry, fn.end - fn.entry), fn.entry + bias,
+                               "arm64", name=fn.name)      # placement.py's, with ARM64 below
     code.frame                    # FrameSetup (None for a frameless leaf)
     site = code.entry_site()      # the first instruction (4 bytes: one `B`)
-    site = code.after_frame_setup_site()
+    site = code.after_frame_setup_site(4)
     code.return_sites()           # address of every `ret`
     tail = relocate(site, new_addr); len(tail) == site.relocated_len
-    jump(src, dst) / call(src, dst)   # B / BL, BladeError beyond +-128 MB
+    jump(src, dst, ARM64) / call(src, dst, ARM64)   # B / BL, BladeError beyond +-128 MB
 
 Go's prologue (cmd/internal/obj/arm64/obj7.go), after the stack check `ldr x16,[x28,#16];
 cmp sp,x16; b.ls <morestack>` (absent in NOSPLIT functions):
@@ -144,8 +144,8 @@ def _flow(word: int, rel: Optional[PCRel]) -> str:
 def decode(code: bytes, addr: int) -> List[Insn]:
     """Every instruction of `code` (F's bytes at runtime address `addr`), in order.
 
-    Insn.raw is the capstone instruction; Insn.target the absolute target of a branch (and of
-    ADR/ADRP/literal loads, whose flow stays "next")."""
+    Insn.raw is the capstone instruction; Insn.target the absolute target of a direct branch or
+    call (ADR/ADRP/literal loads address data, not code: their target is pc_relative()'s)."""
     if len(code) % 4 or addr % 4:
         raise BladeError(Code.PARAMETER_INVALID, f"arm64 code at {addr:#x} is not whole "
                                                  "4-byte instructions")
@@ -160,8 +160,9 @@ def decode(code: bytes, addr: int) -> List[Insn]:
         ins, word = got[0], int.from_bytes(chunk, "little")
         rel = pc_relative(word, pc)
         text = f"{ins.mnemonic} {ins.op_str}".strip()
-        out.append(Insn(pc, bytes(chunk), text, _flow(word, rel), rel.target if rel else None,
-                        ins))
+        flow = _flow(word, rel)
+        target = rel.target if rel and flow in ("branch", "cond", "call") else None
+        out.append(Insn(pc, bytes(chunk), text, flow, target, ins))
     return out
 
 
@@ -184,9 +185,64 @@ class Arm64Code(ArchCode):
     name = "arm64"
     bitness = 64
     ptrsize = 8
-    route_len = ROUTE_LEN
+    route_len = ROUTE_LEN    # B
+    call_len = 4             # BL
     context_registers = CONTEXT_REGS
-    context_full_writes = CONTEXT_REGS   # any write of W26 zeroes the upper half: a full write
+
+    def decode(self, code: bytes, addr: int) -> List[Insn]:
+        return decode(code, addr)
+
+    def relocate(self, site: Site, new_addr: int) -> bytes:
+        return relocate(site, new_addr)
+
+    def jump(self, src: int, dst: int) -> bytes:
+        """`b dst` at src (4 bytes); BladeError beyond +-128 MB (see route_refusal)."""
+        if not in_reach(src, dst):
+            raise route_refusal(src, dst)
+        return E.b(src, dst)
+
+    def call(self, src: int, dst: int) -> bytes:
+        """`bl dst` at src (4 bytes); BladeError beyond +-128 MB."""
+        if not in_reach(src, dst):
+            raise route_refusal(src, dst)
+        return E.bl(src, dst)
+
+    def displace_problem(self, insn: Insn) -> Optional[str]:
+        if insn.flow == "call" and insn.target is None and \
+                int.from_bytes(insn.code, "little") >> 5 & 31 == E.LR:
+            return (f"the call at {insn.addr:#x} ({insn.text}) jumps through the link register "
+                    "its relocation must set")
+        if insn.flow == "other":
+            return f"{insn.text} at {insn.addr:#x} is not code that runs"
+        return None
+
+    def reads_context_register(self, fc, start: int) -> bool:
+        """Whether some path of F from `start` reads X26 (the closure context) before writing
+        it; a call (it clobbers every register) or a write (any write of W26 zeroes the upper
+        half too) ends the path."""
+        insns = fc.insns
+        index = {i.addr: k for k, i in enumerate(insns)}
+        todo, seen = [index.get(start)], set()
+        while todo:
+            k = todo.pop()
+            if k is None or k in seen or k >= len(insns):
+                continue
+            seen.add(k)
+            i = insns[k]
+            if _mentions(i, CONTEXT_REGS):
+                r, w = i.raw.regs_access()
+                reads = {i.raw.reg_name(x) for x in r}
+                writes = {i.raw.reg_name(x) for x in w}
+                if reads & set(CONTEXT_REGS) or not writes & set(CONTEXT_REGS):
+                    return True   # a read, or a use capstone could not classify: assume a read
+                continue          # written first: this path no longer needs the caller's X26
+            if i.flow == "call":
+                continue
+            if i.flow in ("next", "cond"):
+                todo.append(k + 1)
+            if i.flow in ("branch", "cond") and i.target is not None:
+                todo.append(index.get(i.target))
+        return False
 
     def frame_setup(self, insns: List[Insn]) -> Optional[FrameSetup]:
         """Go's arm64 frame setup among F's first instructions (module doc), None when F has
@@ -231,130 +287,6 @@ def _stack_check(i: Insn) -> bool:
         return True
     return i.flow == "next" and i.text.split(" ")[0] in (
         "ldr", "ldur", "cmp", "cmn", "sub", "subs", "add", "adds", "mov", "movk", "movz", "movn")
-
-
-ARM64 = Arm64Code()
-
-
-# --------------------------------------------------------------------------- sites
-
-class Arm64Site(Site):
-    """A Site whose relocated length comes from this module's relocation."""
-
-    @property
-    def relocated_len(self) -> int:
-        return relocated_len(self)
-
-
-class FunctionCodeARM64:
-    """F's decoded instructions and the facts placement needs (placement.FunctionCode's twin)."""
-
-    def __init__(self, insns: List[Insn], addr: int, size: int, name: str):
-        self.insns, self.addr, self.size, self.name = insns, addr, size, name
-        self.arch = ARM64
-        self.branch_targets = {}  # target -> [source addr]
-        for i in insns:
-            if i.target is not None and i.flow in ("branch", "cond") and \
-                    addr <= i.target < addr + size:
-                self.branch_targets.setdefault(i.target, []).append(i.addr)
-        self._frame, self._frame_done = None, False
-
-    @classmethod
-    def decode(cls, code: bytes, addr: int, goarch: str = "arm64", name: str = "the function"):
-        if goarch != "arm64":
-            raise ValueError(f"FunctionCodeARM64 decodes arm64, not {goarch}")
-        return cls(decode(code, addr), addr, len(code), name)
-
-    @property
-    def frame(self) -> Optional[FrameSetup]:
-        if not self._frame_done:
-            self._frame, self._frame_done = self.arch.frame_setup(self.insns), True
-        return self._frame
-
-    def return_sites(self) -> List[int]:
-        return [i.addr for i in self.insns if i.flow == "ret"]
-
-    def reads_context_register(self, start: int) -> bool:
-        """Whether some path of F from `start` reads X26 (the closure context) before writing
-        it; a call (it clobbers every register) or a write ends the path."""
-        index = {i.addr: k for k, i in enumerate(self.insns)}
-        todo, seen = [index.get(start)], set()
-        while todo:
-            k = todo.pop()
-            if k is None or k in seen or k >= len(self.insns):
-                continue
-            seen.add(k)
-            i = self.insns[k]
-            if _mentions(i, CONTEXT_REGS):
-                r, w = i.raw.regs_access()
-                reads = {i.raw.reg_name(x) for x in r}
-                writes = {i.raw.reg_name(x) for x in w}
-                if reads & set(CONTEXT_REGS) or not writes & set(CONTEXT_REGS):
-                    return True   # a read, or a use capstone could not classify: assume a read
-                continue          # written first: this path no longer needs the caller's X26
-            if i.flow == "call":
-                continue
-            if i.flow in ("next", "cond", "other"):
-                todo.append(k + 1)
-            if i.flow in ("branch", "cond") and i.target is not None:
-                todo.append(index.get(i.target))
-        return False
-
-    def entry_site(self, need: int = ROUTE_LEN) -> Site:
-        return self._site(self.addr, need, start_target_ok=True, where="at its entry")
-
-    def after_frame_setup_site(self, need: int = ROUTE_LEN) -> Site:
-        fr = self.frame
-        if fr is None:
-            raise BladeError(Code.PARAMETER_INVALID,
-                             f"{self.name} has no stack frame (the compiler made it a frameless "
-                             "leaf): a call from inside it has no frame to return into")
-        return self._site(fr.end, need, start_target_ok=False, where="after its frame setup")
-
-    def _site(self, addr: int, need: int, start_target_ok: bool, where: str) -> Site:
-        picked, length = [], 0
-        for i in self.insns:
-            if i.addr < addr:
-                continue
-            if not picked and i.addr != addr:
-                break
-            picked.append(i)
-            length += 4
-            if length >= need:
-                break
-        if not picked or picked[0].addr != addr:
-            raise BladeError(Code.PARAMETER_INVALID,
-                             f"{self.name}: no instruction starts at {addr:#x}")
-        if length < need:
-            raise BladeError(Code.PARAMETER_INVALID,
-                             f"{self.name} is too short {where}: {length} bytes of instructions, "
-                             f"the patch needs {need}")
-        site = Arm64Site(addr, need, tuple(picked), self.arch)
-        problems = []
-        for i in picked:
-            last = i is picked[-1]
-            if i.flow == "call" and not last:
-                problems.append(f"the call at {i.addr:#x} ({i.text}) is not the last instruction "
-                                "to displace")
-            if i.flow == "call" and i.target is None and (int.from_bytes(i.code, "little") >> 5
-                                                           & 31) == E.LR:
-                problems.append(f"the call at {i.addr:#x} ({i.text}) jumps through the link "
-                                "register its relocation must set")
-            if i.flow in ("ret", "indirect") and not last:
-                problems.append(f"control leaves F at {i.addr:#x} ({i.text}) inside the patch")
-            if i.flow == "other":
-                problems.append(f"{i.text} at {i.addr:#x} is not code that runs")
-        for target, sources in self.branch_targets.items():
-            if addr < target < site.end:
-                problems.append(f"the branch at {sources[0]:#x} lands at {target:#x}, inside the "
-                                "bytes to replace")
-            elif target == addr and not start_target_ok:
-                problems.append(f"the branch at {sources[0]:#x} comes back to {addr:#x} (a loop "
-                                "head): the fault would repeat on every pass")
-        if problems:
-            raise BladeError(Code.PARAMETER_INVALID,
-                             f"cannot patch {self.name} {where} safely: " + "; ".join(problems[:3]))
-        return site
 
 
 # --------------------------------------------------------------------------- relocation
@@ -473,27 +405,8 @@ def relocated_len(site: Site) -> int:
     return total * 4
 
 
-def falls_through(site: Site) -> bool:
-    """Whether the relocated instructions continue at site.end (then the cave branches back)."""
-    return site.instructions[-1].flow in ("next", "cond")
-
-
 def in_reach(src: int, dst: int) -> bool:
     return -B_REACH <= dst - src < B_REACH
-
-
-def jump(src: int, dst: int, arch: ArchCode = ARM64) -> bytes:
-    """`b dst` at src (4 bytes); BladeError beyond +-128 MB (no veneer: see route_refusal)."""
-    if not in_reach(src, dst):
-        raise route_refusal(src, dst)
-    return E.b(src, dst)
-
-
-def call(src: int, dst: int, arch: ArchCode = ARM64) -> bytes:
-    """`bl dst` at src (4 bytes); BladeError beyond +-128 MB."""
-    if not in_reach(src, dst):
-        raise route_refusal(src, dst)
-    return E.bl(src, dst)
 
 
 def route_refusal(src: int, dst: int) -> BladeError:
@@ -501,3 +414,6 @@ def route_refusal(src: int, dst: int) -> BladeError:
                       f"no room for the stub: the cave at {dst:#x} is {abs(dst - src) >> 20} MB "
                       f"from {src:#x}, beyond an arm64 branch's reach (+-128 MB); blade-go does "
                       "not route through a veneer, which would displace more of F")
+
+
+ARM64 = Arm64Code()
