@@ -51,11 +51,17 @@ The scratch register of the FP/LDRSW literal form is X17 (or X16): Go keeps noth
 across the sites we patch (entry, after the frame setup, before a `ret`), and one that a
 displaced instruction itself mentions is never chosen.
 
-Worked example (main.Small, a frameless leaf at 0xab630, relocated to 0x10200):
+Worked example (a frameless leaf, `if x < 0 { return -x }; ...`, at 0xab630, its first
+instruction relocated to 0x10200):
 
-    0xab630  6000f8b6  tbz x0, #0x3f, #0xab63c
-      ->  0x10200  60 00 f8 b7  tbnz x0, #0x3f, #0x10208
+    0xab630  60 00 f8 b6  tbz x0, #0x3f, #0xab63c
+      ->  0x10200  40 00 f8 b7  tbnz x0, #0x3f, #0x10208     (inverse, over the next word)
           0x10204  0e 6d 02 14  b #0xab63c
+
+>>> from blade_go.stubs.placement import FunctionCode
+>>> f = FunctionCode.decode(bytes.fromhex("6000f8b6 e00300cb c0035fd6"), 0xab630, "arm64")
+>>> relocate(f.entry_site(), 0x10200).hex(" ")
+'40 00 f8 b7 0e 6d 02 14'
 """
 import re
 from dataclasses import dataclass
