@@ -172,6 +172,11 @@ def decode(code: bytes, addr: int) -> List[Insn]:
     return out
 
 
+def disassemble(code: bytes, addr: int) -> List[Tuple[int, bytes, str]]:
+    """[(address, word, capstone's text)] of arm64 code (listings of planned stubs)."""
+    return [(i.addr, i.code, i.text) for i in decode(code, addr)]
+
+
 def _mentions(i: Insn, names) -> bool:
     """Whether instruction i reads or writes any register in `names` (x17, w17, ...); capstone's
     access lists plus its text, so a gap in either cannot hide a use."""
