@@ -43,6 +43,7 @@ ARM64 = StubArch(
     goarch="arm64", ptrsize=8, route_len=4, pad_byte=0x00, route_kind="B (imm26) branch", parts={
         "code": "placement_arm64:ARM64",
         "plan_return": "return_arm64:plan_return",
+        "guarded_patches": "instance_guard_arm64:guarded_patches",
         "parse_route": "route_arm64:parse_route",
     }, missing="blade-go's arm64 stubs are not written yet")
 
