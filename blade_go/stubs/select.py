@@ -50,9 +50,12 @@ ARM64 = StubArch(
     breakpoint=bytes.fromhex("000020d4"), insn_align=4, elf_machine=183,
     no_deep_callers="blade-go's arm64 --caller check reads the direct caller only so far",
     parts={
+        "code": "placement_arm64:ARM64",
+        "plan_return": "return_arm64:plan_return",
+        "guarded_patches": "instance_guard_arm64:guarded_patches",
         "parse_route": "route_arm64:parse_route",
         "code_references": "route_arm64:code_references",
-    }, missing="blade-go's arm64 stubs are not written yet")
+    }, missing="blade-go's arm64 fault stubs are not wired in yet")
 
 ARCHES = {a.goarch: a for a in (AMD64, I386, ARM64)}
 
