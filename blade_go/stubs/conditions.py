@@ -219,7 +219,7 @@ GOLDEN = 0x9E3779B97F4A7C15
 
 
 def seen_source(conds: "Conditions", arch: str) -> str:
-    if arch != "amd64":
+    if arch not in ("amd64", "arm64"):  # arm64: exclusive loops return the old value too
         return SEEN_COUNTER  # 386: the draw state is 32 bits and the ticket saturates
     if conds.percent is not None and conds.percent < 100:
         return SEEN_DRAW
@@ -431,6 +431,9 @@ def backend(arch: str):
     if arch == "386":
         from .conditions_386 import I386Conditions
         return I386Conditions()
+    if arch == "arm64":
+        from .conditions_arm64 import Arm64Conditions
+        return Arm64Conditions()
     from ..errors import BladeError, Code
     raise BladeError(Code.ACTION_NOT_SUPPORT, f"conditions are implemented for amd64 and 386, "
                                               f"not {arch}")
