@@ -6,7 +6,9 @@ F, written at the harness's ENTRY, has Go's shape (register ABI: id in R0, name 
     ldr x16,[x28,#16]; cmp sp,x16; b.ls ms     ; the stack check (relocated into the stub)
     tbnz x0,#63,neg; add x0,x0,x2; ret         ; id + len(name)
     neg: movn x0,#0; ret                       ; -1
-    ms:  mov x3,x30; bl morestack; mov x30,x3; b F   ; taken when Go asks for a preemption
+    ms:  mov x20,x30; bl morestack; mov x30,x20; b F ; taken when Go asks for a preemption
+                                               ; (Go's own block spills and reloads the
+                                               ; arguments around it; this one keeps them)
 
 and LEAF the same without the check (a frameless leaf: the prefix runs first, then the
 relocated `tbnz`). A faulted call returns 4242; any other F's own result, with R1-R15 and the
@@ -35,7 +37,7 @@ def f_go(at=H.ENTRY) -> bytes:
         E.ldr(16, 28, 16), E.cmp_reg(E.SP, 16), E.b_cond("ls", at + 8, at + 0x20),
         E.tbnz(0, 63, at + 0xC, at + 0x18), E.add_reg(0, 0, 2), E.ret(),
         E.movn(0, 0), E.ret(),
-        E.mov_reg(3, 30), E.bl(at + 0x24, at + 0x100), E.mov_reg(30, 3), E.b(at + 0x2C, at)])
+        E.mov_reg(20, 30), E.bl(at + 0x24, at + 0x100), E.mov_reg(30, 20), E.b(at + 0x2C, at)])
 
 
 def fake_morestack() -> bytes:
@@ -269,3 +271,9 @@ def test_caller_depth_2_via_the_frame_pointer_chain():
 
 def test_caller_table_layout_matches_the_loop():
     assert caller_table([(0x30, 0x40), (0x10, 0x20)])[:8] == (0x41).to_bytes(8, "little")
+
+
+def test_the_stack_check_runs_first_in_the_stub():
+    from blade_go.stubs.conditions_return_arm64 import check_run
+    assert check_run(FunctionCodeARM64.decode(f_go(), H.ENTRY, name="F")) == 3
+    assert check_run(FunctionCodeARM64.decode(f_leaf(), H.ENTRY, name="F")) == 0

@@ -114,6 +114,8 @@ def check_run(code) -> int:
 
 
 def _writes_only_scratch(i) -> bool:
+    if i.text.split(" ")[0] in ("cmp", "cmn", "tst"):
+        return True  # flags only (capstone 5 lists the compared SP as written)
     try:
         _, w = i.raw.regs_access()
     except Exception:  # capstone without details for it: do not guess
