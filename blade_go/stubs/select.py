@@ -32,7 +32,7 @@ I386 = StubArch(
     goarch="386", ptrsize=4, route_len=5, pad_byte=0xCC, route_kind="rel32 jump",
     breakpoint=b"\xcc", insn_align=1, elf_machine=3,
     no_deep_callers="Go keeps no frame pointers on 386, so frames beyond the direct caller "
-                    "cannot be found without stopping the target", parts={
+                    "cannot be found without stopping the target", seen_shortcuts=False, parts={
         "code": "placement_386:I386",
         "encoder": "encoder_386:Encoder386",
         "conditions": "conditions_386:I386Conditions",
