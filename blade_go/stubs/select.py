@@ -47,7 +47,7 @@ I386 = StubArch(
 
 ARM64 = StubArch(
     goarch="arm64", ptrsize=8, route_len=4, pad_byte=0x00, route_kind="B (imm26) branch",
-    breakpoint=bytes.fromhex("000020d4"), insn_align=4, elf_machine=183,
+    breakpoint=bytes.fromhex("000020d4"), insn_align=4, elf_machine=183, branch_reach=1 << 27,
     parts={
         "code": "placement_arm64:ARM64",
         "conditions": "conditions_arm64:Arm64Conditions",
