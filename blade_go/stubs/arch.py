@@ -24,7 +24,7 @@ from ..errors import BladeError, Code
 # x86 implementations named in select.py). A part left out is refused with its description.
 PARTS = {
     "code": "code placement",                       # placement.ArchCode instance
-    "encoder": "return stubs",                      # encoder class for planner.stub_code
+    "encoder": "the shared return planner's encoder",  # class for planner.stub_code
     "conditions": "in-stub conditions",             # emit_prefix's block backend (instance)
     "plan_return": "return",                        # -> planner.StubPlan
     "plan_conditional_return": "return with --effect-count/--effect-percent/--match/--caller/--after",
