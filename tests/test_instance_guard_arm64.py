@@ -5,7 +5,6 @@ import pytest
 
 capstone = pytest.importorskip("capstone")
 
-from blade_go.abi.regabi_arm64 import REGABI_ARM64  # noqa: E402
 from blade_go.errors import BladeError  # noqa: E402
 from blade_go.patch import CAVE, ROUTE, VALUE, Patch  # noqa: E402
 from blade_go.stubs import BinaryResolver, parse_values  # noqa: E402
@@ -81,22 +80,27 @@ CALLS = ("HookA", "HookB", "HookIface", "MaxInt", "MaxCelsius", "MaxString")
 
 
 def _plan_guarded(binary, caves, instance, value, guard=True):
-    from blade_go.inspector.generics import Generics, dictionary_register
-    g = Generics(binary)
-    _, shape = g.resolve_instance(instance)
-    fn = binary.find_function(shape)
-    dictionary = g.dictionary_of(instance)
-    assert dictionary and fn.entry % 4 == 0 and "go.shape." in fn.name, (instance, shape)
-    results = REGABI_ARM64.result_locations(binary.signature(fn))
+    """What actions/return_.py does: the user's name -> check_injectable's InstanceGuard (the
+    shape function, the dictionary, its register) -> the arch's plan_return and guard."""
+    from blade_go.actions.return_ import _find_out_of_line
+    from blade_go.denylist import check_injectable
+    impl = stub_arch(binary.goarch)
+    fn = _find_out_of_line(binary, instance)
+    inst = check_injectable(binary, fn, instance)
+    assert inst is not None and inst.register in ("rax", "rbx"), (instance, inst)
+    fn = binary.find_function(inst.shape)
+    assert fn.entry % 4 == 0 and "go.shape." in fn.name, (instance, fn)
+    results = binary.result_locations(fn)
     values = parse_values(value, results, binary, func=instance)
-    plan = plan_return(results, values, "arm64", 8, BinaryResolver(binary),
-                       lambda n: caves.allocate(n, near=fn.entry), fn.entry,
-                       binary.read(fn.entry, 4), lambda a, n: binary.read(a, n))
+    plan = impl.plan_return(results, values, binary.goarch, binary.ptrsize,
+                            BinaryResolver(binary), lambda n: caves.allocate(n, near=fn.entry),
+                            fn.entry, binary.read(fn.entry, impl.route_len),
+                            lambda a, n: binary.read(a, n))
     if not guard:
         return plan.patches
-    return guarded_patches(plan.patches, fn.entry, binary.read(fn.entry, 32), dictionary,
-                           lambda n: caves.allocate(n, near=fn.entry),
-                           lambda a, n: binary.read(a, n), dictionary_register(shape))
+    return impl.guarded_patches(plan.patches, fn.entry, binary.read(fn.entry, 32),
+                                inst.dictionary, lambda n: caves.allocate(n, near=fn.entry),
+                                lambda a, n: binary.read(a, n), inst.register)
 
 
 def _calls(path):
@@ -106,9 +110,9 @@ def _calls(path):
 
 
 @pytest.mark.parametrize("faults,changed,guard", [
-    ((("main.Max[int]", "9"), (HOOK_A, "77")),
+    ((("main.Max[int]", "9"), ("main.(*Hook[*core.A]).Trigger", "77")),
      {"MaxInt": "9", "HookA": "77", "HookIface": "77"}, True),
-    ((("main.Max[main.Celsius]", "-4"),), {"MaxCelsius": "-4"}, True),
+    ((("main.Max[Celsius]", "-4"),), {"MaxCelsius": "-4"}, True),
     # control: the same stub without its guard hits every instance of the shape
     ((("main.Max[int]", "9"), (HOOK_A, "77")),
      {"MaxInt": "9", "MaxCelsius": "9", "HookA": "77", "HookIface": "77", "HookB": "77"}, False),
