@@ -111,6 +111,19 @@ def test_context_register_reads(program):
         assert not codes[name].reads_context_register(codes[name].addr), name
 
 
+def test_context_register_paths():
+    B = 0x10000000
+
+    def reads(*words):
+        return _synthetic(list(words), B).reads_context_register(B)
+    assert reads(E.ldr(0, 26, 8), E.ret())
+    assert not reads(E.mov_reg(26, 1), E.ldr(0, 26, 8), E.ret())           # written first
+    assert not reads(E.mov_reg(26, 1, size=4), E.ldr(0, 26, 8), E.ret())   # W26 write: all of it
+    assert reads(E.cbz(0, B, B + 12), E.ret(), E.nop(), E.ldr(1, 26, 0), E.ret())   # on a branch
+    assert not reads(E.bl(B, B + 0x100), E.ldr(1, 26, 0), E.ret())         # a call clobbers it
+    assert not reads(E.ret(), E.ldr(1, 26, 0))                              # unreachable
+
+
 def _synthetic(words, base=0x10000000):
     code = b"".join(words)
     return FunctionCode.decode(code, base, "arm64", name="synthetic")

@@ -297,9 +297,12 @@ class Arm64Code(ArchCode):
             seen.add(k)
             i = insns[k]
             if _mentions(i, CONTEXT_REGS):
-                r, w = i.raw.regs_access()
-                reads = {i.raw.reg_name(x) for x in r}
-                writes = {i.raw.reg_name(x) for x in w}
+                try:
+                    r, w = i.raw.regs_access()
+                    reads = {i.raw.reg_name(x) for x in r}
+                    writes = {i.raw.reg_name(x) for x in w}
+                except Exception:   # no access lists: take it for a read
+                    reads, writes = set(CONTEXT_REGS), set()
                 if reads & set(CONTEXT_REGS) or not writes & set(CONTEXT_REGS):
                     return True   # a read, or a use capstone could not classify: assume a read
                 continue          # written first: this path no longer needs the caller's X26
