@@ -166,6 +166,7 @@ def test_guarded_stubs_under_goroutines_and_gc(tmp_path):
     seen_int, seen_a, rounds = map(int, lines[0].split(" => ")[1].split())
     # every round saw both injected values (the three counters are read one after the other
     # while the goroutines go on: equal up to the rounds in flight)
-    assert rounds > 100 and abs(seen_int - rounds) < 1000 and abs(seen_a - rounds) < 1000, \
+    slack = max(1000, rounds // 50)
+    assert rounds > 100 and abs(seen_int - rounds) < slack and abs(seen_a - rounds) < slack, \
         lines[0]
     assert lines[1:] == ["MaxCelsius => 4", "HookB => 3"]
