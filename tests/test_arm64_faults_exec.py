@@ -21,6 +21,8 @@ from blade_go.stubs.conditions import Conditions, read_counters, read_radius
 from blade_go.stubs.conditions_data import data_cave
 from blade_go.stubs.conditions_match import parse_match
 from blade_go.stubs.faults import PanicSymbols, parse_panic_value
+from blade_go.stubs import values as V
+from blade_go.stubs.args_stub_arm64 import plan_args
 from blade_go.stubs.faults_arm64 import plan_delay, plan_panic
 from blade_go.stubs.placement_arm64 import FunctionCodeARM64
 from tests.support import arm64_harness as H
@@ -248,3 +250,45 @@ def test_panic_with_match_and_count(target, tmp_path):
     assert out.splitlines() == ["result 5", "recovered *errors.errorString db is down true",
                                 "result 9"]
     assert counts == {"calls_seen": 3, "calls_faulted": 1}
+
+
+# --------------------------------------------------------------------------- args
+
+def _args_plan(b, sets, conds=None):
+    from dataclasses import replace
+    params = _params()
+    new = {}
+    for name, text in sets.items():
+        loc = next(p for p in params if p.name == name)
+        new[loc.index] = replace(V.parse_element(loc.index, loc.type, text), index=loc.index)
+    cave = b.cave()
+    return plan_args(b.function("main.Work"), params, new, None, lambda n: cave, b.read,
+                     conds=conds, counters=_counters_at(b) if conds else None)
+
+
+@pytest.mark.parametrize("sets,results", [
+    ({"id": "10", "name": '"hello"', "f": "0.5"}, [25, 25, 25, 25]),
+    ({"name": '"hello"'}, [7, 9, 11, 13]),
+    ({"f": "-7.5"}, [-4, -2, 0, 2]),
+])
+def test_args_replace_register_arguments(target, tmp_path, sets, results):
+    b = Binary(target)
+    p = _args_plan(b, sets)
+    proc = _run(b.patched(tmp_path, p.patches), "delay")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [l.split() for l in proc.stdout.splitlines() if l.startswith("result")]
+    assert [int(r[1]) for r in rows] == results
+
+
+@pytest.mark.parametrize("kw,match,results,faulted", [
+    ({}, "id==1", [5, 205, 9, 11], 1),
+    ({"count": 2}, None, [205, 205, 9, 11], 2),
+])
+def test_args_under_conditions(target, tmp_path, kw, match, results, faulted):
+    b = Binary(target)
+    conds = Conditions(matches=parse_match(match, _params(), 8, "main.Work"), **kw)
+    p = _args_plan(b, {"id": "100"}, conds)
+    out, counts, _ = _run_conds(b, tmp_path, p, conds, "delay")
+    rows = [l.split() for l in out.splitlines() if l.startswith("result")]
+    assert [int(r[1]) for r in rows] == results
+    assert counts == {"calls_seen": 4, "calls_faulted": faulted}
