@@ -29,7 +29,7 @@ from . import encoder_arm64 as E
 from . import values as V
 from .asm_arm64 import Asm64, listing_text
 from .conditions import COUNTERS, COUNTERS_ALIGN, SKIP, Conditions, emit_prefix
-from .conditions_return import ConditionalPlan
+from .plans import ConditionalPlan
 from .image import Const, DataArea, build_images
 
 ALIGN = 16

@@ -346,18 +346,21 @@ _SIZE_BITS = {1: 0, 2: 1, 4: 2, 8: 3}
 
 
 def _ls_fields(size: int, fp: bool):
-    """(size field, V bit) for a GP access of `size` bytes or an FP S (4) / D (8) register."""
+    """(size field, V bit, opc high bit) for a GP access of `size` bytes or an FP S (4),
+    D (8) or Q (16) register."""
     if fp:
-        if size not in (4, 8):
-            raise EncodeError(f"FP loads/stores here are S (4) or D (8), not {size} bytes")
+        if size not in (4, 8, 16):
+            raise EncodeError(f"FP loads/stores here are S (4), D (8) or Q (16), not {size} bytes")
+        if size == 16:
+            return 0, 1, 2
     elif size not in _SIZE_BITS:
         raise EncodeError(f"access size must be 1/2/4/8, not {size}")
-    return _SIZE_BITS[size], 1 if fp else 0
+    return _SIZE_BITS[size], 1 if fp else 0, 0
 
 
 def _ldst(load: bool, rt, rn, offset: int, size: int, fp: bool, mode: str) -> bytes:
-    sz, v = _ls_fields(size, fp)
-    opc = 1 if load else 0
+    sz, v, opc = _ls_fields(size, fp)
+    opc |= 1 if load else 0
     base = sz << 30 | 0x38000000 | v << 26 | opc << 22 | _r(rn) << 5 | _r(rt)
     if mode == "offset":
         if offset >= 0 and offset % size == 0 and offset // size < 4096:
@@ -374,6 +377,11 @@ def ldr(rt, rn, offset: int = 0, size: int = 8, fp: bool = False) -> bytes:
     Offsets that are a non-negative multiple of `size` below 4096*size use the scaled form,
     others within -256..255 the unscaled LDUR form; anything else raises EncodeError."""
     return _ldst(True, rt, rn, offset, size, fp, "offset")
+
+
+def ldrsw(rt, rn, offset: int = 0) -> bytes:
+    """LDRSW Xt, [Xn|SP, #offset] (sign-extending 32-bit load; offset 0..16380 step 4)."""
+    return word(0xB9800000 | _uimm("ldrsw offset", offset, 12, 4) << 10 | _r(rn) << 5 | _r(rt))
 
 
 def str_(rt, rn, offset: int = 0, size: int = 8, fp: bool = False) -> bytes:

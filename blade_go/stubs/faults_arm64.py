@@ -31,8 +31,9 @@ from . import encoder_arm64 as E
 from . import values as V
 from .asm_arm64 import Asm64, listing_text
 from .conditions import COUNTERS, emit_prefix
-from .faults import NS_PER_MS, FaultPlan, PanicSymbols, PanicValue, _armed, _check_panic_var, \
-    _refuse_unsafe_callout, _regs
+from .plans import NS_PER_MS, FaultPlan, PanicSymbols, PanicValue
+from .plans import armed_value as _armed, check_panic_var as _check_panic_var, \
+    refuse_unsafe_callout as _refuse_unsafe_callout, register_spills as _regs
 from .image import DataArea, no_errorstring_itab, word
 
 ALIGN = 16
