@@ -38,7 +38,8 @@ def _caves_json(binary, near: Optional[int]) -> dict:
            "int3_pad": {"count": len(int3), "bytes": sum(c.size for c in int3),
                         "largest": max((c.size for c in int3), default=0)}}
     if near is not None:
-        alloc = CaveAllocator(caves)
+        from ..stubs.select import stub_arch  # the route's reach (x86 rel32, arm64 B)
+        alloc = CaveAllocator(caves, reach=stub_arch(binary.goarch).branch_reach)
         # the largest stub that would fit near the function right now
         out["largest_stub_near_func"] = max(
             (c.size - (-c.start % 16) for c in usable
@@ -48,7 +49,7 @@ def _caves_json(binary, near: Optional[int]) -> dict:
 
 def _reachable(alloc: CaveAllocator, cave, near: int) -> bool:
     try:
-        CaveAllocator([cave], alloc.taken).allocate(1, near=near)
+        CaveAllocator([cave], alloc.taken, reach=alloc.reach).allocate(1, near=near)
         return True
     except BladeError:
         return False
