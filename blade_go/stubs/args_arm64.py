@@ -1,4 +1,4 @@
-"""The args stub on arm64 (args_stub.py's plan, in A64): F's first instruction becomes
+"""The args stub on arm64 (the x86 args_stub.py's plan, in A64): F's first instruction becomes
 `b S`; S puts the new values in the argument registers (R0-R15, F0-F15) and stack slots
 ([SP+8+...] at F's entry), runs the displaced instruction (relocated by placement_arm64) and
 branches back. F's morestack path comes back to the entry, so S runs again after a stack
@@ -23,9 +23,9 @@ from ..patch import CAVE, ROUTE, Patch, split_values
 from . import values as V
 from .asm_arm64 import Asm64, listing_text
 from .conditions_return_arm64 import ROUTE_LEN, check_run, load_values
-from .faults import FaultPlan
 from .faults_arm64 import _block, _data_base, emit_prefix_into
 from .image import DataArea, build_images
+from .plans import FaultPlan
 
 
 def plan_args(code, params: Sequence[ParamLocation], new: Dict[int, V.Value], resolve,
