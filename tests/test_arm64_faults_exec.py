@@ -73,6 +73,8 @@ class Binary:
         shutil.copy(self.path, out)
         with open(out, "r+b") as f:
             for p in patches:
+                if p.role == "data":  # writable bss: the program writes it at start (argv)
+                    continue
                 assert self.read(p.addr, len(p.original)) == p.original
                 f.seek(self.offset(p.addr))
                 f.write(p.replacement)
@@ -292,3 +294,71 @@ def test_args_under_conditions(target, tmp_path, kw, match, results, faulted):
     rows = [l.split() for l in out.splitlines() if l.startswith("result")]
     assert [int(r[1]) for r in rows] == results
     assert counts == {"calls_seen": 4, "calls_faulted": faulted}
+
+
+# --------------------------------------------------------------------------- conditional return
+
+def _return_plan(b, func, sig, value_text, conds, after=False):
+    from blade_go.stubs import parse_values
+    from blade_go.stubs.conditions_return_arm64 import plan_conditional_return
+    results = REGABI_ARM64.result_locations(sig)
+    values = parse_values(value_text, results)
+    cave = b.cave()
+
+    class Resolve:
+        def itab(self, concrete, iface):
+            return b.addr(f"go:itab.{concrete},{iface}")
+
+        def variable(self, name):
+            return (b.addr(name), GoType("string", Kind.STRING, 16, 8))
+
+    return plan_conditional_return(results, values, conds, "arm64", 8, Resolve(),
+                                   lambda n: cave, lambda n, a: _counters_at(b),
+                                   b.function(func), b.read, after=after)
+
+
+def _lookup_sig():
+    s = GoType("string", Kind.STRING, 16, 8)
+    e = GoType("error", Kind.IFACE, 16, 8)
+    return Signature((Param("id", basic("int", Kind.INT, 8)),),
+                     (Param("~r0", s, True), Param("~r1", e, True)))
+
+
+@pytest.mark.parametrize("after", [False, True])
+def test_conditional_return_of_a_string_and_an_error(target, tmp_path, after):
+    b = Binary(target)
+    conds = Conditions(count=2)
+    p = _return_plan(b, "main.Lookup", _lookup_sig(), '"chaos",error:db is down', conds, after)
+    out, counts, _ = _run_conds(b, tmp_path, p, conds, "return")
+    got = [l.split(" ", 3)[1:3] for l in out.splitlines() if l.startswith("lookup")]
+    assert got == [['"chaos"', "db"], ['"chaos"', "db"], ['"4"', "<nil>"], ['"6"', "<nil>"]]
+    assert "db is down" in out
+    assert counts == {"calls_seen": 4, "calls_faulted": 2}
+
+
+def test_conditional_return_of_a_var_under_a_match(target, tmp_path):
+    b = Binary(target)
+    conds = Conditions(matches=parse_match("id>=2", _lookup_params(), 8, "main.Lookup"))
+    p = _return_plan(b, "main.Lookup", _lookup_sig(), "var:main.NameVar,nil", conds)
+    out, counts, _ = _run_conds(b, tmp_path, p, conds, "return")
+    got = [l.split(" ")[1:] for l in out.splitlines() if l.startswith("lookup")]
+    assert [g[0] for g in got[:2]] == ['"0"', '"2"']
+    assert all(" ".join(g[:3]) == '"from a var" <nil>' or " ".join(g[:4]).startswith(
+        '"from a var" <nil>') for g in got[2:]), got
+    assert counts == {"calls_seen": 4, "calls_faulted": 2}
+
+
+def test_conditional_return_of_a_float(target, tmp_path):
+    b = Binary(target)
+    f64 = basic("float64", Kind.FLOAT64, 8)
+    conds = Conditions(count=1)
+    p = _return_plan(b, "main.Scale", Signature((Param("x", f64),), (Param("~r0", f64, True),)),
+                     "-2.75", conds)
+    out, counts, _ = _run_conds(b, tmp_path, p, conds, "return")
+    got = [l.split()[-1] for l in out.splitlines() if l.startswith("lookup")]
+    assert got == ["-2.75", "6", "10", "14"]
+    assert counts == {"calls_seen": 4, "calls_faulted": 1}
+
+
+def _lookup_params():
+    return REGABI_ARM64.param_locations(_lookup_sig())
