@@ -256,6 +256,19 @@ def test_panic_with_match_and_count(target, tmp_path):
 
 # --------------------------------------------------------------------------- args
 
+class _Resolve:
+    """image.Resolver over the test's symbol table (string variables only)."""
+
+    def __init__(self, b):
+        self.b = b
+
+    def itab(self, concrete, iface):
+        return self.b.addr(f"go:itab.{concrete},{iface}")
+
+    def variable(self, name):
+        return (self.b.addr(name), GoType("string", Kind.STRING, 16, 8))
+
+
 def _args_plan(b, sets, conds=None):
     from dataclasses import replace
     params = _params()
@@ -264,7 +277,7 @@ def _args_plan(b, sets, conds=None):
         loc = next(p for p in params if p.name == name)
         new[loc.index] = replace(V.parse_element(loc.index, loc.type, text), index=loc.index)
     cave = b.cave()
-    return plan_args(b.function("main.Work"), params, new, None, lambda n: cave, b.read,
+    return plan_args(b.function("main.Work"), params, new, _Resolve(b), lambda n: cave, b.read,
                      conds=conds, counters=_counters_at(b) if conds else None)
 
 
@@ -272,6 +285,7 @@ def _args_plan(b, sets, conds=None):
     ({"id": "10", "name": '"hello"', "f": "0.5"}, [25, 25, 25, 25]),
     ({"name": '"hello"'}, [7, 9, 11, 13]),
     ({"f": "-7.5"}, [-4, -2, 0, 2]),
+    ({"name": "var:main.NameVar", "id": "-1"}, [10, 10, 10, 10]),
 ])
 def test_args_replace_register_arguments(target, tmp_path, sets, results):
     b = Binary(target)
@@ -305,14 +319,7 @@ def _return_plan(b, func, sig, value_text, conds, after=False):
     values = parse_values(value_text, results)
     cave = b.cave()
 
-    class Resolve:
-        def itab(self, concrete, iface):
-            return b.addr(f"go:itab.{concrete},{iface}")
-
-        def variable(self, name):
-            return (b.addr(name), GoType("string", Kind.STRING, 16, 8))
-
-    return plan_conditional_return(results, values, conds, "arm64", 8, Resolve(),
+    return plan_conditional_return(results, values, conds, "arm64", 8, _Resolve(b),
                                    lambda n: cave, lambda n, a: _counters_at(b),
                                    b.function(func), b.read, after=after)
 

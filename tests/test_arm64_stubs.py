@@ -199,3 +199,19 @@ def test_entry_check_is_relocated_into_the_stub():
     route = writes[0x10000000][:4]
     assert [f"{i.mnemonic} {i.op_str}" for i in dis(route, 0x10000000)] == \
         [f"b #{p.stub_addr:#x}"]
+
+
+def test_the_args_stub_writes_scratch_and_the_replaced_arguments_only():
+    from dataclasses import replace
+    from blade_go.stubs import values as V
+    from blade_go.stubs.args_stub_arm64 import plan_args
+    params = REGABI_ARM64.param_locations(sig_of(8, MANY))
+    new = {k: replace(V.parse_element(k, params[k].type, text), index=k)
+           for k, text in ((1, '"abc"'), (3, "-5"))}   # name (R1, R2), small (R4)
+    conds = Conditions(count=1, matches=parse_match("id==1", params, 8, "F"))
+    p = plan_args(_work(), params, new, None, lambda n: 0x40000, lambda a, n: bytes(n),
+                  conds=conds, counters=0x80000)
+    written = _written(p.patches[0].replacement[:p.code_size])
+    regs = {r for loc in (params[1], params[3]) for pc in loc.pieces for r in
+            (pc.reg.lower().replace("r", "x"), pc.reg.lower().replace("r", "w"))}
+    assert written <= PREFIX_WRITES | regs, written - PREFIX_WRITES - regs
