@@ -116,3 +116,136 @@ def test_one_generic_instance_of_a_pie_faulted_alone(ldflags, tmp_path):
         patches += [(p.addr, p.original, p.replacement) for p in guarded]
     after = _calls(arm64_exec.patched_copy(path, tmp_path / "guarded", patches, bias))
     assert after == dict(before, MaxInt="9", HookA="77", HookIface="77", PickName="chaos")
+
+
+# ---- delay, panic, args and conditions (tests/test_arm64_faults_exec.py's program) -----------
+
+class _PieFaults:
+    """test_arm64_faults_exec.Binary at runtime addresses: symbols, caves, counters and F's
+    code + bias (the planners see only runtime addresses, as in a live PIE process)."""
+
+    def __init__(self, path, bias):
+        from tests.test_arm64_faults_exec import Binary
+        self.file = Binary(path)
+        self.path, self.bias = path, bias
+
+    def addr(self, name):
+        return self.file.addr(name) + self.bias
+
+    def read(self, addr, n):
+        return self.file.read(addr - self.bias, n)
+
+    def function(self, name):
+        from blade_go.stubs.placement_arm64 import FunctionCodeARM64
+        s = self.file.syms[name]
+        return FunctionCodeARM64.decode(self.file.read(s["st_value"], s["st_size"]),
+                                        s["st_value"] + self.bias, name=name)
+
+    def cave(self):
+        return self.file.cave() + self.bias
+
+    def counters(self):
+        from tests.test_arm64_faults_exec import _counters_at
+        return _counters_at(self.file) + self.bias
+
+    def range(self, name):
+        s = self.file.syms[name]
+        return (s["st_value"] + self.bias, s["st_value"] + s["st_size"] + self.bias)
+
+    def run(self, tmp_path, patches, mode, conds=None):
+        import subprocess
+        exe = arm64_exec.patched_copy(self.path, tmp_path / "patched",
+                                      [(p.addr, p.original, p.replacement) for p in patches],
+                                      self.bias)
+        args = [f"{self.counters():x}", conds.counters_image(8).hex()] if conds else []
+        proc = subprocess.run([arm64_exec.qemu(), "-cpu", arm64_exec.QEMU_CPU,
+                               *arm64_exec.qemu_args(exe), str(exe), mode, *args],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout.splitlines()
+
+
+@pytest.fixture(scope="module")
+def faults_pie():
+    path = build_fixture("arm64_faults_target", goarch="arm64", pie=True, ldflags=LINKED_AT_0)
+    bias = arm64_exec.load_bias(path)
+    assert bias == 0x5500000000
+    return _PieFaults(path, bias)
+
+
+def _rows(lines):
+    return [line.split() for line in lines if line.startswith("result")]
+
+
+def test_delay_of_a_pie(faults_pie, tmp_path):
+    from blade_go.stubs.faults_arm64 import plan_delay
+    from tests.test_arm64_faults_exec import _params
+    b = faults_pie
+    p = plan_delay(b.function("main.Work"), _params(), True, b.addr("time.Sleep"), 300, 0,
+                   lambda n: b.cave(), b.read)
+    rows = _rows(b.run(tmp_path, p.patches, "delay"))
+    assert [int(r[1]) for r in rows] == [5, 7, 9, 11]
+    assert all(300 <= int(r[2]) < 1300 for r in rows), rows
+
+
+@pytest.mark.parametrize("value,expect", [
+    ("error:db is down", "recovered *errors.errorString db is down true"),
+    ("var:main.ErrVar", "recovered *errors.errorString var error true"),
+])
+def test_panic_of_a_pie(faults_pie, tmp_path, value, expect):
+    """The itab, runtime.gopanic and the variable at their runtime addresses."""
+    from blade_go.stubs.faults_arm64 import plan_panic
+    from blade_go.stubs.plans import PanicSymbols, parse_panic_value
+    from blade_go.inspector.gotypes import GoType, Kind
+    from tests.test_arm64_faults_exec import _params
+    b = faults_pie
+    syms = PanicSymbols(b.addr("runtime.gopanic"), None,
+                        b.addr("go:itab.*errors.errorString,error"),
+                        (b.addr("main.ErrVar"), GoType("error", Kind.IFACE, 16, 8)))
+    p = plan_panic(b.function("main.Work"), _params(), True, parse_panic_value(value), syms,
+                   lambda n: b.cave(), b.read)
+    assert b.run(tmp_path, p.patches, "panic") == [expect] * 3
+
+
+def test_args_under_a_count_in_a_pie(faults_pie, tmp_path):
+    """A string argument (its pointer into the value cave) on the first two calls: the count's
+    counters live in the writable page tail at its runtime address."""
+    from dataclasses import replace
+    from blade_go.stubs import values as V
+    from blade_go.stubs.args_stub_arm64 import plan_args
+    from blade_go.stubs.conditions import Conditions, read_counters
+    from tests.test_arm64_faults_exec import _params
+    b = faults_pie
+    params = _params()
+    new = {}
+    for name, text in {"id": "10", "name": '"hello"'}.items():
+        loc = next(p for p in params if p.name == name)
+        new[loc.index] = replace(V.parse_element(loc.index, loc.type, text), index=loc.index)
+    conds = Conditions(count=2)
+    p = plan_args(b.function("main.Work"), params, new, None, lambda n: b.cave(), b.read,
+                  conds=conds, counters=b.counters())
+    lines = b.run(tmp_path, p.patches, "delay", conds)
+    # Work(10, "hello", 2.5) = 2*10 + 5 + 2 on the first two calls, then as it is
+    assert [int(r[1]) for r in _rows(lines)] == [27, 27, 9, 11]
+    raw = bytes.fromhex(lines[-1].split()[1])
+    assert read_counters(raw, conds.layout("arm64")) == {"calls_seen": 4, "calls_faulted": 2}
+
+
+def test_delay_caller_and_blast_radius_in_a_pie(faults_pie, tmp_path):
+    """--caller main.main (depth 1: F's saved LR) compared with main.main's runtime range,
+    the blast-radius table records runtime return addresses."""
+    from blade_go.stubs.conditions import Conditions, read_counters, read_radius
+    from blade_go.stubs.faults_arm64 import plan_delay
+    from tests.test_arm64_faults_exec import _params
+    b = faults_pie
+    main = b.range("main.main")
+    conds = Conditions(callers=(main,), caller_names=("main.main",), radius=True)
+    p = plan_delay(b.function("main.Work"), _params(), True, b.addr("time.Sleep"), 300, 0,
+                   lambda n: b.cave(), b.read, conds=conds, counters=b.counters())
+    lines = b.run(tmp_path, p.patches, "delay", conds)
+    assert all(int(r[2]) >= 300 for r in _rows(lines)) and len(_rows(lines)) == 4
+    raw = bytes.fromhex(lines[-1].split()[1])
+    sites, overflow = read_radius(raw, conds.layout("arm64"))
+    assert len(sites) == 1 and overflow is None
+    assert main[0] < sites[0]["return_address"] < main[1]
+    assert read_counters(raw, conds.layout("arm64")) == {"calls_seen": 4, "calls_faulted": 4}
