@@ -249,3 +249,52 @@ def test_delay_caller_and_blast_radius_in_a_pie(faults_pie, tmp_path):
     assert len(sites) == 1 and overflow is None
     assert main[0] < sites[0]["return_address"] < main[1]
     assert read_counters(raw, conds.layout("arm64")) == {"calls_seen": 4, "calls_faulted": 4}
+
+
+# ---- an arm64 PIE whose pointers are only in its R_AARCH64_RELATIVE relocations ------------
+
+def _zero_relocated_words(src, dst):
+    """A copy of src with every word a R_*_RELATIVE relocation fills set to 0, as linkers that
+    keep the value only in the relocation's addend leave them (the loader writes base +
+    addend there). Returns how many words were zeroed."""
+    import shutil
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.relocation import RelocationSection
+    shutil.copyfile(src, dst)
+    n = 0
+    with open(src, "rb") as f, open(dst, "r+b") as out:
+        elf = ELFFile(f)
+        loads = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
+        for sec in elf.iter_sections():
+            if not isinstance(sec, RelocationSection):
+                continue
+            for rel in sec.iter_relocations():
+                if rel["r_info_type"] != 1027:  # R_AARCH64_RELATIVE
+                    continue
+                seg = next(s for s in loads if s["p_vaddr"] <= rel["r_offset"]
+                           < s["p_vaddr"] + s["p_filesz"])
+                out.seek(rel["r_offset"] - seg["p_vaddr"] + seg["p_offset"])
+                out.write(bytes(8))
+                n += 1
+    return n
+
+
+@pytest.mark.parametrize("toolchain", ["go-default", "go1.19"])
+def test_stripped_pie_whose_pointers_are_in_relocations_only(toolchain, tmp_path):
+    """A stripped arm64 PIE (no .symtab: the module data is found through .gopclntab's address
+    and the RELATIVE relocations) still yields the errorString itab, function bounds and the
+    build's Go version when the file's pointer words are 0."""
+    from blade_go.inspector import open_binary
+    path = build_fixture("arm64_returns", toolchain=toolchain, goarch="arm64", pie=True,
+                         ldflags=LINKED_AT_0 + " -s -w")
+    zeroed = tmp_path / "zeroed"
+    assert _zero_relocated_words(path, zeroed) > 1000
+    want = open_binary(path=str(path))
+    got = open_binary(path=str(zeroed))
+    assert not got.has_symtab
+    assert got.itab("*errors.errorString", "error") == \
+        want.itab("*errors.errorString", "error") != None  # noqa: E711
+    for name in ("main.Int", "main.Query", "main.Err"):
+        assert (got.find_function(name).entry, got.find_function(name).end) == \
+            (want.find_function(name).entry, want.find_function(name).end)
+    assert got.facts()["go_version"] == want.facts()["go_version"]
