@@ -298,3 +298,42 @@ def test_stripped_pie_whose_pointers_are_in_relocations_only(toolchain, tmp_path
         assert (got.find_function(name).entry, got.find_function(name).end) == \
             (want.find_function(name).entry, want.find_function(name).end)
     assert got.facts()["go_version"] == want.facts()["go_version"]
+
+
+# ---- displaced instructions relocated at runtime addresses ----------------------------------
+
+@pytest.mark.parametrize("need", [4, 12])
+def test_relocated_entry_sites_of_a_pie_run_unchanged(need, tmp_path):
+    """test_placement_arm64's relocation run on a PIE at 0x5500000000: every function of
+    tests/fixtures/arm64_code decoded at its runtime address, its first instructions (ADRP,
+    TBZ, CBZ, B.cond, literal loads...) relocated into a cave at a runtime address and routed
+    there; the program's output must not change."""
+    from blade_go.inspector import CaveAllocator
+    from blade_go.stubs.placement import FunctionCode
+    from blade_go.stubs.placement_arm64 import pc_relative
+    from tests.test_placement_arm64 import FUNCS, _route
+    path = build_fixture("arm64_code", goarch="arm64", pie=True, ldflags=LINKED_AT_0)
+    bias = arm64_exec.load_bias(path)
+    assert bias == 0x5500000000
+    binary = _opened(path, bias)
+    want = arm64_exec.run(path, "x")
+    assert want.returncode == 0, want.stderr
+    caves = CaveAllocator(binary.caves(int3=False), taken=[])
+    patches, kinds = [], set()
+    for name in FUNCS:
+        fn = binary.find_function(name)
+        code = FunctionCode.decode(binary.read(fn.entry, fn.end - fn.entry), fn.entry + bias,
+                                   "arm64", name=name)
+        try:
+            site = code.entry_site(need)
+        except Exception:
+            continue
+        kinds |= {r.kind for i in site.instructions
+                  if (r := pc_relative(int.from_bytes(i.code, "little"), i.addr))}
+        cave = caves.allocate(site.relocated_len + 4, near=fn.entry) + bias
+        tail, route = _route(site, cave)
+        patches += [(cave, binary.read(cave - bias, len(tail)), tail),
+                    (site.addr, site.original, route)]
+    assert len(patches) >= 16 and ("adrp" in kinds if need == 4 else "bcond" in kinds), kinds
+    got = arm64_exec.run(arm64_exec.patched_copy(path, tmp_path / "routed", patches, bias), "x")
+    assert (got.returncode, got.stdout) == (0, want.stdout), got.stderr[-2000:]
