@@ -25,7 +25,6 @@ from blade_go.stubs import values as V
 from blade_go.stubs.args_stub_arm64 import plan_args
 from blade_go.stubs.faults_arm64 import plan_delay, plan_panic
 from blade_go.stubs.placement_arm64 import FunctionCodeARM64
-from tests.support import arm64_harness as H
 from tests.support.fixtures import build_fixture
 from tests.support.toolchains import require_qemu_aarch64
 

@@ -16,7 +16,7 @@ from blade_go.stubs.conditions_match import parse_match
 from blade_go.stubs.faults_arm64 import plan_delay, plan_panic
 from blade_go.stubs.plans import PanicSymbols, parse_panic_value
 from blade_go.stubs.placement_arm64 import FunctionCodeARM64
-from tests.test_arm64_conditions_exec import f_go, f_leaf, plan
+from tests.test_arm64_conditions_exec import f_leaf, plan
 from tests.test_conditions_exec import MANY, SIMPLE, sig_of
 
 _MD = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
