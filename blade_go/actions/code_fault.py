@@ -22,7 +22,7 @@ from ..patch import ARM, Patch
 from ..trust import trusted_patches
 from ..procfs import start_time
 from .return_ import (ReturnExecutor, _attempts, _conditions, _find_out_of_line,
-                      _radius_warning, _read_counters, _record, _refuse_conflicts,
+                      _radius_warning, _reach, _read_counters, _record, _refuse_conflicts,
                       _release_quietly, _taken_ranges)
 
 # destroy waits this long for goroutines still inside a delay (under the session's 60 s reply)
@@ -41,6 +41,13 @@ class FaultTarget:
     read_original: Callable[[int, int], bytes] = None
     conds: object = None     # stubs.conditions.Conditions (issue 10), None: every call
     counters: int = None     # runtime address of the conditions' counter block
+    callouts: list = None    # file addresses the stub branches to (callout()): caves reach them
+
+    @property
+    def impl(self):
+        """The stubs of the target's architecture (stubs/select.py): impl.plan_delay, ..."""
+        from ..stubs.select import stub_arch
+        return stub_arch(self.binary.goarch)
 
     def runtime(self, file_addr):
         return None if file_addr is None else file_addr + self.bias
@@ -52,6 +59,13 @@ class FaultTarget:
                              f"{name} is not in this binary (the linker dropped it as unused): "
                              f"{why}")
         return addr + self.bias
+
+    def callout(self, name: str, why: str) -> int:
+        """symbol() for code the stub branches to (time.Sleep, runtime.gopanic): the caves
+        allocated afterwards must reach it too (arm64's B: +-128 MB)."""
+        addr = self.symbol(name, why)
+        self.callouts = (self.callouts or []) + [addr - self.bias]
+        return addr
 
 
 class CodeFaultExecutor(ReturnExecutor):
@@ -68,8 +82,12 @@ class CodeFaultExecutor(ReturnExecutor):
         from ..inspector import CaveAllocator, open_binary
         from ..session import ensure_session, target_paused
         from ..stubs.placement import FunctionCode
+        from ..stubs.select import stub_arch
 
         binary = open_binary(pid=ctx.pid)
+        # an action the target's arch has no stub for is refused before anything attaches
+        # (ACTION_NOT_SUPPORT naming it: stubs/select.py; e.g. the generic guard on 386)
+        getattr(stub_arch(binary.goarch), f"plan_{self.fault}")
         if not binary.has_dwarf:
             # Refused before anything attaches. dlv reads goroutines through the executable's
             # DWARF (runtime.g and allgs), and this fault needs every goroutine's stack: to
@@ -100,8 +118,11 @@ class CodeFaultExecutor(ReturnExecutor):
             taken = _taken_ranges(state, ctx.pid, bias)
             notes = []
             for attempt in _attempts(ctx, conds):
-                allocator = CaveAllocator(binary.caves(int3=False), taken=taken)
-                target.allocate = lambda n, a=allocator: a.allocate(n, near=fn.entry) + bias
+                allocator = CaveAllocator(binary.caves(int3=False), taken=taken,
+                                          **_reach(binary))
+                target.callouts = []
+                target.allocate = lambda n, a=allocator: a.allocate(
+                    n, near=fn.entry, also=target.callouts) + bias
                 # Originals come from the executable file; the session checks the live bytes.
                 target.read_original = lambda addr, n: binary.read(addr - bias, n)
                 try:

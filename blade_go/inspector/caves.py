@@ -5,8 +5,11 @@ Kinds (see docs in go-abi.md):
             first section with content;
 - text-end: zeros from the end of the last section of the executable segment to the end of
             its page (the kernel maps that whole page executable, past p_memsz);
-- int3-pad: runs of 0xCC between functions. The runtime attributes such a PC to the preceding
-            function, so the allocator uses them only when asked (allow_int3=True).
+- int3-pad: runs of the linker's padding between functions (0xCC on amd64/386: the arch's
+            pad_byte, stubs/select.py). The runtime attributes such a PC to the preceding
+            function, so the allocator uses them only when asked (allow_int3=True). arm64
+            pads with zero words (`udf #0`) counted inside each function's symbol size, so
+            there none are found and caves are header and text-end only.
 All addresses are file virtual addresses; callers add the load bias.
 """
 from dataclasses import dataclass
@@ -113,8 +116,10 @@ def clip_to(caves: Iterable[Cave], ranges: Sequence[Tuple[int, int]]) -> List[Ca
     return out
 
 
-def int3_caves(image: ElfImage, functions: Iterable[Tuple[int, int]]) -> List[Cave]:
-    """0xCC runs between consecutive functions given as (entry, end) spans with exact sizes."""
+def int3_caves(image: ElfImage, functions: Iterable[Tuple[int, int]],
+               pad: int = 0xCC) -> List[Cave]:
+    """Runs of `pad` (INT3 on x86) between consecutive functions given as (entry, end) spans
+    with exact sizes."""
     text = image.section(".text")
     if text is None:
         return []
@@ -132,7 +137,7 @@ def int3_caves(image: ElfImage, functions: Iterable[Tuple[int, int]]) -> List[Ca
             hi = min(text.addr + text.size, max(nxt, end + TEXT_WINDOW))
             data = image.read_file(text.offset + lo - text.addr, hi - lo)
         gap = data[end - lo:nxt - lo]
-        if gap.count(0xCC) == len(gap):
+        if gap.count(pad) == len(gap):
             out.append(Cave(end, nxt, INT3_PAD))
     return out
 
@@ -145,21 +150,47 @@ def _overlaps(lo: int, hi: int, taken: Sequence[Tuple[int, int]]) -> Optional[in
     return None
 
 
-class CaveAllocator:
-    """Hands out cave bytes, never overlapping `taken` ranges [lo, hi) nor earlier allocations."""
+def route_reach(goarch: str) -> dict:
+    """CaveAllocator's reach arguments for an arch: its route branch's range and name (the
+    StubArch's branch_reach and route_kind, stubs/select.py).
 
-    def __init__(self, caves: Iterable[Cave], taken: Iterable[Tuple[int, int]] = ()):
+    >>> route_reach("amd64"), route_reach("arm64")
+    ({'reach': 2147483648, 'reach_name': 'rel32'}, {'reach': 134217728, 'reach_name': 'B (imm26)'})
+    """
+    from ..stubs.select import stub_arch  # the one module that knows the arches
+    impl = stub_arch(goarch)
+    name = impl.route_kind.replace(" jump", "").replace(" branch", "")
+    return {"reach": impl.branch_reach, "reach_name": name}
+
+
+class CaveAllocator:
+    """Hands out cave bytes, never overlapping `taken` ranges [lo, hi) nor earlier allocations,
+    only where the route from `near` and the stub's way back both reach (`reach`: pass
+    route_reach(goarch); the default is x86's rel32)."""
+
+    def __init__(self, caves: Iterable[Cave], taken: Iterable[Tuple[int, int]] = (),
+                 reach: int = REL32, reach_name: str = "rel32"):
+        """reach: the route's branch range, +-reach bytes (the arch's branch_reach in
+        stubs/select.py: x86 rel32 2 GB, arm64 B 128 MB)."""
+        self.reach, self.reach_name = reach, reach_name
         self.caves = sorted(caves, key=lambda c: (PREFERENCE.index(c.kind), c.start))
         self.taken = [(int(lo), int(hi)) for lo, hi in taken]
         self.taken_by_others = bool(self.taken)  # before this allocator's own allocations
 
-    def allocate(self, n: int, near: int, align: int = 16, allow_int3: bool = False) -> int:
+    def allocate(self, n: int, near: int, align: int = 16, allow_int3: bool = False,
+                 also: Sequence[int] = ()) -> int:
+        """also: code the stub branches to besides `near` (a delay's time.Sleep, a panic's
+        runtime.gopanic: arm64 reaches them with one B, so in a > 128 MB text a cave next to
+        F may be out of their reach); the stub's whole range must reach each of them too."""
         if n <= 0:
             raise ValueError("allocation size must be positive")
         for cave in self.caves:
             if cave.kind == INT3_PAD and not allow_int3:
                 continue
             addr = self._fit(cave, n, near, align)
+            while addr is not None and not all(self._reaches(addr, n, t) for t in also):
+                nxt = self._fit(Cave(addr + align, cave.end, cave.kind), n, near, align)
+                addr = nxt if nxt is not None and nxt > addr else None
             if addr is not None:
                 self.taken.append((addr, addr + n))
                 return addr
@@ -174,17 +205,27 @@ class CaveAllocator:
                   else f"; the binary has {total} cave bytes in all and no other experiment "
                        "holds any: a smaller value (shorter strings) may fit")
         raise BladeError(Code.UNEXPECTED_STATUS,
-                         f"no room for a {n}-byte stub within rel32 reach of {near:#x} in the "
+                         f"no room for a {n}-byte stub within {self.reach_name} reach of {near:#x} in the "
                          f"caves ({kinds}){advice}")
 
+    def in_reach(self, addr: int, n: int, near: int) -> bool:
+        """The route from near to addr, and back from inside the stub to near (16 bytes of
+        slack: x86 measures from the end of its 5-byte jmp, arm64 from the B itself)."""
+        return abs(addr - (near + 5)) < self.reach - 16 and abs(addr + n - near) < self.reach - 16
+
+    def _reaches(self, addr: int, n: int, target: int) -> bool:
+        """Every branch from inside [addr, addr + n) to target is in reach."""
+        return abs(target - addr) < self.reach - 16 and abs(target - (addr + n)) < self.reach - 16
+
     def _fit(self, cave: Cave, n: int, near: int, align: int) -> Optional[int]:
-        addr = (cave.start + align - 1) // align * align
+        # first in-reach address of the cave: a cave below `near` that straddles the reach's
+        # edge (arm64's 128 MB in a large binary) still offers its upper part
+        lowest = max(near + 5, near - n) - (self.reach - 16) + 1
+        addr = max(cave.start, lowest)
+        addr = (addr + align - 1) // align * align
         while addr + n <= cave.end:
             blocker = _overlaps(addr, addr + n, self.taken)
             if blocker is None:
-                # jmp rel32 from near to addr, and back from inside the stub to near
-                if abs(addr - (near + 5)) < REL32 - 16 and abs(addr + n - near) < REL32 - 16:
-                    return addr
-                return None
+                return addr if self.in_reach(addr, n, near) else None
             addr = (blocker + align - 1) // align * align
         return None

@@ -15,11 +15,12 @@ from ..errors import BladeError, Code
 from ..patch import CAVE, ROUTE, Patch, split_values
 from . import values as V
 from .asm import Asm, C, I, R, absolute, gpr, mem, xmm
-from .conditions import emit_prefix_into
+from .conditions_x86 import emit_prefix_into
 from .conditions_return import check_first, entry_site
 from .faults import INT3, FaultPlan, _block, _data_base, _sp
 from .image import Const, DataArea, build_images
-from .placement import JMP_LEN, FunctionCode, falls_through, jump, relocate
+from .placement import FunctionCode, falls_through, jump, relocate
+from .placement_x86 import JMP_LEN
 
 
 def plan_args(code: FunctionCode, params: Sequence[ParamLocation], new: Dict[int, V.Value],
