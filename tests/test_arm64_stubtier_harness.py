@@ -78,8 +78,8 @@ def test_hand_assembled_route_and_cave(arm64_results):
     plain = tier.run(arm64_results)
     faulted = tier.run_patched(arm64_results, patches)
     assert plain.returncode == faulted.returncode == 0, faulted.stderr
-    assert _line(plain, 0) == "R0 | int -436207617 zero=false"
-    assert _line(faulted, 0) == "R0 | int 42 zero=false"
+    assert _line(plain, 0) == "R0 | int :: -436207617 zero=false"
+    assert _line(faulted, 0) == "R0 | int :: 42 zero=false"
     # nothing else changed
     assert plain.stdout.splitlines()[1:] == faulted.stdout.splitlines()[1:]
 
@@ -99,7 +99,7 @@ def test_hand_assembled_data_patch_through_gdbstub(arm64_results):
     run = tier.run_patched(arm64_results, patches)
     assert run.returncode == 0, run.stderr
     assert run.data_written == 1
-    assert _line(run, 0) == "R0 | int 1234567 zero=false"
+    assert _line(run, 0) == "R0 | int :: 1234567 zero=false"
 
 
 def test_original_mismatch_is_refused(arm64_results, tmp_path):
@@ -129,5 +129,5 @@ def test_amd64_planner_seam_with_condition_counters():
     run = tier.run_patched(exe, tier.all_patches([a, c]))
     assert run.returncode == 0, run.stderr
     assert run.data_written >= 1
-    assert _line(run, 0) == "R0 | int 42 zero=false"
-    assert _line(run, 3) == "R3 | *errors.errorString error:db is down"
+    assert _line(run, 0) == "R0 | int :: 42 zero=false"
+    assert _line(run, 3) == "R3 | *errors.errorString :: error:db is down"

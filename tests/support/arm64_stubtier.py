@@ -356,8 +356,9 @@ def all_patches(plans: Iterable[Planned]) -> List[Patch]:
 
 SHOW_GO = '''
 // show prints one call's results on one line, " | " between results: "nil" for a nil
-// interface, "<dynamic type> error:<message>" for an error, else "<dynamic type> <%v> zero=<reflect IsZero>", with "ptr" for <%v> of pointers, chans and
-// funcs (their addresses vary between runs) (added by the stub tier)
+// interface, "<dynamic type> :: error:<message>" for an error, else
+// "<dynamic type> :: <%v> zero=<reflect IsZero>", with "ptr" for the %v of pointers, chans and
+// funcs (their addresses vary between runs). Added by the stub tier.
 func show(i int, vs ...any) {
 	line := fmt.Sprint("R", i)
 	for _, v := range vs {
@@ -366,16 +367,16 @@ func show(i int, vs ...any) {
 			continue
 		}
 		if e, ok := v.(error); ok {
-			line += fmt.Sprintf(" | %T error:%s", v, e.Error())
+			line += fmt.Sprintf(" | %T :: error:%s", v, e.Error())
 			continue
 		}
 		rv := reflect.ValueOf(v)
 		switch rv.Kind() {
 		case reflect.Pointer, reflect.Chan, reflect.Func, reflect.UnsafePointer:
 			// addresses differ from run to run: only whether it is nil
-			line += fmt.Sprintf(" | %T ptr zero=%v", v, rv.IsZero())
+			line += fmt.Sprintf(" | %T :: ptr zero=%v", v, rv.IsZero())
 		default:
-			line += fmt.Sprintf(" | %T %v zero=%v", v, v, rv.IsZero())
+			line += fmt.Sprintf(" | %T :: %v zero=%v", v, v, rv.IsZero())
 		}
 	}
 	fmt.Println(line)
@@ -408,3 +409,35 @@ def results_program() -> Path:
         tmp.write_text(text)
         os.replace(tmp, d / "main.go")
     return d
+
+
+def plan_or_pending(planner: Planner, action: str, **flags) -> Planned:
+    """planner.plan, but an arm64 build that blade-go still refuses as an architecture
+    (ACTION_NOT_SUPPORT: the arm64 planners are not wired in this branch) marks the test
+    xfail with blade-go's message instead of failing: the tier turns real, with no edit, when
+    the refusal is lifted. Any other refusal is raised."""
+    import pytest
+    from blade_go.errors import Code
+    try:
+        return planner.plan(action, **flags)
+    except BladeError as e:
+        if e.code == Code.ACTION_NOT_SUPPORT and elf_machine(planner.exe) == "aarch64":
+            pytest.xfail(f"arm64 not planned by this branch yet: {e.message}")
+        raise
+
+
+def parse_show(line: str) -> List[Tuple[str, Optional[str], Optional[bool]]]:
+    """A show() line as [(type, value, zero)]: ("nil", None, None) for a nil interface, (T,
+    "error:msg", None) for an error."""
+    out = []
+    for item in line.split(" | ")[1:]:
+        if item == "nil":
+            out.append(("nil", None, None))
+            continue
+        t, _, rest = item.partition(" :: ")
+        if rest.startswith("error:"):
+            out.append((t, rest, None))
+            continue
+        value, _, zero = rest.rpartition(" zero=")
+        out.append((t, value, zero == "true"))
+    return out
