@@ -239,6 +239,17 @@ step_qemu_user() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user >/dev/null
 }
 
+# 7c. The arm64 ld.so (Debian's libc6-arm64-cross, 3.5 MB): the stub tier runs arm64 PIE
+#     builds, which name /lib/ld-linux-aarch64.so.1, under qemu-aarch64 -L /usr/aarch64-linux-gnu.
+step_arm64_sysroot() {
+  if [ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ]; then
+    log "arm64 sysroot (libc6-arm64-cross): present"; return
+  fi
+  apt_update_once
+  log "arm64 sysroot: apt-get install libc6-arm64-cross"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libc6-arm64-cross >/dev/null
+}
+
 # 8. The real chaosblade CLI (blade, bin/chaos_os and its os spec) built from the pinned source
 #    beside the repo (../shared/chaosblade): tests/test_chaosblade*.py drive blade-go through it.
 blade_dir() { echo "$TOOLS_DIR/blade-$CHAOSBLADE_VERSION"; }
@@ -285,6 +296,7 @@ step_gobin_matrix
 step_musl
 step_multilib
 step_qemu_user
+step_arm64_sysroot
 step_blade
 step_containerd
 step_blade_patched

@@ -76,6 +76,7 @@ class Planned:
     flags: dict                  # as given (raw strings), func included
     patches: List[Patch]         # what the session was handed, in its order
     record: dict                 # the handler's record (result, warnings, conditions...)
+    load_bias: int = 0           # what the plan assumed
 
     @property
     def result(self) -> dict:
@@ -112,12 +113,13 @@ class _Recorder:
 
 class Planner:
     """Plans experiments on one executable file as `blade-go create --pid P` would on a process
-    running it (load bias `load_bias`), without a process. One state file: successive plans
+    running it under qemu-user, without a process. One state file: successive plans
     see each other's cave and counter bytes as taken."""
 
-    def __init__(self, exe, load_bias: int = 0):
+    def __init__(self, exe, load_bias: Optional[int] = None):
+        """load_bias None: where qemu-user loads it (learn_load_bias)."""
         self.exe = str(exe)
-        self.load_bias = load_bias
+        self.load_bias = learn_load_bias(exe) if load_bias is None else load_bias
         self.home = Path(tempfile.mkdtemp(prefix="stubtier-home-"))
         from blade_go.state import StateStore
         self.store = StateStore(self.home)
@@ -159,7 +161,7 @@ class Planner:
                 state["experiments"].pop(uid, None)
             raise
         assert len(recorder.applied) == 1, recorder.applied
-        return Planned(action, raw, recorder.applied[0][1], record)
+        return Planned(action, raw, recorder.applied[0][1], record, self.load_bias)
 
 
 @contextlib.contextmanager
@@ -275,14 +277,18 @@ def _free_port() -> int:
 
 
 def run(exe, data_patches: Sequence[Patch] = (), stdin: str = "", timeout: float = 120,
-        env: Optional[dict] = None, args: Sequence[str] = ()) -> Run:
+        env: Optional[dict] = None, args: Sequence[str] = (), load_bias: int = 0) -> Run:
     """Run exe under qemu-user (arm64: -cpu neoverse-n1); data patches first, through the
     gdbstub at the program's first instruction (each original checked, each write read
-    back), then detach."""
+    back), then detach. A PIE (ET_DYN) runs with the arm64 sysroot's ld.so (-L) and always
+    through the gdbstub, which checks that qemu loaded it at `load_bias` (auxv AT_ENTRY)."""
     machine = elf_machine(exe)
     qemu = require_qemu(machine)
     cmd = [qemu, "-cpu", QEMU_CPU[machine]]
-    port = _free_port() if data_patches else None
+    pie = is_pie(exe)
+    if pie and machine == "aarch64":
+        cmd += ["-L", require_sysroot()]
+    port = _free_port() if data_patches or pie else None
     if port:
         cmd += ["-g", str(port)]
     env = dict(os.environ if env is None else env)
@@ -291,7 +297,8 @@ def run(exe, data_patches: Sequence[Patch] = (), stdin: str = "", timeout: float
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     try:
         if port:
-            _write_through_gdbstub(proc, port, data_patches)
+            _write_through_gdbstub(proc, port, data_patches,
+                                   entry=(_entry(exe) + load_bias) if pie else None)
         out, err = proc.communicate(stdin, timeout=timeout)
     except BaseException:
         proc.kill()
@@ -300,7 +307,53 @@ def run(exe, data_patches: Sequence[Patch] = (), stdin: str = "", timeout: float
     return Run(out, err, proc.returncode, time.monotonic() - t0, len(data_patches))
 
 
-def _write_through_gdbstub(proc, port: int, patches: Sequence[Patch]):
+ARM64_SYSROOT = "/usr/aarch64-linux-gnu"  # Debian's libc6-arm64-cross (.ci/install.sh)
+AT_ENTRY = 9
+
+
+def require_sysroot() -> str:
+    """The arm64 ld.so a Go PIE names as its interpreter, for qemu -L."""
+    if not os.path.exists(os.path.join(ARM64_SYSROOT, "lib", "ld-linux-aarch64.so.1")):
+        missing(f"{ARM64_SYSROOT}/lib/ld-linux-aarch64.so.1 not found "
+                "(apt-get install libc6-arm64-cross)")
+    return ARM64_SYSROOT
+
+
+def is_pie(exe) -> bool:
+    with open(exe, "rb") as f:
+        return ELFFile(f)["e_type"] == "ET_DYN"
+
+
+def _entry(exe) -> int:
+    with open(exe, "rb") as f:
+        return ELFFile(f)["e_entry"]
+
+
+def learn_load_bias(exe) -> int:
+    """Where qemu-user loads this executable, less its file addresses (0 for ET_EXEC): the
+    program's AT_ENTRY from the gdbstub's auxv, at its first stop, less e_entry. qemu maps a
+    PIE at its own addresses when they are free (0 here), but it is read, not assumed."""
+    if not is_pie(exe):
+        return 0
+    machine = elf_machine(exe)
+    port = _free_port()
+    cmd = [require_qemu(machine), "-cpu", QEMU_CPU[machine], "-g", str(port)]
+    if machine == "aarch64":
+        cmd += ["-L", require_sysroot()]
+    proc = subprocess.Popen(cmd + [str(exe)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        gdb = _connect(proc, port)
+        try:
+            return _auxv(gdb)[AT_ENTRY] - _entry(exe)
+        finally:
+            gdb.sock.close()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _connect(proc, port):
     from tests.support.gdbstub import GdbError, QemuGdb
     deadline = time.monotonic() + 30
     while True:
@@ -312,8 +365,29 @@ def _write_through_gdbstub(proc, port: int, patches: Sequence[Patch]):
                 raise GdbError(f"qemu's gdbstub on port {port} never answered")
             time.sleep(0.05)
     gdb = QemuGdb(proc, sock)
+    gdb.request(b"qSupported:multiprocess+;qXfer:auxv:read+")
+    return gdb
+
+
+def _auxv(gdb) -> Dict[int, int]:
+    import struct
+    reply = gdb.request(b"qXfer:auxv:read::0,ffb")
+    raw, it = bytearray(), iter(reply[1:])  # 'l'/'m' then binary data, '}' escapes
+    for b in it:
+        raw.append(next(it) ^ 0x20 if b == 0x7D else b)
+    return dict(struct.unpack_from("<QQ", raw, k) for k in range(0, len(raw) - 15, 16))
+
+
+def _write_through_gdbstub(proc, port: int, patches: Sequence[Patch],
+                          entry: Optional[int] = None):
+    gdb = _connect(proc, port)
+    sock = gdb.sock
     try:
-        gdb.request(b"qSupported:multiprocess+")
+        if entry is not None:
+            at_entry = _auxv(gdb)[AT_ENTRY]
+            if at_entry != entry:
+                raise PatchError(f"qemu loaded the program with entry {at_entry:#x}, the plan "
+                                 f"assumed {entry:#x}: a different load bias")
         for p in patches:
             live = gdb.memory(p.addr, len(p.original))
             if live != p.original:
@@ -343,13 +417,21 @@ def run_patched(exe, patches: Sequence[Patch], stdin: str = "", timeout: float =
         rest = write_copy(exe, patches, copy, load_bias)
         if keep is not None:
             shutil.copy2(copy, keep)
-        return run(copy, rest, stdin=stdin, timeout=timeout, env=env, args=args)
+        return run(copy, rest, stdin=stdin, timeout=timeout, env=env, args=args,
+                   load_bias=load_bias)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
 
 def all_patches(plans: Iterable[Planned]) -> List[Patch]:
     return [p for plan in plans for p in plan.patches]
+
+
+def run_plans(exe, plans: Sequence[Planned], **kw) -> Run:
+    """run_patched with every plan's patches (planned on exe by one Planner)."""
+    biases = {p.load_bias for p in plans}
+    assert len(biases) <= 1, biases
+    return run_patched(exe, all_patches(plans), load_bias=biases.pop() if biases else 0, **kw)
 
 
 # ------------------------------------------------------------------------- test programs
