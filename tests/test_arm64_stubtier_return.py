@@ -11,12 +11,13 @@ every printed result must be the planned one. Functions not faulted in a run mus
 the unpatched program prints (nothing else changed). The same runs on amd64 (qemu-x86_64)
 prove the test itself with the amd64 planners.
 """
-import re
+from collections import Counter
 
 import pytest
 
 from blade_go.errors import BladeError
 from blade_go.inspector.gotypes import Kind
+from blade_go.stubs.values import split_elements
 from tests.support import abi_check
 from tests.support import arm64_stubtier as tier
 from tests.support.abi_gen import generate
@@ -26,6 +27,7 @@ ARCHES = [pytest.param("arm64", id="arm64"), pytest.param("amd64", id="amd64-har
 QEMU = {"arm64": "aarch64", "amd64": "x86_64"}
 VAR_SLICE = ("var:main.gv20", "[20 2 3]")   # `var gv20 []int = []int{20, 2, 3}`
 VAR_ERROR = ("var:main.gv13", "error:e13")  # `var gv13 error = errors.New("e13")`
+VAR_ANY = ("var:main.gv18", "18000")        # `var gv18 any = any(18*1000)`
 
 
 def choose(results, k0: int):
@@ -35,7 +37,10 @@ def choose(results, k0: int):
     for i, r in enumerate(results):
         t, k = r.type, k0 + i
         kind = t.kind
-        if kind in (Kind.INT, Kind.UINT):
+        if kind in (Kind.INT, Kind.UINT) and k % 11 == 0:
+            elems.append("zero")
+            want.append((t.name, "0", True))
+        elif kind in (Kind.INT, Kind.UINT):
             n = k % 100 + 3
             n = -n if kind == Kind.INT and k % 2 else n
             elems.append(str(n))
@@ -70,6 +75,9 @@ def choose(results, k0: int):
             else:
                 elems.append("nil")
                 want.append(("nil", None, None))
+        elif kind == Kind.EFACE and k % 2 == 0:
+            elems.append(VAR_ANY[0])
+            want.append(("int", VAR_ANY[1], False))
         elif kind in (Kind.IFACE, Kind.EFACE):
             elems.append("nil")
             want.append(("nil", None, None))
@@ -89,6 +97,19 @@ def choose(results, k0: int):
             elems.append("zero")
             want.append((t.name, None, True))
     return ",".join(elems), want
+
+
+def _form(element: str) -> str:
+    """The --value form of one element, for the summary."""
+    e = element.strip()
+    for prefix in ("var:", "error:", '"'):
+        if e.startswith(prefix):
+            return prefix.strip('"') or "quoted"
+    if e in ("nil", "zero", "true", "false"):
+        return e if e in ("nil", "zero") else "bool"
+    if e.endswith("i"):
+        return "complex"
+    return "float" if "." in e else ("int" if e.lstrip("-").isdigit() else "bare string")
 
 
 def _func_name(symbols, exp):
@@ -124,7 +145,7 @@ def test_return_every_value_kind_over_abi_signatures(goarch):
 
     batches, batch, planner = [], [], tier.Planner(exe)
     try:
-        k = 0
+        k, forms = 0, Counter()
         for i, exp in enumerate(expects):
             value, want = choose(exp.signature.results, k)
             k += len(want)
@@ -139,6 +160,7 @@ def test_return_every_value_kind_over_abi_signatures(goarch):
                 planner, batch = tier.Planner(exe), []
                 planned = tier.plan_or_pending(planner, "return", func=func, value=value)
             batch.append((i, exp, planned, want))
+            forms.update(_form(e) for e in split_elements(value))
         batches.append(batch)
     finally:
         planner.close()
@@ -162,5 +184,7 @@ def test_return_every_value_kind_over_abi_signatures(goarch):
                                 f"{got[i]!r} instead of {plain[i]!r}")
     assert not failures, "\n".join(failures)
     assert stubs == len(expects) == 41
+    assert {"var:", "error:", "quoted", "nil", "zero"} <= set(forms), forms
     print(f"{goarch}: {stubs} return stubs over {len(expects)} signatures in {len(batches)} "
-          f"run(s); kinds {sorted(str(getattr(x, 'value', x)) for x in kinds)}")
+          f"run(s), {sum(forms.values())} result values {dict(forms)}; kinds "
+          f"{sorted(str(getattr(x, 'value', x)) for x in kinds)}")
