@@ -41,6 +41,7 @@ I386 = StubArch(
 
 ARM64 = StubArch(
     goarch="arm64", ptrsize=8, route_len=4, pad_byte=0x00, route_kind="B (imm26) branch", parts={
+        "code": "placement_arm64:ARM64",
         "parse_route": "route_arm64:parse_route",
     }, missing="blade-go's arm64 stubs are not written yet")
 
