@@ -31,6 +31,7 @@ PLAIN = {
     "panic": "panic returned 42",
     "generic": "generic 1 3 a",
     "inlined": "inlined 6 6",
+    "leaf": "leaf 15",
 }
 
 
@@ -188,8 +189,13 @@ def test_stripped_with_signature(goarch):
     ("return", dict(func="main.Count", value=CHAOS, match="nope==1"), "nope"),
     ("args", dict(func="main.Sum", set="c=1"), "no parameter 'c'"),
     ("panic", dict(func="main.Pick[int]", value="x"), "shape function"),
+    ("panic", dict(func="main.Leaf", value="x"), "has no stack frame"),
+    ("delay", dict(func="main.Leaf", time=10), "has no stack frame"),
+    ("return", dict(func="main.Count", value=CHAOS, after=True, match="id==1"),
+     "--match cannot be combined with --after"),
 ])
 def test_refusals(goarch, action, flags, message):
+    """What blade-go must refuse on arm64 as on amd64, with the same reason."""
     exe = _exe(goarch)
     with tier.Planner(exe) as p:
         try:
