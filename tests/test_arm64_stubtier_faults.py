@@ -82,7 +82,8 @@ def test_conditions(goarch):
                                      effect_count=5)
     for plan in (count, match, percent, after):
         assert "data" in plan.roles(), plan.roles()  # counters in the writable page tail
-    run = _run(exe, [count, match, percent, after])
+    run = tier.run_plans(exe, [count, match, percent, after], counters_at="os.Exit")
+    assert run.returncode == 0, run.stderr[-3000:]
     assert run.data_written >= 4
     names = ("alice", "bob", "carol", "dave")
     count_sum = sum(i + len(names[i % 4]) for i in range(3, 100))
@@ -95,6 +96,17 @@ def test_conditions(goarch):
     assert 600 - 6 * 20.5 <= n <= 600 + 6 * 20.5, n
     assert _line(run, "after") == "after calls=100 faulted=5 sum=4940 first=[0 1 2 3 4]"
     assert _line(run, "saved") == "saved 100"
+    # what `blade-go status` reads from the counters agrees with what the program saw, and
+    # the blast-radius table names the one call site (in main.faults for Count and Match)
+    lo, hi = tier.function_span(exe, "main.faults")
+    for plan, calls, faulted in ((count, 100, 3), (match, 100, len(bob)), (percent, 2000, n),
+                                 (after, 100, 5)):
+        got = tier.counters(run, plan)
+        assert (got["calls_seen"], got["calls_faulted"]) == (calls, faulted), (plan.flags, got)
+        if "sites" in got:
+            assert [s["calls"] for s in got["sites"]] == [calls], got["sites"]
+            if plan in (count, match):
+                assert lo < got["sites"][0]["return_address"] <= hi, got["sites"]
 
 
 @pytest.mark.parametrize("goarch", ARCHES)

@@ -265,6 +265,7 @@ class Run:
     returncode: int
     seconds: float
     data_written: int = 0   # data patches written through the gdbstub
+    memory: Dict[int, bytes] = field(default_factory=dict)  # read at `stop_at` (run())
 
     def lines(self, prefix: str = "") -> List[str]:
         return [l for l in self.stdout.splitlines() if l.startswith(prefix)]
@@ -277,34 +278,42 @@ def _free_port() -> int:
 
 
 def run(exe, data_patches: Sequence[Patch] = (), stdin: str = "", timeout: float = 120,
-        env: Optional[dict] = None, args: Sequence[str] = (), load_bias: int = 0) -> Run:
+        env: Optional[dict] = None, args: Sequence[str] = (), load_bias: int = 0,
+        stop_at: Optional[int] = None, read: Sequence[Tuple[int, int]] = ()) -> Run:
     """Run exe under qemu-user (arm64: -cpu neoverse-n1); data patches first, through the
     gdbstub at the program's first instruction (each original checked, each write read
     back), then detach. A PIE (ET_DYN) runs with the arm64 sysroot's ld.so (-L) and always
-    through the gdbstub, which checks that qemu loaded it at `load_bias` (auxv AT_ENTRY)."""
+    through the gdbstub, which checks that qemu loaded it at `load_bias` (auxv AT_ENTRY).
+    stop_at: a breakpoint (runtime address, e.g. os.Exit's) where the (addr, size) ranges of
+    `read` are read into Run.memory (what `blade-go status` would read: the counters)."""
     machine = elf_machine(exe)
     qemu = require_qemu(machine)
     cmd = [qemu, "-cpu", QEMU_CPU[machine]]
     pie = is_pie(exe)
     if pie and machine == "aarch64":
         cmd += ["-L", require_sysroot()]
-    port = _free_port() if data_patches or pie else None
+    port = _free_port() if data_patches or pie or stop_at is not None else None
     if port:
         cmd += ["-g", str(port)]
     env = dict(os.environ if env is None else env)
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd + [str(exe), *args], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    memory: Dict[int, bytes] = {}
     try:
         if port:
-            _write_through_gdbstub(proc, port, data_patches,
-                                   entry=(_entry(exe) + load_bias) if pie else None)
+            if stop_at is not None and stdin:
+                proc.stdin.write(stdin)
+                stdin = None
+            memory = _write_through_gdbstub(proc, port, data_patches,
+                                            entry=(_entry(exe) + load_bias) if pie else None,
+                                            stop_at=stop_at, read=read)
         out, err = proc.communicate(stdin, timeout=timeout)
     except BaseException:
         proc.kill()
         proc.communicate()
         raise
-    return Run(out, err, proc.returncode, time.monotonic() - t0, len(data_patches))
+    return Run(out, err, proc.returncode, time.monotonic() - t0, len(data_patches), memory)
 
 
 ARM64_SYSROOT = "/usr/aarch64-linux-gnu"  # Debian's libc6-arm64-cross (.ci/install.sh)
@@ -379,9 +388,11 @@ def _auxv(gdb) -> Dict[int, int]:
 
 
 def _write_through_gdbstub(proc, port: int, patches: Sequence[Patch],
-                          entry: Optional[int] = None):
+                          entry: Optional[int] = None, stop_at: Optional[int] = None,
+                          read: Sequence[Tuple[int, int]] = ()) -> Dict[int, bytes]:
     gdb = _connect(proc, port)
     sock = gdb.sock
+    memory = {}
     try:
         if entry is not None:
             at_entry = _auxv(gdb)[AT_ENTRY]
@@ -400,16 +411,32 @@ def _write_through_gdbstub(proc, port: int, patches: Sequence[Patch],
                     raise PatchError(f"gdbstub refused to write {p.addr + i:#x}: {reply!r}")
             if gdb.memory(p.addr, len(p.replacement)) != p.replacement:
                 raise PatchError(f"data patch at {p.addr:#x} did not read back")
+        if stop_at is not None:
+            gdb.breakpoint(stop_at)
+            _continue_to_trap(gdb, stop_at)
+            memory = {addr: gdb.memory(addr, size) for addr, size in read}
+            gdb.request(b"z0,%x,4" % stop_at)
         gdb.sock.settimeout(30)
         gdb._send(b"D", ack=True)  # detach: qemu runs the program on without a debugger
         gdb._recv()
     finally:
         sock.close()
+    return memory
+
+
+def _continue_to_trap(gdb, where: int, timeout: float = 120):
+    """Continue until a SIGTRAP (the one breakpoint); other signals (Go's SIGURG...) are
+    passed on to the program. Registers are not read: their numbering differs per arch."""
+    reply = gdb.request(b"c", timeout=timeout)
+    while reply[:1] in (b"T", b"S") and reply[1:3] != b"05":
+        reply = gdb.request(b"C" + reply[1:3], timeout=timeout)
+    if reply[:1] not in (b"T", b"S"):
+        raise PatchError(f"the program never reached {where:#x}: {reply[:40]!r}")
 
 
 def run_patched(exe, patches: Sequence[Patch], stdin: str = "", timeout: float = 120,
                 env: Optional[dict] = None, load_bias: int = 0, keep: Optional[Path] = None,
-                args: Sequence[str] = ()) -> Run:
+                args: Sequence[str] = (), **kw) -> Run:
     """write_copy + run: the program with these patches in place from its first instruction."""
     d = Path(tempfile.mkdtemp(prefix="stubtier-", dir=cache_dir()))
     try:
@@ -418,7 +445,7 @@ def run_patched(exe, patches: Sequence[Patch], stdin: str = "", timeout: float =
         if keep is not None:
             shutil.copy2(copy, keep)
         return run(copy, rest, stdin=stdin, timeout=timeout, env=env, args=args,
-                   load_bias=load_bias)
+                   load_bias=load_bias, **kw)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -427,11 +454,47 @@ def all_patches(plans: Iterable[Planned]) -> List[Patch]:
     return [p for plan in plans for p in plan.patches]
 
 
-def run_plans(exe, plans: Sequence[Planned], **kw) -> Run:
-    """run_patched with every plan's patches (planned on exe by one Planner)."""
+def run_plans(exe, plans: Sequence[Planned], counters_at: Optional[str] = None, **kw) -> Run:
+    """run_patched with every plan's patches (planned on exe by one Planner). counters_at: a
+    function (e.g. "os.Exit") where the run stops once to read every plan's counter block
+    (Run.memory[plan.record["counters"]]), as `blade-go status` reads it from a process."""
     biases = {p.load_bias for p in plans}
     assert len(biases) <= 1, biases
-    return run_patched(exe, all_patches(plans), load_bias=biases.pop() if biases else 0, **kw)
+    bias = biases.pop() if biases else 0
+    if counters_at is not None:
+        from blade_go.stubs.conditions import COUNTERS_SIZE
+        kw["stop_at"] = symbol(exe, counters_at) + bias
+        kw["read"] = [(int(p.record["counters"]),
+                       int((p.record.get("counters_layout") or {}).get("size", COUNTERS_SIZE)))
+                      for p in plans if p.record.get("counters")]
+    return run_patched(exe, all_patches(plans), load_bias=bias, **kw)
+
+
+def symbol(exe, name: str) -> int:
+    """A function's file address from .symtab."""
+    with open(exe, "rb") as f:
+        sym = ELFFile(f).get_section_by_name(".symtab").get_symbol_by_name(name)
+    if not sym:
+        raise KeyError(f"{name} not in {exe}'s .symtab")
+    return sym[0]["st_value"]
+
+
+def function_span(exe, name: str) -> Tuple[int, int]:
+    """[entry, end) of a function from .symtab (file addresses)."""
+    with open(exe, "rb") as f:
+        sym = ELFFile(f).get_section_by_name(".symtab").get_symbol_by_name(name)[0]
+    return sym["st_value"], sym["st_value"] + sym["st_size"]
+
+
+def counters(run: Run, plan: Planned) -> dict:
+    """blade-go's reading of a plan's counters at the run's stop (stubs.conditions)."""
+    from blade_go.stubs.conditions import read_counters, read_radius
+    layout = plan.record.get("counters_layout") or {}
+    raw = run.memory[int(plan.record["counters"])]
+    out = read_counters(raw, layout)
+    if layout.get("radius"):
+        out["sites"] = read_radius(raw, layout)[0]
+    return out
 
 
 # ------------------------------------------------------------------------- test programs
