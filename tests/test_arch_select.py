@@ -191,3 +191,87 @@ def test_dlv_register_names_on_arm64_are_scanned():
     assert found[0] == "thread 7 X30 = 0xaaaab0001234"
     assert found[1] == "thread 7 PC = 0xaaaab0002000"
     assert 2 in found and found[2].startswith("thread 7 V0")
+
+
+def test_arm64_code_references_match_capstone_on_a_real_build():
+    """route_arm64.code_references (B/BL to F from outside F, ADRP+ADD of F's address) counts
+    what capstone's linear disassembly of .text finds, for every main.* function of an arm64
+    build."""
+    import re as _re
+    from tests.support.fixtures import build_fixture
+    from blade_go.inspector import open_binary
+    b = open_binary(path=str(build_fixture("e2e_target", goarch="arm64")))
+    text = b.image.section(".text")
+    data = b.image.read_file(text.offset, text.size)
+    md = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
+    md.skipdata = True
+    branches, adrp = {}, {}
+    prev = None
+    for ins in md.disasm(data, text.addr):
+        if ins.mnemonic in ("b", "bl"):
+            t = int(ins.op_str.lstrip("#"), 16)
+            branches.setdefault(t, []).append(ins.address)
+        if prev is not None and prev.mnemonic == "adrp" and ins.mnemonic == "add":
+            reg, page = prev.op_str.split(", ")
+            m = _re.fullmatch(rf"{reg}, {reg}, #(0x[0-9a-f]+|\d+)", ins.op_str)
+            if m:
+                t = int(page.lstrip("#"), 16) + int(m.group(1), 0)
+                adrp[t] = adrp.get(t, 0) + 1
+        prev = ins
+    checked = 0
+    for name in sorted(b._function_table()):
+        if not name.startswith("main."):
+            continue
+        fn = b.find_function(name)
+        want = sum(1 for a in branches.get(fn.entry, []) if not fn.entry <= a < fn.end) + \
+            adrp.get(fn.entry, 0)
+        got = route_arm64.code_references(data, text.addr, fn.entry, fn.entry, fn.end)
+        assert got == want, name
+        checked += want > 0
+    assert checked >= 10
+
+
+def test_breakpoint_instruction_per_arch():
+    """A killed dlv leaves its breakpoint instruction in the text (session/text.repair_int3):
+    int3 on x86, BRK #0 on arm64 (delve's arm64BreakInstruction), chosen by e_machine."""
+    import os
+    from blade_go.session.text import breakpoint_instruction
+    from blade_go.stubs.select import for_elf_machine
+    assert for_elf_machine(62).goarch == "amd64" and for_elf_machine(3).goarch == "386"
+    arm = for_elf_machine(183)
+    assert arm.goarch == "arm64" and for_elf_machine(40) is None
+    (ins,) = list(_CS.disasm(arm.breakpoint, 0x400000))
+    assert (ins.mnemonic, ins.op_str) == ("brk", "#0")
+    assert route_arm64.BRK0.to_bytes(4, "little") == arm.breakpoint
+    with open("/proc/self/exe", "rb") as f:
+        machine = int.from_bytes(f.read(20)[18:20], "little")
+    assert breakpoint_instruction(os.getpid()) == for_elf_machine(machine).breakpoint
+
+
+def test_code_end_without_a_pcsp_table_strips_the_arch_padding():
+    """pclntab.code_end's fallback: x86 strips INT3 bytes; arm64 strips zero words and keeps
+    whole instructions (a word ending in zero bytes stays)."""
+    from blade_go.inspector.pclntab import PclnTable
+
+    class Img:
+        def __init__(self, goarch, code):
+            self.goarch, self.code = goarch, code
+
+        def read(self, addr, n):
+            return self.code[:n]
+
+    class NoTable(PclnTable):
+        _pcsp = {}  # no pc/sp table for this function: the fallback runs
+
+        def __init__(self, image):
+            self.image, self._pcsp_known, self.data = image, {}, b""
+
+    def end(goarch, code):
+        return NoTable(Img(goarch, code)).code_end(0x1000, 0x1000 + len(code)) - 0x1000
+
+    assert end("amd64", b"\x90\xc3\xcc\xcc\xcc") == 2
+    ret, mov_w0_0 = bytes.fromhex("c0035fd6"), bytes.fromhex("00008052")  # ret; mov w0,#0
+    assert end("arm64", ret + bytes(8)) == 4
+    assert end("arm64", ret + bytes.fromhex("00000000") + ret + bytes(4)) == 12
+    # an instruction whose high bytes are zero is never cut: the end is a whole word
+    assert end("arm64", mov_w0_0 + bytes.fromhex("00010000")) == 6 + 2

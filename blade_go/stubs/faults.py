@@ -30,7 +30,7 @@ from ..errors import BladeError, Code
 from ..patch import ARM, CAVE, ROUTE, Patch, split_values
 from . import values as V
 from .asm import Asm, C, I, R, absolute, load, mem, store
-from .conditions import emit_prefix_into
+from .conditions_x86 import emit_prefix_into
 from .image import DataArea, no_errorstring_itab, word
 from .placement import FunctionCode, call, falls_through, jump, relocate
 from .placement_x86 import CALL_LEN, JMP_LEN
