@@ -51,6 +51,8 @@ ARM64 = StubArch(
     no_deep_callers="blade-go's arm64 --caller check reads the direct caller only so far",
     parts={
         "code": "placement_arm64:ARM64",
+        "plan_return": "return_arm64:plan_return",
+        "guarded_patches": "instance_guard_arm64:guarded_patches",
         "parse_route": "route_arm64:parse_route",
         "code_references": "route_arm64:code_references",
     }, missing="blade-go's arm64 stubs are not written yet")

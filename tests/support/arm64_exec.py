@@ -53,6 +53,8 @@ def patched_copy(src, dst, patches: Iterable[Tuple[int, bytes, bytes]]) -> Path:
     return dst
 
 
-def run(path, *args, timeout: float = 60, env=None) -> subprocess.CompletedProcess:
+def run(path, *args, timeout: float = 60, env=None, input: str = "") -> subprocess.CompletedProcess:
+    """The program under qemu-user's arm64 CPU model; stdin gets `input` (then EOF)."""
     return subprocess.run([qemu(), "-cpu", QEMU_CPU, str(path), *args], capture_output=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+                          timeout=timeout, env={**os.environ, **(env or {})},
+                          input=input.encode())
