@@ -210,12 +210,8 @@ def test_refusals(goarch, action, flags, message):
     """What blade-go must refuse on arm64 as on amd64, with the same reason."""
     exe = _exe(goarch)
     with tier.Planner(exe) as p:
-        try:
-            tier.plan_or_pending(p, "return", func="main.Slow", value="1")  # arm64 pending?
-        except BladeError:
-            pass
-        with pytest.raises(BladeError) as e:
-            p.plan(action, **flags)
+        with pytest.raises(BladeError) as e:  # an arm64 part not written yet: xfail
+            tier.plan_or_pending(p, action, **flags)
     assert message in e.value.message, e.value.message
 
 
