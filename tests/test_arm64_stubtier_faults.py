@@ -27,6 +27,7 @@ PLAIN = {
     "match": "match calls=100 faulted=0 sum=10325 first=[]",
     "after": "after calls=100 faulted=0 sum=4950 first=[]",
     "saved": "saved 100",
+    "caller": "caller A faulted 0 B faulted 0",
     "args": "args 7 hello bob 5",
     "panic": "panic returned 42",
     "generic": "generic 1 3 a",
@@ -107,6 +108,26 @@ def test_conditions(goarch):
             assert [s["calls"] for s in got["sites"]] == [calls], got["sites"]
             if plan in (count, match):
                 assert lo < got["sites"][0]["return_address"] <= hi, got["sites"]
+
+
+@pytest.mark.parametrize("goarch", ARCHES)
+def test_caller(goarch):
+    """--caller main.viaA: the calls from viaA are faulted, those from viaB are not; the
+    counters say which site was excluded."""
+    exe = _exe(goarch)
+    with tier.Planner(exe) as p:
+        plan = tier.plan_or_pending(p, "return", func="main.Who", value=CHAOS,
+                                    caller="main.viaA")
+    run = tier.run_plans(exe, [plan], counters_at="os.Exit")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _line(run, "caller") == "caller A faulted 10 B faulted 0"
+    got = tier.counters(run, plan)
+    assert (got["calls_seen"], got["calls_faulted"]) == (20, 10), got
+    a, b = tier.function_span(exe, "main.viaA"), tier.function_span(exe, "main.viaB")
+    by_site = {("A" if a[0] < s["return_address"] <= a[1] else
+                "B" if b[0] < s["return_address"] <= b[1] else "?"): s for s in got["sites"]}
+    assert sorted(by_site) == ["A", "B"], got["sites"]
+    assert by_site["A"]["faulted"] == 10 and by_site["B"]["excluded_by_caller"] == 10
 
 
 @pytest.mark.parametrize("goarch", ARCHES)
