@@ -275,3 +275,60 @@ def test_code_end_without_a_pcsp_table_strips_the_arch_padding():
     assert end("arm64", ret + bytes.fromhex("00000000") + ret + bytes(4)) == 12
     # an instruction whose high bytes are zero is never cut: the end is a whole word
     assert end("arm64", mov_w0_0 + bytes.fromhex("00010000")) == 6 + 2
+
+
+def test_arm64_plans_through_select_pass_the_trust_check():
+    """What an arm64 create plans (through stub_arch, as the actions do: return, conditional
+    return, delay, panic) is what trust.check_against accepts on destroy: B/BL routes into the
+    experiment's own caves (header/text-end caves of an arm64 build), originals the file's
+    bytes; a route turned into anything else is refused."""
+    from blade_go import trust
+    from blade_go.inspector import CaveAllocator, open_binary
+    from blade_go.patch import ROUTE, Patch
+    from blade_go.stubs import BinaryResolver, parse_values
+    from blade_go.stubs.conditions import Conditions
+    from blade_go.stubs.conditions_data import DataAllocator, data_cave
+    from blade_go.stubs.placement import FunctionCode
+    from blade_go.stubs.plans import PanicSymbols, parse_panic_value
+    from tests.support.fixtures import build_fixture
+    b = open_binary(path=str(build_fixture("faults_target", goarch="arm64")))
+    impl = stub_arch(b.goarch)
+    assert b.abi.name == "abi-internal-arm64"
+    fn = b.find_function("main.Work")
+    results = b.result_locations(fn)
+    params = b.abi.param_locations(b.signature(fn))
+    code = FunctionCode.decode(b.read(fn.entry, fn.end - fn.entry), fn.entry, b.goarch, fn.name)
+    read = lambda a, n: b.read(a, n)
+    plans = {}
+
+    def alloc():
+        caves = CaveAllocator(b.caves(int3=False))
+        return lambda n: caves.allocate(n, near=fn.entry)
+    values = parse_values(",".join("0" for _ in results), results, b, func=fn.name)
+    plans["return"] = impl.plan_return(results, values, b.goarch, 8, BinaryResolver(b), alloc(),
+                                       fn.entry, b.read(fn.entry, impl.route_len), read)
+    data = DataAllocator(data_cave(b.image), [])
+    plans["conditional"] = impl.plan_conditional_return(
+        results, values, Conditions(count=2, seed=1), b.goarch, 8, BinaryResolver(b), alloc(),
+        lambda n, a: data.allocate(n, a, near=fn.entry), code, read)
+    plans["delay"] = impl.plan_delay(code, params, True, b.symbol("time.Sleep"), 100, 0,
+                                     alloc(), read)
+    syms = PanicSymbols(b.symbol("runtime.gopanic"), b.symbol("reflect.stringType"),
+                        b.itab("*errors.errorString", "error"))
+    plans["panic"] = impl.plan_panic(code, params, True, parse_panic_value("error:boom"), syms,
+                                     alloc(), read)
+    for kind, plan in plans.items():
+        trust.check_against(b, plan.patches, fn.name, kind)
+        routes = [p for p in plan.patches if p.role == ROUTE]
+        assert routes and all(len(r.replacement) % 4 == 0 for r in routes), kind
+        for r in routes:
+            assert impl.parse_route(r.replacement, r.addr), kind
+    route = next(p for p in plans["return"].patches if p.role == ROUTE)
+    forged = Patch(route.addr, route.original, bytes.fromhex("c0035fd6"), ROUTE)  # ret
+    with pytest.raises(BladeError) as e:
+        trust.check_against(b, [p if p is not route else forged
+                                for p in plans["return"].patches], fn.name, "u1")
+    assert e.value.code == Code.FORBIDDEN and "B (imm26) branch" in e.value.message
+    with pytest.raises(BladeError) as e:
+        impl.plan_args
+    assert e.value.code == Code.ACTION_NOT_SUPPORT and "args" in e.value.message

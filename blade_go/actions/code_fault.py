@@ -74,8 +74,12 @@ class CodeFaultExecutor(ReturnExecutor):
         from ..inspector import CaveAllocator, open_binary
         from ..session import ensure_session, target_paused
         from ..stubs.placement import FunctionCode
+        from ..stubs.select import stub_arch
 
         binary = open_binary(pid=ctx.pid)
+        # an action the target's arch has no stub for is refused before anything attaches
+        # (ACTION_NOT_SUPPORT naming it: stubs/select.py)
+        getattr(stub_arch(binary.goarch), f"plan_{self.fault}")
         if not binary.has_dwarf:
             # Refused before anything attaches. dlv reads goroutines through the executable's
             # DWARF (runtime.g and allgs), and this fault needs every goroutine's stack: to

@@ -48,6 +48,8 @@ class StubArch:
     insn_align: int                # instruction alignment (x86 1, arm64 4)
     elf_machine: int               # e_machine of its executables (EM_X86_64 62, EM_386 3, EM_AARCH64 183)
     no_deep_callers: str = ""      # why --caller-depth > 1 is refused ("": the stubs walk frames)
+    seen_shortcuts: bool = True    # the draw's state / the count ticket also count the calls
+    #                                (conditions.seen_source; 386: 32-bit state, saturating ticket)
     parts: Dict[str, str] = field(default_factory=dict)   # part -> "module:attribute"
     missing: str = ""              # why the parts not listed are refused on this arch
     _cache: dict = field(default_factory=dict, compare=False, repr=False)

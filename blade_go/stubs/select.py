@@ -32,7 +32,7 @@ I386 = StubArch(
     goarch="386", ptrsize=4, route_len=5, pad_byte=0xCC, route_kind="rel32 jump",
     breakpoint=b"\xcc", insn_align=1, elf_machine=3,
     no_deep_callers="Go keeps no frame pointers on 386, so frames beyond the direct caller "
-                    "cannot be found without stopping the target", parts={
+                    "cannot be found without stopping the target", seen_shortcuts=False, parts={
         "code": "placement_386:I386",
         "encoder": "encoder_386:Encoder386",
         "conditions": "conditions_386:I386Conditions",
@@ -48,14 +48,17 @@ I386 = StubArch(
 ARM64 = StubArch(
     goarch="arm64", ptrsize=8, route_len=4, pad_byte=0x00, route_kind="B (imm26) branch",
     breakpoint=bytes.fromhex("000020d4"), insn_align=4, elf_machine=183,
-    no_deep_callers="blade-go's arm64 --caller check reads the direct caller only so far",
     parts={
         "code": "placement_arm64:ARM64",
+        "conditions": "conditions_arm64:Arm64Conditions",
         "plan_return": "return_arm64:plan_return",
+        "plan_conditional_return": "conditions_return_arm64:plan_conditional_return",
+        "plan_delay": "faults_arm64:plan_delay",
+        "plan_panic": "faults_arm64:plan_panic",
         "guarded_patches": "instance_guard_arm64:guarded_patches",
         "parse_route": "route_arm64:parse_route",
         "code_references": "route_arm64:code_references",
-    }, missing="blade-go's arm64 stubs are not written yet")
+    }, missing="blade-go's arm64 args stub is not written yet")
 
 ARCHES = {a.goarch: a for a in (AMD64, I386, ARM64)}
 
