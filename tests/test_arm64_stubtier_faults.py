@@ -239,15 +239,15 @@ def test_refusals(goarch, action, flags, message):
 @pytest.mark.parametrize("goarch", ARCHES)
 def test_pie_build(goarch):
     """-buildmode=pie (ld.so from the arm64 sysroot; the load bias read from qemu, checked
-    again in the run): a conditional return (.data.rel.ro itabs, counters), args and panic in
-    one run."""
+    again in the run): a conditional return (.data.rel.ro itabs, counters), a guarded
+    generic instance and a panic in one run."""
     exe = _exe(goarch, pie=True)
     with tier.Planner(exe) as p:
         plans = [tier.plan_or_pending(p, "return", func="main.Count", value=CHAOS,
                                       effect_count=3),
-                 tier.plan_or_pending(p, "args", func="main.Sum", set="a=100"),
+                 tier.plan_or_pending(p, "return", func="main.Pick[int]", value="99"),
                  tier.plan_or_pending(p, "panic", func="main.Boom", value="error:pie")]
     run = _run(exe, plans)
     assert _line(run, "count").startswith("count calls=100 faulted=3 ")
-    assert _line(run, "args") == "args 104 hello bob 5"
+    assert _line(run, "generic") == "generic 99 3 a"
     assert _line(run, "panic") == "panic recovered *errors.errorString error:pie"

