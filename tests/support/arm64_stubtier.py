@@ -296,6 +296,11 @@ def run(exe, data_patches: Sequence[Patch] = (), stdin: str = "", timeout: float
     if port:
         cmd += ["-g", str(port)]
     env = dict(os.environ if env is None else env)
+    if stop_at is not None:
+        # No preemption signals while a debugger waits for the breakpoint: qemu-user's
+        # gdbstub reports each SIGURG as a stop, and a SIGURG stop racing the breakpoint's in
+        # another thread has hung a run (seen 1 in ~5). Runs without stop_at keep them.
+        env["GODEBUG"] = ",".join(filter(None, [env.get("GODEBUG"), "asyncpreemptoff=1"]))
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd + [str(exe), *args], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
