@@ -332,3 +332,23 @@ def test_arm64_plans_through_select_pass_the_trust_check():
     with pytest.raises(BladeError) as e:
         impl.plan_args
     assert e.value.code == Code.ACTION_NOT_SUPPORT and "args" in e.value.message
+
+
+def test_cave_allocator_keeps_to_the_arch_branch_reach():
+    """arm64's route is one B (+-128 MB): the allocator passes over a cave beyond it that a
+    rel32 route (x86, +-2 GB) could use, and says so when nothing is in reach."""
+    from blade_go.actions.return_ import _reach
+    from blade_go.inspector.caves import HEADER, TEXT_END, Cave, CaveAllocator
+
+    class B:
+        def __init__(self, goarch):
+            self.goarch = goarch
+    near = 0x10000000
+    far = Cave(near + (1 << 28), near + (1 << 28) + 256, HEADER)      # 256 MB away
+    close = Cave(near + (1 << 20), near + (1 << 20) + 256, TEXT_END)  # 1 MB away
+    assert CaveAllocator([far, close], **_reach(B("amd64"))).allocate(64, near) == far.start
+    assert CaveAllocator([far, close], **_reach(B("arm64"))).allocate(64, near) == close.start
+    with pytest.raises(BladeError) as e:
+        CaveAllocator([far], **_reach(B("arm64"))).allocate(64, near)
+    assert "within B (imm26) reach" in e.value.message
+    assert _reach(B("386")) == {"reach": 1 << 31, "reach_name": "rel32"}

@@ -22,7 +22,7 @@ from ..patch import ARM, Patch
 from ..trust import trusted_patches
 from ..procfs import start_time
 from .return_ import (ReturnExecutor, _attempts, _conditions, _find_out_of_line,
-                      _radius_warning, _read_counters, _record, _refuse_conflicts,
+                      _radius_warning, _reach, _read_counters, _record, _refuse_conflicts,
                       _release_quietly, _taken_ranges)
 
 # destroy waits this long for goroutines still inside a delay (under the session's 60 s reply)
@@ -110,7 +110,8 @@ class CodeFaultExecutor(ReturnExecutor):
             taken = _taken_ranges(state, ctx.pid, bias)
             notes = []
             for attempt in _attempts(ctx, conds):
-                allocator = CaveAllocator(binary.caves(int3=False), taken=taken)
+                allocator = CaveAllocator(binary.caves(int3=False), taken=taken,
+                                          **_reach(binary))
                 target.allocate = lambda n, a=allocator: a.allocate(n, near=fn.entry) + bias
                 # Originals come from the executable file; the session checks the live bytes.
                 target.read_original = lambda addr, n: binary.read(addr - bias, n)

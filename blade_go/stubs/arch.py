@@ -24,7 +24,7 @@ from ..errors import BladeError, Code
 # x86 implementations named in select.py). A part left out is refused with its description.
 PARTS = {
     "code": "code placement",                       # placement.ArchCode instance
-    "encoder": "return stubs",                      # encoder class for planner.stub_code
+    "encoder": "the shared return planner's encoder",  # class for planner.stub_code
     "conditions": "in-stub conditions",             # emit_prefix's block backend (instance)
     "plan_return": "return",                        # -> planner.StubPlan
     "plan_conditional_return": "return with --effect-count/--effect-percent/--match/--caller/--after",
@@ -48,6 +48,7 @@ class StubArch:
     insn_align: int                # instruction alignment (x86 1, arm64 4)
     elf_machine: int               # e_machine of its executables (EM_X86_64 62, EM_386 3, EM_AARCH64 183)
     no_deep_callers: str = ""      # why --caller-depth > 1 is refused ("": the stubs walk frames)
+    branch_reach: int = 1 << 31    # +- bytes a route's branch reaches (x86 rel32; arm64 B 128 MB)
     seen_shortcuts: bool = True    # the draw's state / the count ticket also count the calls
     #                                (conditions.seen_source; 386: 32-bit state, saturating ticket)
     parts: Dict[str, str] = field(default_factory=dict)   # part -> "module:attribute"

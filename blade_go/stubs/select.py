@@ -43,11 +43,11 @@ I386 = StubArch(
         "plan_args": "args_stub:plan_args",
         "parse_route": "route_x86:parse_route",
         "code_references": "route_x86:code_references_386",
-    }, missing="the dictionary guard compares a register-ABI argument (amd64 only)")
+    }, missing="386 passes every argument on the stack (ABI0); the guard compares a register")
 
 ARM64 = StubArch(
     goarch="arm64", ptrsize=8, route_len=4, pad_byte=0x00, route_kind="B (imm26) branch",
-    breakpoint=bytes.fromhex("000020d4"), insn_align=4, elf_machine=183,
+    breakpoint=bytes.fromhex("000020d4"), insn_align=4, elf_machine=183, branch_reach=1 << 27,
     parts={
         "code": "placement_arm64:ARM64",
         "conditions": "conditions_arm64:Arm64Conditions",
@@ -58,7 +58,7 @@ ARM64 = StubArch(
         "guarded_patches": "instance_guard_arm64:guarded_patches",
         "parse_route": "route_arm64:parse_route",
         "code_references": "route_arm64:code_references",
-    }, missing="blade-go's arm64 args stub is not written yet")
+    }, missing="blade-go has no arm64 stub for it yet")
 
 ARCHES = {a.goarch: a for a in (AMD64, I386, ARM64)}
 
