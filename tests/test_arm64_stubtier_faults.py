@@ -17,7 +17,10 @@ from blade_go.errors import BladeError
 from tests.support import arm64_stubtier as tier
 from tests.support.fixtures import build_fixture
 
-ARCHES = [pytest.param("arm64", id="arm64"), pytest.param("amd64", id="amd64-harness-check")]
+# arm64 built by Go 1.26 (default) and Debian's Go 1.19; amd64 (qemu-x86_64) checks the test
+ARCHES = [pytest.param("arm64", id="arm64"), pytest.param("arm64/go1.19", id="arm64-go1.19"),
+          pytest.param("amd64", id="amd64-harness-check")]
+TWO = [ARCHES[0], ARCHES[2]]  # planning-only tests: one arm64 build is enough
 QEMU = {"arm64": "aarch64", "amd64": "x86_64"}
 CHAOS = "0,error:chaos"
 
@@ -36,9 +39,12 @@ PLAIN = {
 }
 
 
-def _exe(goarch, **kw):
+def _exe(build, **kw):
+    """The fixture for a build "goarch[/toolchain]"."""
+    goarch, _, toolchain = build.partition("/")
     tier.require_qemu(QEMU[goarch])
-    return build_fixture("stubtier_target", goarch=goarch, **kw)
+    return build_fixture("stubtier_target", goarch=goarch, toolchain=toolchain or "go-default",
+                         **kw)
 
 
 def _line(run, key):
@@ -214,18 +220,23 @@ def test_inlined_sites_reported(goarch):
 @pytest.mark.parametrize("goarch", ARCHES)
 def test_stripped_with_signature(goarch):
     """-ldflags='-s -w' (no .symtab, no DWARF): return takes the types from --signature and
-    works; delay is refused (no DWARF: goroutines cannot be listed), with the reason."""
+    works, with --effect-count too; delay is refused (no DWARF: goroutines cannot be listed),
+    with the reason."""
     exe = _exe(goarch, ldflags="-s -w")
     with tier.Planner(exe) as p:
         plan = tier.plan_or_pending(p, "return", func="main.Count", value=CHAOS,
                                     signature="func(int, string) (int, error)")
+        counted = tier.plan_or_pending(p, "return", func="main.Percent", value=CHAOS,
+                                       signature="func(int) (int, error)", effect_count=7)
         with pytest.raises(BladeError, match="needs the target's executable with DWARF"):
             p.plan("delay", func="main.Slow", time=100)
-    assert _line(_run(exe, [plan], {"count"}), "count") == "count calls=100 faulted=100 sum=0 first=[" + \
+    run = _run(exe, [plan, counted], {"count", "percent"})
+    assert _line(run, "count") == "count calls=100 faulted=100 sum=0 first=[" + \
         " ".join(map(str, range(20))) + "]"
+    assert _line(run, "percent").startswith("percent calls=2000 faulted=7 ")
 
 
-@pytest.mark.parametrize("goarch", ARCHES)
+@pytest.mark.parametrize("goarch", TWO)
 @pytest.mark.parametrize("action,flags,message", [
     ("return", dict(func="runtime.mallocgc", value="nil"), "runtime"),
     ("return", dict(func="main.Count", value="1"), "2 results"),
