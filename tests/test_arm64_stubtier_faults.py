@@ -30,6 +30,7 @@ PLAIN = {
     "match": "match calls=100 faulted=0 sum=10325 first=[]",
     "after": "after calls=100 faulted=0 sum=4950 first=[]",
     "saved": "saved 100",
+    "race": "race calls=4000 faulted=0",
     "caller": "caller A faulted 0 B faulted 0",
     "args": "args 7 hello bob 5",
     "panic": "panic returned 42",
@@ -56,10 +57,10 @@ def _line(run, key):
 _plain = {}
 
 
-def _run(exe, plans, changed=()):
+def _run(exe, plans, changed=(), **kw):
     """One run with every plan's patches; the lines of functions no plan touches (`changed`:
     the keys that may differ) must be the unpatched program's, byte for byte."""
-    run = tier.run_plans(exe, plans)
+    run = tier.run_plans(exe, plans, **kw)
     assert run.returncode == 0, run.stderr[-3000:]
     if str(exe) not in _plain:
         _plain[str(exe)] = tier.run(exe).stdout.splitlines()
@@ -125,6 +126,21 @@ def test_conditions(goarch):
             assert [s["calls"] for s in got["sites"]] == [calls], got["sites"]
             if plan in (count, match):
                 assert lo < got["sites"][0]["return_address"] <= hi, got["sites"]
+
+
+@pytest.mark.parametrize("goarch", ARCHES)
+def test_effect_count_under_racing_goroutines(goarch):
+    """8 goroutines (on as many host threads as qemu gives them) call Race 4000 times:
+    --effect-count 1000 faults exactly 1000 (the counter's exclusive-load/store loop), and the
+    counters agree."""
+    exe = _exe(goarch)
+    with tier.Planner(exe) as p:
+        plan = tier.plan_or_pending(p, "return", func="main.Race", value=CHAOS,
+                                    effect_count=1000)
+    run = _run(exe, [plan], {"race"}, counters_at="os.Exit")
+    assert _line(run, "race") == "race calls=4000 faulted=1000"
+    got = tier.counters(run, plan)
+    assert (got["calls_seen"], got["calls_faulted"]) == (4000, 1000), got
 
 
 @pytest.mark.parametrize("goarch", ARCHES)
