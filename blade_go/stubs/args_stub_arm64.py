@@ -23,9 +23,9 @@ from ..patch import CAVE, ROUTE, Patch, split_values
 from . import values as V
 from .asm_arm64 import Asm64, listing_text
 from .conditions_return_arm64 import ROUTE_LEN, check_run, load_values
-from .faults import FaultPlan
 from .faults_arm64 import _block, _data_base, emit_prefix_into
 from .image import DataArea, build_images
+from .plans import FaultPlan
 
 
 def plan_args(code, params: Sequence[ParamLocation], new: Dict[int, V.Value], resolve,
