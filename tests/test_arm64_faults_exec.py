@@ -22,7 +22,7 @@ from blade_go.stubs.conditions_data import data_cave
 from blade_go.stubs.conditions_match import parse_match
 from blade_go.stubs.faults import PanicSymbols, parse_panic_value
 from blade_go.stubs import values as V
-from blade_go.stubs.args_stub_arm64 import plan_args
+from blade_go.stubs.args_arm64 import plan_args
 from blade_go.stubs.faults_arm64 import plan_delay, plan_panic
 from blade_go.stubs.placement_arm64 import FunctionCodeARM64
 from tests.support import arm64_harness as H

@@ -1,4 +1,4 @@
-"""The args stub on arm64 (args_stub.py's plan, in A64): F's first instruction becomes
+"""The args stub on arm64 (the x86 args_stub.py's plan, in A64): F's first instruction becomes
 `b S`; S puts the new values in the argument registers (R0-R15, F0-F15) and stack slots
 ([SP+8+...] at F's entry), runs the displaced instruction (relocated by placement_arm64) and
 branches back. F's morestack path comes back to the entry, so S runs again after a stack
