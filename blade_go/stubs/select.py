@@ -32,7 +32,7 @@ I386 = StubArch(
     goarch="386", ptrsize=4, route_len=5, pad_byte=0xCC, route_kind="rel32 jump",
     breakpoint=b"\xcc", insn_align=1, elf_machine=3,
     no_deep_callers="Go keeps no frame pointers on 386, so frames beyond the direct caller "
-                    "cannot be found without stopping the target", parts={
+                    "cannot be found without stopping the target", seen_shortcuts=False, parts={
         "code": "placement_386:I386",
         "encoder": "encoder_386:Encoder386",
         "conditions": "conditions_386:I386Conditions",
@@ -43,11 +43,11 @@ I386 = StubArch(
         "plan_args": "args_stub:plan_args",
         "parse_route": "route_x86:parse_route",
         "code_references": "route_x86:code_references_386",
-    }, missing="the dictionary guard compares a register-ABI argument (amd64 only)")
+    }, missing="386 passes every argument on the stack (ABI0); the guard compares a register")
 
 ARM64 = StubArch(
     goarch="arm64", ptrsize=8, route_len=4, pad_byte=0x00, route_kind="B (imm26) branch",
-    breakpoint=bytes.fromhex("000020d4"), insn_align=4, elf_machine=183,
+    breakpoint=bytes.fromhex("000020d4"), insn_align=4, elf_machine=183, branch_reach=1 << 27,
     parts={
         "code": "placement_arm64:ARM64",
         "conditions": "conditions_arm64:Arm64Conditions",
@@ -59,8 +59,7 @@ ARM64 = StubArch(
         "guarded_patches": "instance_guard_arm64:guarded_patches",
         "parse_route": "route_arm64:parse_route",
         "code_references": "route_arm64:code_references",
-    }, missing="arm64 return stubs are planned by return_arm64.plan_return, which has no "
-                "shared encoder class")
+    })
 
 ARCHES = {a.goarch: a for a in (AMD64, I386, ARM64)}
 
