@@ -289,3 +289,24 @@ def test_pie_build(goarch):
     assert _line(run, "count").startswith("count calls=100 faulted=3 ")
     assert _line(run, "generic") == "generic 99 3 a"
     assert _line(run, "panic") == "panic recovered *errors.errorString error:pie"
+
+
+def test_armv80_cpu():
+    """The stubs need nothing past ARMv8.0 (AWS Graviton 1, qemu's cortex-a72: no LSE
+    atomics, which test_armv80_cpu_model_rejects_lse shows fail there): conditional return
+    under racing goroutines, delay, panic and args in one run on that CPU."""
+    exe = _exe("arm64")
+    with tier.Planner(exe) as p:
+        plans = [p.plan("return", func="main.Race", value=CHAOS, effect_count=1000),
+                 p.plan("return", func="main.Match", value=CHAOS, match='name=="bob" && id>=40'),
+                 p.plan("delay", func="main.Slow", time=100, effect_count=2),
+                 p.plan("panic", func="main.Boom", value="error:a72"),
+                 p.plan("args", func="main.Sum", set="a=100")]
+    run = tier.run_plans(exe, plans, cpu="cortex-a72")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _line(run, "race") == "race calls=4000 faulted=1000"
+    assert _faulted(_line(run, "match")) == 15
+    ms = [int(l.split()[1]) for l in _line(run, "delay")]
+    assert ms[0] >= 100 and ms[1] >= 100 and ms[2] < 100, ms
+    assert _line(run, "panic") == "panic recovered *errors.errorString error:a72"
+    assert _line(run, "args") == "args 104 hello bob 5"

@@ -131,3 +131,21 @@ def test_amd64_planner_seam_with_condition_counters():
     assert run.data_written >= 1
     assert _line(run, 0) == "R0 | int :: 42 zero=false"
     assert _line(run, 3) == "R3 | *errors.errorString :: error:db is down"
+
+
+def test_armv80_cpu_model_rejects_lse(arm64_results):
+    """The control for the ARMv8.0 runs (test_arm64_stubtier_faults.test_armv80_cpu): a stub
+    using an LSE atomic (ldaddal, ARMv8.1) works on neoverse-n1 and dies with SIGILL on
+    qemu's cortex-a72, so a stub that needed LSE would fail there."""
+    b, fn, cave = _site(arm64_results, "main.OneInt")
+    code = _u32(0xD10043FF, 0xF90003FF, movz_x(0, 5), 0xF8E003E1, 0xF94003E0, 0x910043FF, RET)
+    assert [m for m, _ in _disasm(code, cave)] == ["sub", "str", "mov", "ldaddal", "ldr", "add",
+                                                   "ret"]
+    patches = [Patch(cave, b.read(cave, len(code)), code, CAVE),
+               Patch(fn.entry, b.read(fn.entry, 4), _u32(b_to(fn.entry, cave)), ROUTE)]
+    n1 = tier.run_patched(arm64_results, patches)
+    assert n1.returncode == 0 and _line(n1, 0) == "R0 | int :: 5 zero=false"
+    a72 = tier.run_patched(arm64_results, patches, cpu="cortex-a72")
+    assert a72.returncode != 0 and "SIGILL" in a72.stderr, (a72.returncode, a72.stderr[-500:])
+    # the unpatched program itself runs there (Go checks for LSE before using it)
+    assert tier.run(arm64_results, cpu="cortex-a72").returncode == 0

@@ -279,16 +279,18 @@ def _free_port() -> int:
 
 def run(exe, data_patches: Sequence[Patch] = (), stdin: str = "", timeout: float = 120,
         env: Optional[dict] = None, args: Sequence[str] = (), load_bias: int = 0,
-        stop_at: Optional[int] = None, read: Sequence[Tuple[int, int]] = ()) -> Run:
+        stop_at: Optional[int] = None, read: Sequence[Tuple[int, int]] = (),
+        cpu: Optional[str] = None) -> Run:
     """Run exe under qemu-user (arm64: -cpu neoverse-n1); data patches first, through the
     gdbstub at the program's first instruction (each original checked, each write read
     back), then detach. A PIE (ET_DYN) runs with the arm64 sysroot's ld.so (-L) and always
     through the gdbstub, which checks that qemu loaded it at `load_bias` (auxv AT_ENTRY).
     stop_at: a breakpoint (runtime address, e.g. os.Exit's) where the (addr, size) ranges of
-    `read` are read into Run.memory (what `blade-go status` would read: the counters)."""
+    `read` are read into Run.memory (what `blade-go status` would read: the counters).
+    cpu: another qemu CPU model, e.g. "cortex-a72" (ARMv8.0, no LSE atomics: AWS Graviton 1)."""
     machine = elf_machine(exe)
     qemu = require_qemu(machine)
-    cmd = [qemu, "-cpu", QEMU_CPU[machine]]
+    cmd = [qemu, "-cpu", cpu or QEMU_CPU[machine]]
     pie = is_pie(exe)
     if pie and machine == "aarch64":
         cmd += ["-L", require_sysroot()]
