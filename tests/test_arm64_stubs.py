@@ -84,6 +84,8 @@ def _written(code: bytes):
     ({}, 'small<0 && u>299 && p.region=="eu" && neg>-1099511627776 && flag!=true'),
     ({"callers": ((0x1000, 0x1100), (0x2000, 0x2400)), "caller_depth": 8}, None),
     ({"callers": ((0x1000, 0x1100),), "radius": True, "count": 1}, "id!=1"),
+    ({"callers": ((0x1000, 0x1100),), "caller_depth": 5, "radius": True, "compact": True},
+     "id!=1"),
 ])
 def test_the_prefix_writes_only_its_scratch_registers(kw, match):
     params = REGABI_ARM64.param_locations(sig_of(8, MANY))
@@ -94,14 +96,15 @@ def test_the_prefix_writes_only_its_scratch_registers(kw, match):
     syms = {COUNTERS: 0x20000, **{n: 0x12000 + 64 * k for k, (n, _) in
                                   enumerate(conds.constants())}}
     code, _ = a.assemble(0x10800, syms)
-    assert _written(code) <= PREFIX_WRITES, _written(code) - PREFIX_WRITES
+    allowed = PREFIX_WRITES | ({"x22"} if conds.compact else set())
+    assert _written(code) <= allowed, _written(code) - allowed
 
 
 def test_the_conditional_return_stub_writes_scratch_and_the_result_only():
     writes, p, _ = plan(sig_of(8, SIMPLE), {"count": 1, "percent": 50}, match="id==1")
     cave = next(v for k, v in writes.items() if k == p.stub_addr)
     written = _written(cave[:p.stub_size])
-    assert written <= PREFIX_WRITES | {"x0"}, written
+    assert written <= PREFIX_WRITES | {"x0", "w0"}, written
 
 
 def _work():
@@ -196,3 +199,19 @@ def test_entry_check_is_relocated_into_the_stub():
     route = writes[0x10000000][:4]
     assert [f"{i.mnemonic} {i.op_str}" for i in dis(route, 0x10000000)] == \
         [f"b #{p.stub_addr:#x}"]
+
+
+def test_the_args_stub_writes_scratch_and_the_replaced_arguments_only():
+    from dataclasses import replace
+    from blade_go.stubs import values as V
+    from blade_go.stubs.args_stub_arm64 import plan_args
+    params = REGABI_ARM64.param_locations(sig_of(8, MANY))
+    new = {k: replace(V.parse_element(k, params[k].type, text), index=k)
+           for k, text in ((1, '"abc"'), (3, "-5"))}   # name (R1, R2), small (R4)
+    conds = Conditions(count=1, matches=parse_match("id==1", params, 8, "F"))
+    p = plan_args(_work(), params, new, None, lambda n: 0x40000, lambda a, n: bytes(n),
+                  conds=conds, counters=0x80000)
+    written = _written(p.patches[0].replacement[:p.code_size])
+    regs = {r for loc in (params[1], params[3]) for pc in loc.pieces for r in
+            (pc.reg.lower().replace("r", "x"), pc.reg.lower().replace("r", "w"))}
+    assert written <= PREFIX_WRITES | regs, written - PREFIX_WRITES - regs
