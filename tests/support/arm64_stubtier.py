@@ -16,15 +16,18 @@ them is everything blade-go *writes*: the stubs, their values and their conditio
    .bss/.noptrbss page tail) are written through qemu's gdbstub at the first stop (`M`
    packets; qemu-user writes only writable pages that way, which those are), read back, then
    the debugger detaches and the program runs at full speed.
-3. run: `qemu-aarch64 -cpu neoverse-n1 COPY` (a Graviton2 core, ARMv8.2; stubs must not need
-   more), stdin fed, stdout/stderr/exit returned.
+3. run: `qemu-aarch64 -cpu neoverse-n1 COPY` (a Graviton2 core, ARMv8.2; `cpu="cortex-a72"`
+   for ARMv8.0 without LSE atomics), stdin fed, stdout/stderr/exit returned; optionally one
+   stop at a function (os.Exit) to read the plans' counter blocks as `status` would.
 
-Non-PIE builds load at their file addresses (load bias 0). The same harness runs amd64 builds
-under qemu-x86_64, which proves the harness itself with the amd64 planners.
+Non-PIE builds load at their file addresses (load bias 0). A PIE runs with Debian's arm64
+ld.so (`-L /usr/aarch64-linux-gnu`); its load bias is read from the gdbstub's auxv (qemu maps it
+at its own addresses, bias 0) and checked again in every run. The same harness runs amd64
+builds under qemu-x86_64, which proves the harness itself with the amd64 planners.
 
-    >>> p = Planner(exe)                                                        # doctest: +SKIP
-    >>> ret = p.plan("return", func="main.OneInt", value="42")                   # doctest: +SKIP
-    >>> run_patched(exe, ret.patches).stdout                                    # doctest: +SKIP
+    >>> with Planner(exe) as p:                                                 # doctest: +SKIP
+    ...     ret = p.plan("return", func="main.OneInt", value="42")
+    >>> run_plans(exe, [ret]).stdout                                            # doctest: +SKIP
 """
 from __future__ import annotations
 
