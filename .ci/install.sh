@@ -228,8 +228,10 @@ step_multilib() {
 
 # 7b. qemu-user: the arm64 tests run arm64 builds on an emulated arm64 CPU (its gdbstub
 #     stands in for dlv), e.g. the register ABI's ground truth in test_abi_groundtruth.py.
+#     The stub tier (tests/test_arm64_stubtier*.py) runs planned stubs on qemu-aarch64 and checks
+#     its own harness with the amd64 planners on qemu-x86_64 (same package).
 step_qemu_user() {
-  if command -v qemu-aarch64 >/dev/null 2>&1; then
+  if command -v qemu-aarch64 >/dev/null 2>&1 && command -v qemu-x86_64 >/dev/null 2>&1; then
     log "qemu-user: present"; return
   fi
   apt_update_once
