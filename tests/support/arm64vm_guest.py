@@ -118,8 +118,90 @@ def processes():
     return out
 
 
+def blade_go_processes(wait=0.0):
+    """[pid, comm, cmdline] of every dlv, supervisor, guardian or fork server still running,
+    after waiting up to `wait` seconds for them to end (a destroy's supervisor detaches and
+    exits after the Response; a refused create SIGTERMs its standby)."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = [p for p in processes() if p[1] == "dlv" or
+                any("blade_go" in a or a.endswith("guard.py") for a in p[2])]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.25)
+
+
+def tracer_pid(pid):
+    """TracerPid from /proc/PID/status (0: nobody is attached)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("TracerPid:"):
+            return int(line.split()[1])
+
+
+def dlv_probe(pid, func, timeout=300):
+    """Attach the arm64 dlv to pid the way blade-go's session layer talks to it (JSON-RPC over
+    a unix socket, blade_go.session.delve_client), and report what the session layer relies
+    on: the halt, thread PCs, the register names dlv prints, reading `func`'s first 16 bytes,
+    writing them (four NOPs, through blade_go.session.memory as patches are written) and
+    writing the originals back, then detach. /proc/PID/mem is read after each write."""
+    from elftools.elf.elffile import ELFFile
+    from blade_go.session.delve_client import DelveClient
+    from blade_go.session.memory import write_bytes
+    from blade_go.session.references import _REG
+    exe = os.readlink(f"/proc/{pid}/exe")
+    with open(exe, "rb") as f:
+        elf = ELFFile(f)
+        addr = elf.get_section_by_name(".symtab").get_symbol_by_name(func)[0]["st_value"]
+        seg = next(s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD" and
+                   s["p_vaddr"] <= addr < s["p_vaddr"] + s["p_filesz"])
+        offset = addr - seg["p_vaddr"] + seg["p_offset"]
+    sock = f"/tmp/dlv-probe-{pid}.sock"
+    t0 = time.monotonic()
+    dlv = subprocess.Popen([DLV, "attach", str(pid), "--headless", "--accept-multiclient",
+                            "--api-version=2", f"--listen=unix:{sock}"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        while not os.path.exists(sock):
+            if dlv.poll() is not None or time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"dlv did not listen: {dlv.stdout.read().decode()}")
+            time.sleep(0.1)
+        c = DelveClient("unix:" + sock, timeout=timeout)
+        state = c.state()
+        attach_s = time.monotonic() - t0
+        threads = c.list_threads()
+        regs = c.call("ListRegisters", {"ThreadID": threads[0]["id"], "IncludeFp": True})
+        names = [n for n, _ in _REG.findall(regs.get("Registers", ""))]
+        before = c.read_memory(addr, 16)
+        nops = bytes.fromhex("1f2003d5") * 4
+        write_bytes(c, addr, nops)
+        with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+            mem.seek(addr)
+            while_written = mem.read(16)
+            write_bytes(c, addr, before)
+            mem.seek(addr)
+            after = mem.read(16)
+        with open(exe, "rb") as f:
+            f.seek(offset)
+            in_file = f.read(16)
+        stopped_while_attached = tracer_pid(pid) == dlv.pid
+        c.detach(kill=False)
+        c.close()
+        dlv.wait(timeout)
+        return {"attach_seconds": round(attach_s, 2), "running": state.get("Running"),
+                "threads": [{"id": t["id"], "pc": t.get("pc", 0)} for t in threads],
+                "register_names": names, "addr": addr, "before": before.hex(),
+                "file": in_file.hex(), "while_written": while_written.hex(),
+                "after": after.hex(), "traced_by_dlv": stopped_while_attached,
+                "dlv_exit": dlv.returncode, "tracer_after": tracer_pid(pid)}
+    finally:
+        if dlv.poll() is None:
+            dlv.terminate()
+            dlv.wait(60)
+
+
 FUNCTIONS = {f.__name__: f for f in (facts, shell, start, call, send, target_state, stop, blade,
-                                     text_differences, differences_beyond_retained, processes)}
+                                     text_differences, differences_beyond_retained, processes,
+                                     blade_go_processes, tracer_pid, dlv_probe)}
 
 
 def _reply(tag, payload):
