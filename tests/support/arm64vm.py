@@ -146,6 +146,27 @@ exec python3 {GUEST_REPO}/tests/support/arm64vm_guest.py
 
 # -- the machine ------------------------------------------------------------------------------
 
+SCRATCH_PREFIX = "blade-go-arm64vm-"
+
+
+def _remove_stale_scratch():
+    """Scratch directories (a 180 MB initrd each) of test processes that died without cleanup."""
+    for d in Path(tempfile.gettempdir()).glob(SCRATCH_PREFIX + "*"):
+        try:
+            os.kill(int(d.name[len(SCRATCH_PREFIX):].split("-")[0]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (ValueError, PermissionError):
+            pass
+
+
+def _die_with_parent():
+    """In the child before exec: SIGKILL when the test process dies, however it dies (a
+    SIGKILLed pytest runs no atexit and no finalizer)."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
 _live: "set[ArmVM]" = set()
 
 
@@ -161,7 +182,8 @@ class ArmVM:
     def __init__(self, image: Path, dlv: Path, fixtures: Dict[str, Path],
                  boot_timeout: float = 600.0):
         self.image = Path(image)
-        self.tmp = Path(tempfile.mkdtemp(prefix="blade-go-arm64vm-"))
+        _remove_stale_scratch()
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
         self.console: List[str] = []  # every line the serial console printed, in order
         self.results: Dict[int, dict] = {}
         self.ready: Optional[dict] = None
@@ -186,7 +208,8 @@ class ArmVM:
                      "-append", "console=ttyAMA0 rdinit=/init panic=-1 loglevel=3"]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
         _live.add(self)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
