@@ -123,13 +123,36 @@ def job_archive(files: Dict[str, Union[Path, bytes]], executable=()) -> bytes:
     return blob + b"\0" * (-len(blob) % 512)
 
 
-def repo_files() -> Dict[str, Path]:
-    """What blade-go needs at run time from this checkout, and the test helpers the agent uses."""
-    files = {}
+GUEST_PYTHON = (3, 11)  # bookworm's python3
+
+
+def _pyc(src: Path, guest_path: str, scratch: Path) -> bytes:
+    """src compiled for the guest's Python (same version as ours), as an unchecked-hash .pyc:
+    valid whatever the file times in the VM, and compiled here in a fraction of what the
+    emulated CPU would take at every boot."""
+    import py_compile
+    out = scratch / "x.pyc"
+    py_compile.compile(str(src), cfile=str(out), dfile=guest_path, doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    return out.read_bytes()
+
+
+def repo_files(scratch: Optional[Path] = None) -> Dict[str, Union[Path, bytes]]:
+    """What blade-go needs at run time from this checkout, and the test helpers the agent uses;
+    with `scratch` (a directory to compile in) and a host Python of the guest's version, their
+    .pyc files too."""
+    import sys
+    files: Dict[str, Union[Path, bytes]] = {}
+    compile_here = scratch is not None and sys.version_info[:2] == GUEST_PYTHON
     for top in ("blade_go", "specs", "tests/support"):
         for f in sorted((REPO_ROOT / top).rglob("*")):
             if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc":
-                files[f"{GUEST_REPO}/{f.relative_to(REPO_ROOT)}"] = f
+                guest = f"{GUEST_REPO}/{f.relative_to(REPO_ROOT)}"
+                files[guest] = f
+                if compile_here and f.suffix == ".py":
+                    tag = f"cpython-{GUEST_PYTHON[0]}{GUEST_PYTHON[1]}"
+                    pyc = f"{guest.rsplit('/', 1)[0]}/__pycache__/{f.stem}.{tag}.pyc"
+                    files[pyc] = _pyc(f, guest, scratch)
     for single in ("build/toolchains.env", "chaosblade-exec-go.yaml"):
         if (REPO_ROOT / single).is_file():
             files[f"{GUEST_REPO}/{single}"] = REPO_ROOT / single
@@ -191,7 +214,7 @@ class ArmVM:
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
         self.fixtures = dict(fixtures)
-        files: Dict[str, Union[Path, bytes]] = dict(repo_files())
+        files: Dict[str, Union[Path, bytes]] = dict(repo_files(self.tmp))
         files[GUEST_DLV] = Path(dlv)
         for name, path in self.fixtures.items():
             files[f"{GUEST_FIXTURES}/{name}"] = Path(path)

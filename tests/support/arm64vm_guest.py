@@ -215,9 +215,11 @@ def main():
     if os.isatty(0):  # no echo, no line editing, no CR/LF translation on the console
         tty.setraw(0, termios.TCSANOW)
     t0 = time.monotonic()
-    # Compile blade-go once, or every CLI run would (the VM's /repo starts without .pyc).
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "/repo/blade_go", "/repo/tests/support"],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Compile blade-go once, or every CLI run would, unless the host brought the .pyc files.
+    if not Path("/repo/blade_go/__pycache__").is_dir():
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "/repo/blade_go",
+                        "/repo/tests/support"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
     _reply("ARM64VM-READY", {"compile_seconds": round(time.monotonic() - t0, 2)})
     buf = b""
     while True:
