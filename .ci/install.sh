@@ -50,7 +50,7 @@ step_python() {
   else
     log "python deps: installing"
     # capstone: the arm64 decoder (iced-x86 is x86 only); the arm64 ABI tests read code with it
-    python3 -m pip install -q pyyaml requests pyelftools click iced-x86 pytest wheel capstone
+    python3 -m pip install -q pyyaml requests pyelftools click iced-x86 pytest wheel "capstone>=5,<6"
   fi
   # The Chaos Toolkit extra (setup.cfg [chaostoolkit]); its tests run the real `chaos` CLI.
   if python3 -c 'import chaoslib, chaostoolkit' 2>/dev/null; then

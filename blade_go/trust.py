@@ -12,8 +12,9 @@ itself would have planned for this executable:
   record keeps as `retained` after destroy), lies entirely inside one real cave of the binary
   (header, text-end or INT3 padding) that the process maps executable;
 - a route patch lies inside a function (the record's function when it names one) and its
-  replacement is only `jmp rel32` / `call rel32` instructions (E9/E8, the same encoding on amd64
-  and 386) whose targets lie inside this record's own cave patches, then INT3/NOP fill;
+  replacement is only direct branches (amd64/386: `jmp rel32` / `call rel32`, E9/E8; arm64:
+  `B`/`BL`; the arch's parse_route, stubs/select.py) whose targets lie inside this record's own
+  cave patches, then fill (INT3/NOP; arm64 BRK/NOP words);
 - patches do not overlap, originals and replacements have the same non-zero length;
 - an arm patch (delay's on/off byte) is one byte inside one of this record's cave patches, and
   its `original` is that cave patch's own byte there (revert only ever disarms);
@@ -31,8 +32,6 @@ from .patch import ARM, CAVE, DATA, ROLES, ROUTE, VALUE, Patch
 from .procfs import start_time
 
 MAX_PATCH = 1 << 16  # no stub blade-go plans is anywhere near this
-REL32_OPS = (0xE8, 0xE9)  # call rel32, jmp rel32
-FILL = (0xCC, 0x90)  # int3, nop
 
 
 def _refuse(uid, why: str):
@@ -139,16 +138,17 @@ def _check_arm(a: Patch, caves: List[Patch], uid):
 
 
 def _check_route(binary, p: Patch, caves: List[Patch], function, uid):
-    bias, code, i, jumps = binary.load_bias, p.replacement, 0, 0
-    while i + 5 <= len(code) and code[i] in REL32_OPS:
-        rel = int.from_bytes(code[i + 1:i + 5], "little", signed=True)
-        dest = p.addr + i + 5 + rel
+    from .stubs.select import stub_arch  # the arch's route encoding (x86 rel32, arm64 B/BL)
+    impl = stub_arch(binary.goarch)
+    bias = binary.load_bias
+    targets = impl.parse_route(p.replacement, p.addr)
+    for dest in targets or ():
         if not any(c.addr <= dest < c.end for c in caves):
             _refuse(uid, f"the route at {p.addr:#x} branches to {dest:#x}, outside the "
                          "experiment's own caves")
-        i, jumps = i + 5, jumps + 1
-    if not jumps or any(b not in FILL for b in code[i:]):
-        _refuse(uid, f"the route at {p.addr:#x} is not a rel32 jump into the experiment's caves")
+    if not targets:
+        _refuse(uid, f"the route at {p.addr:#x} is not a {impl.route_kind} into the "
+                     "experiment's caves")
     lo, hi = p.addr - bias, p.end - bias
     if function is not None:
         try:
@@ -163,7 +163,7 @@ def _check_route(binary, p: Patch, caves: List[Patch], function, uid):
     if not inside:
         _refuse(uid, f"the route at {p.addr:#x} is not inside "
                      + (f"function {function}" if function else "a function"))
-    # A route may run past a function shorter than it only over the linker's INT3 padding
-    # (return_._route_original); the original check above already pinned those bytes.
-    if fn is not None and hi > fn.end and any(b != 0xCC for b in p.original[fn.end - lo:]):
+    # A route may run past a function shorter than it only over the linker's padding (INT3 on
+    # x86; return_._route_original); the original check above already pinned those bytes.
+    if fn is not None and hi > fn.end and any(b != impl.pad_byte for b in p.original[fn.end - lo:]):
         _refuse(uid, f"the route at {p.addr:#x} runs past the end of {function}")

@@ -69,7 +69,7 @@ def test_frameless_leaves_have_no_frame_and_refuse_an_inner_call_site(binary):
         assert pcsp_at(binary, fn.entry, code.insns[-1].addr) == 0
         with pytest.raises(BladeError, match="frameless"):
             code.after_frame_setup_site()
-        assert code.entry_site().length >= P.JMP_LEN
+        assert code.entry_site().length >= code.arch.route_len
 
 
 def _decoded(code, addr, bitness):

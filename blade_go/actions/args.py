@@ -10,7 +10,6 @@ from dataclasses import replace
 
 from ..errors import BladeError, Code
 from ..stubs import values as V
-from ..stubs.args_stub import plan_args
 from ..stubs.image import BinaryResolver
 from .code_fault import CodeFaultExecutor
 
@@ -61,9 +60,10 @@ class ArgsExecutor(CodeFaultExecutor):
             if v.kind == V.VAR:
                 var = target.binary.variable(v.data)
                 V.check_var_type(v, getattr(var, "type", None))
-        return plan_args(target.code, target.params, new, BinaryResolver(target.binary),
-                         target.allocate, target.read_original,
-                         conds=target.conds, counters=target.counters)
+        return target.impl.plan_args(target.code, target.params, new,
+                                     BinaryResolver(target.binary), target.allocate,
+                                     target.read_original, conds=target.conds,
+                                     counters=target.counters)
 
     def describe(self, ctx):
         return {"set": ctx.flags.get("set")}

@@ -42,6 +42,12 @@ class FaultTarget:
     conds: object = None     # stubs.conditions.Conditions (issue 10), None: every call
     counters: int = None     # runtime address of the conditions' counter block
 
+    @property
+    def impl(self):
+        """The stubs of the target's architecture (stubs/select.py): impl.plan_delay, ..."""
+        from ..stubs.select import stub_arch
+        return stub_arch(self.binary.goarch)
+
     def runtime(self, file_addr):
         return None if file_addr is None else file_addr + self.bias
 

@@ -6,7 +6,6 @@ register arguments and tail-calls time.Sleep, so the sleeping goroutine's stack 
 frame (stubs/faults.py has the exact code). destroy (and --timeout) disarms the stub, waits
 until no goroutine sleeps in it any more (the drain, reported as drain_ms), then restores.
 """
-from ..stubs.faults import plan_delay
 from .code_fault import CodeFaultExecutor
 
 
@@ -16,10 +15,10 @@ class DelayExecutor(CodeFaultExecutor):
     def plan(self, ctx, target):
         sleep = target.symbol("time.Sleep", "delay needs it to put the calling goroutine to "
                                             "sleep")
-        return plan_delay(target.code, target.params, target.regabi, sleep,
-                          int(ctx.flags.get("time") or 0), int(ctx.flags.get("offset") or 0),
-                          target.allocate, target.read_original,
-                          conds=target.conds, counters=target.counters)
+        return target.impl.plan_delay(
+            target.code, target.params, target.regabi, sleep, int(ctx.flags.get("time") or 0),
+            int(ctx.flags.get("offset") or 0), target.allocate, target.read_original,
+            conds=target.conds, counters=target.counters)
 
     def describe(self, ctx):
         return {"time_ms": int(ctx.flags.get("time") or 0), "offset_ms": int(ctx.flags.get("offset") or 0)}

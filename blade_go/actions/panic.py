@@ -2,7 +2,7 @@
 statement: a real Go panic (runtime.gopanic, tail-called from right after F's frame setup so
 the traceback names F), recoverable by F's callers, fatal with Go's own message otherwise.
 """
-from ..stubs.faults import PanicSymbols, parse_panic_value, plan_panic
+from ..stubs.plans import PanicSymbols, parse_panic_value
 from ..stubs import values as V
 from .code_fault import CodeFaultExecutor
 
@@ -24,9 +24,9 @@ class PanicExecutor(CodeFaultExecutor):
             string_type_slot=target.runtime(b.symbol("reflect.stringType")),
             errorstring_itab=target.runtime(b.itab("*errors.errorString", "error")),
             variable=variable)
-        return plan_panic(target.code, target.params, target.regabi, value, syms,
-                          target.allocate, target.read_original,
-                          conds=target.conds, counters=target.counters)
+        return target.impl.plan_panic(target.code, target.params, target.regabi, value, syms,
+                                      target.allocate, target.read_original,
+                                      conds=target.conds, counters=target.counters)
 
     def describe(self, ctx):
         return {"value": ctx.flags.get("value")}

@@ -22,8 +22,6 @@ from ..state import CREATED, SUCCESS
 from ..trust import parse_patches, trusted_patches
 from . import Executor
 
-JMP_REL32_LEN = 5
-INT3 = 0xCC
 
 
 class ReturnExecutor(Executor):
@@ -32,7 +30,8 @@ class ReturnExecutor(Executor):
         from ..inspector.references import inlined_report
         from ..inspector.typed import open_typed_binary
         from ..session import ensure_session, target_paused
-        from ..stubs import BinaryResolver, parse_values, plan_return
+        from ..stubs import BinaryResolver, parse_values
+        from ..stubs.select import stub_arch
 
         # Stripped targets (-ldflags="-s -w") take their types from --signature/--debug-binary.
         binary = open_typed_binary(pid=ctx.pid, signature=ctx.flags.get("signature"),
@@ -66,7 +65,7 @@ class ReturnExecutor(Executor):
                         plan = _plan_conditional(ctx, binary, fn, results, values, attempt,
                                                  allocator, taken)
                     else:
-                        plan = plan_return(
+                        plan = stub_arch(binary.goarch).plan_return(
                             results, values, arch=binary.goarch, ptrsize=binary.ptrsize,
                             resolve=BinaryResolver(binary),
                             allocate=lambda n: allocator.allocate(n, near=fn.entry) + bias,
@@ -84,8 +83,7 @@ class ReturnExecutor(Executor):
                 raise notes[-1]
             patches = list(plan.patches)
             if instance is not None:
-                from ..stubs.instance_guard import guarded_patches
-                patches = guarded_patches(
+                patches = stub_arch(binary.goarch).guarded_patches(
                     patches, fn.entry + bias, binary.read(fn.entry, 32),
                     instance.dictionary + bias,
                     allocate=lambda n: allocator.allocate(n, near=fn.entry) + bias,
@@ -198,15 +196,17 @@ def _find_out_of_line(binary, name):
 
 
 def _route_original(binary, fn):
-    """The bytes the entry jump replaces. A function shorter than the jump may still take it
-    when the bytes after it up to the jump's end are the linker's INT3 padding (nothing runs
-    there)."""
-    original = binary.read(fn.entry, JMP_REL32_LEN)
+    """The bytes the entry route replaces (the arch's route_len: x86 `jmp rel32`, 5). A
+    function shorter than the route may still take it when the bytes after it up to the
+    route's end are the linker's padding (INT3 on x86: nothing runs there)."""
+    from ..stubs.select import stub_arch
+    impl = stub_arch(binary.goarch)
+    original = binary.read(fn.entry, impl.route_len)
     size = fn.end - fn.entry
-    if size < JMP_REL32_LEN and any(b != INT3 for b in original[size:]):
+    if size < impl.route_len and any(b != impl.pad_byte for b in original[size:]):
         raise BladeError(Code.PARAMETER_INVALID,
                          f"function {fn.name} is {size} bytes long: too short for a "
-                         f"{JMP_REL32_LEN}-byte jump and not followed by padding")
+                         f"{impl.route_len}-byte jump and not followed by padding")
     return original
 
 
@@ -334,13 +334,13 @@ def _radius_warning(owned, result, conds, notes):
 def _plan_conditional(ctx, binary, fn, results, values, conds, allocator, taken):
     from ..stubs import BinaryResolver
     from ..stubs.conditions_data import DataAllocator, data_cave
-    from ..stubs.conditions_return import plan_conditional_return
     from ..stubs.placement import FunctionCode
+    from ..stubs.select import stub_arch
     bias = binary.load_bias
     data = DataAllocator(data_cave(binary.image), taken)
     code = FunctionCode.decode(binary.read(fn.entry, fn.end - fn.entry), fn.entry + bias,
                                binary.goarch, fn.name)
-    return plan_conditional_return(
+    return stub_arch(binary.goarch).plan_conditional_return(
         results, values, conds, binary.goarch, binary.ptrsize, BinaryResolver(binary),
         allocate=lambda n: allocator.allocate(n, near=fn.entry) + bias,
         allocate_data=lambda n, align: data.allocate(n, align, near=fn.entry) + bias,

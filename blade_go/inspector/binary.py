@@ -268,7 +268,9 @@ class GoBinary:
         if int3 not in self._caves:
             found = header_caves(self.image) + text_end_caves(self.image)
             if int3 and self.has_symtab:  # needs exact function sizes
-                found += int3_caves(self.image, self.symtab.function_spans())
+                from ..stubs.select import stub_arch  # the linker's padding byte per arch
+                found += int3_caves(self.image, self.symtab.function_spans(),
+                                    stub_arch(self.goarch).pad_byte)
             if self.pid is not None:  # only what this process really maps executable
                 found = clip_to(found, executable_ranges(self.pid, self.image, self.load_bias))
             self._caves[int3] = found

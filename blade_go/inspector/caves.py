@@ -5,8 +5,11 @@ Kinds (see docs in go-abi.md):
             first section with content;
 - text-end: zeros from the end of the last section of the executable segment to the end of
             its page (the kernel maps that whole page executable, past p_memsz);
-- int3-pad: runs of 0xCC between functions. The runtime attributes such a PC to the preceding
-            function, so the allocator uses them only when asked (allow_int3=True).
+- int3-pad: runs of the linker's padding between functions (0xCC on amd64/386: the arch's
+            pad_byte, stubs/select.py). The runtime attributes such a PC to the preceding
+            function, so the allocator uses them only when asked (allow_int3=True). arm64
+            pads with zero words (`udf #0`) counted inside each function's symbol size, so
+            there none are found and caves are header and text-end only.
 All addresses are file virtual addresses; callers add the load bias.
 """
 from dataclasses import dataclass
@@ -113,8 +116,10 @@ def clip_to(caves: Iterable[Cave], ranges: Sequence[Tuple[int, int]]) -> List[Ca
     return out
 
 
-def int3_caves(image: ElfImage, functions: Iterable[Tuple[int, int]]) -> List[Cave]:
-    """0xCC runs between consecutive functions given as (entry, end) spans with exact sizes."""
+def int3_caves(image: ElfImage, functions: Iterable[Tuple[int, int]],
+               pad: int = 0xCC) -> List[Cave]:
+    """Runs of `pad` (INT3 on x86) between consecutive functions given as (entry, end) spans
+    with exact sizes."""
     text = image.section(".text")
     if text is None:
         return []
@@ -132,7 +137,7 @@ def int3_caves(image: ElfImage, functions: Iterable[Tuple[int, int]]) -> List[Ca
             hi = min(text.addr + text.size, max(nxt, end + TEXT_WINDOW))
             data = image.read_file(text.offset + lo - text.addr, hi - lo)
         gap = data[end - lo:nxt - lo]
-        if gap.count(0xCC) == len(gap):
+        if gap.count(pad) == len(gap):
             out.append(Cave(end, nxt, INT3_PAD))
     return out
 

@@ -19,7 +19,8 @@ from .conditions import emit_prefix_into
 from .conditions_return import check_first, entry_site
 from .faults import INT3, FaultPlan, _block, _data_base, _sp
 from .image import Const, DataArea, build_images
-from .placement import JMP_LEN, FunctionCode, falls_through, jump, relocate
+from .placement import FunctionCode, falls_through, jump, relocate
+from .placement_x86 import JMP_LEN
 
 
 def plan_args(code: FunctionCode, params: Sequence[ParamLocation], new: Dict[int, V.Value],

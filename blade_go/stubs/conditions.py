@@ -425,15 +425,9 @@ def listing_text(listing) -> str:
 # ----------------------------------------------------------------------------- the prefix
 
 def backend(arch: str):
-    if arch == "amd64":
-        from .conditions_amd64 import Amd64Conditions
-        return Amd64Conditions()
-    if arch == "386":
-        from .conditions_386 import I386Conditions
-        return I386Conditions()
-    from ..errors import BladeError, Code
-    raise BladeError(Code.ACTION_NOT_SUPPORT, f"conditions are implemented for amd64 and 386, "
-                                              f"not {arch}")
+    """The condition blocks of `arch` (conditions_amd64 / _386 / _arm64), chosen by select.py."""
+    from .select import conditions_backend
+    return conditions_backend(arch)
 
 
 def percent_threshold(percent: int, bits: int) -> int:

@@ -29,7 +29,6 @@ direct jump out of F (a tail call) is refused, as is a RET whose epilogue cannot
 
 Patches: [cave (code + read-only data), counters (writable, role DATA), routes...].
 """
-from dataclasses import dataclass, field
 from typing import Callable, List, Sequence
 
 from ..abi import ResultLocation
@@ -39,22 +38,12 @@ from . import values as V
 from .conditions import COUNTERS, COUNTERS_ALIGN, SKIP, Asm, Conditions, \
     backend, emit_prefix, listing_text
 from .image import DataArea, Resolver, build_images
-from .placement import JMP_LEN, FunctionCode, Site, falls_through, jump, relocate
+from .placement import FunctionCode, Site, falls_through, jump, relocate
+from .placement_x86 import JMP_LEN
 from .planner import ALIGN, encoder_for, stub_code
+from .plans import ConditionalPlan
 
 _DUMMY = 0x7FFF0000
-
-
-@dataclass(frozen=True)
-class ConditionalPlan:
-    patches: List[Patch]
-    stub_addr: int
-    stub_size: int
-    data_size: int
-    counters_addr: int
-    sites: tuple                      # addresses routed (entry, or each return's epilogue)
-    layout: dict = field(default_factory=dict)  # Conditions.layout(): how to read the counters
-    listing: str = field(repr=False, default="")
 
 
 def _align(n: int, a: int = ALIGN) -> int:

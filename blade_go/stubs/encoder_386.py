@@ -54,6 +54,12 @@ class Encoder386:
     name = "386"
     ptrsize = 4
     has_registers = False
+    route_len = 5
+    fill = b"\xCC"
+
+    @staticmethod
+    def is_float(reg: str) -> bool:
+        return False
 
     def __init__(self):
         self._base = 0

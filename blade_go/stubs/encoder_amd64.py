@@ -173,6 +173,12 @@ class Amd64Encoder:
     name = "amd64"
     ptrsize = 8
     has_registers = True
+    route_len = 5        # jmp rel32 at F's entry
+    fill = b"\xCC"       # pads the code up to its data (int3: never executed)
+
+    @staticmethod
+    def is_float(reg: str) -> bool:
+        return reg.upper().startswith("X")
 
     def reg_const(self, reg: str, value: int) -> List[Insn]:
         r = gpr(reg)

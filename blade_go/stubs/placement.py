@@ -14,7 +14,7 @@ module owns both decisions, for every action:
     code.reads_context_register(site.addr)  # a closure reading RDX/EDX after that point
     tail = relocate(site, new_addr)         # displaced instructions re-encoded at new_addr
     len(tail) == site.relocated_len         # known before the cave is placed
-    jump(src, dst, arch) / call(src, dst, arch)   # rel32 branches
+    jump(src, dst, arch) / call(src, dst, arch)   # the arch's direct branch (x86: rel32)
 
 Addresses are runtime addresses (the caller adds the load bias). A `Site` is refused
 (BladeError PARAMETER_INVALID, with the reason) unless its displaced instructions are whole,
@@ -25,25 +25,22 @@ A branch of F to the site's first byte is allowed only at the entry (the moresta
 back to the entry by design); after the frame setup it would make the fault fire on every pass
 of a loop, so it is refused.
 
-Relocation re-encodes each displaced instruction with iced-x86 at its new address: short
-branches become their rel32 forms (Go's prologue has a short `jbe` to the morestack block at the
-end of F), RIP-relative operands keep pointing at the same absolute address. Every encoding then
-has a fixed length, so the cave can be sized before it is placed. Go functions contain no data
-between instructions (jump tables live in .rodata), so a linear decode of F is exact.
+Relocation re-encodes each displaced instruction at its new address with the same effect and
+a length that does not depend on that address (x86: short branches become rel32, RIP-relative
+operands keep their absolute targets), so the cave can be sized before it is placed. Go
+functions contain no data between instructions (jump tables live in .rodata), so a linear
+decode of F is exact.
 
-Architecture specifics (the prologue shapes, the context register) live in placement_amd64.py
-and placement_386.py behind the small `ArchCode` interface below.
+This module is the architecture-neutral core: it never imports an architecture's file.
+Decoding, the prologue shapes, the context register, relocation and branch encodings are the
+`ArchCode` interface below, implemented by placement_x86.py (shared by placement_amd64.py and
+placement_386.py, over iced-x86) and placement_arm64.py; stubs/select.py maps a GOARCH to its
+ArchCode (`FunctionCode.decode(..., goarch)` asks it).
 """
-import copy
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
-
-import iced_x86 as x86
+from typing import List, Optional, Tuple, Union
 
 from ..errors import BladeError, Code
-
-JMP_LEN = 5   # jmp rel32
-CALL_LEN = 5  # call rel32
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,7 @@ class Insn:
     text: str
     flow: str                    # "next", "branch", "cond", "call", "ret", "indirect", "other"
     target: Optional[int] = None  # near branch/call target
-    raw: object = field(default=None, repr=False, compare=False)  # the iced Instruction
+    raw: object = field(default=None, repr=False, compare=False)  # the decoder's instruction
 
     @property
     def end(self) -> int:
@@ -109,68 +106,56 @@ class Site:
 
 
 class ArchCode:
-    """What placement needs from an architecture (see placement_amd64 / placement_386)."""
+    """What placement needs from an architecture (placement_x86: amd64 / 386; placement_arm64).
+
+    Lengths: route_len is the entry route's branch (x86 `jmp rel32`: 5; arm64 `B`: 4),
+    call_len the call a call-out site starts with (x86 `call rel32`: 5; arm64 `BL`: 4)."""
     name = ""
     bitness = 64
     ptrsize = 8
-    context_registers: Tuple[int, ...] = ()   # iced Registers aliasing the closure context
-    context_full_writes: Tuple[int, ...] = ()  # writes of these define all of it
+    route_len = 0
+    call_len = 0
+
+    def decode(self, code: bytes, addr: int) -> List[Insn]:
+        """Every instruction of `code` (F's bytes at runtime address `addr`), in order; flow
+        one of Insn.flow's kinds, target the direct branch/call target."""
+        raise NotImplementedError
 
     def frame_setup(self, insns: List[Insn]) -> Optional[FrameSetup]:
         raise NotImplementedError
 
-    def jmp_code(self) -> int:
+    def reads_context_register(self, code: "FunctionCode", start: int) -> bool:
+        """Whether some path of F from `start` reads the closure context register before
+        defining it."""
         raise NotImplementedError
 
-    def call_code(self) -> int:
+    def displace_problem(self, insn: Insn) -> Optional[str]:
+        """Why `insn` may not be displaced beyond the generic rules (None: it may)."""
+        return None
+
+    def relocate(self, site: "Site", new_addr: int) -> bytes:
+        """site's instructions re-encoded to run at new_addr (see placement.relocate)."""
         raise NotImplementedError
 
-    def push_return_address(self, addr: int) -> list:
-        """Instructions (iced) that push `addr` without touching registers or flags."""
+    def jump(self, src: int, dst: int) -> bytes:
+        """The route: a direct jump at src to dst (route_len bytes); BladeError out of reach."""
+        raise NotImplementedError
+
+    def call(self, src: int, dst: int) -> bytes:
+        """A direct call at src to dst (call_len bytes); BladeError out of reach."""
         raise NotImplementedError
 
 
-def arch_code(goarch: str) -> ArchCode:
-    if goarch == "amd64":
-        from .placement_amd64 import AMD64
-        return AMD64
-    if goarch == "386":
-        from .placement_386 import I386
-        return I386
-    raise BladeError(Code.ACTION_NOT_SUPPORT, f"code placement is implemented for amd64 and 386, "
-                                              f"not {goarch}")
+def _arch(goarch: Union[str, ArchCode]) -> ArchCode:
+    if isinstance(goarch, ArchCode):
+        return goarch
+    from .select import arch_code  # the one place a GOARCH picks its implementation
+    return arch_code(goarch)
 
 
-_FLOW = {x86.FlowControl.NEXT: "next", x86.FlowControl.UNCONDITIONAL_BRANCH: "branch",
-         x86.FlowControl.CONDITIONAL_BRANCH: "cond", x86.FlowControl.CALL: "call",
-         x86.FlowControl.RETURN: "ret", x86.FlowControl.INDIRECT_BRANCH: "indirect",
-         x86.FlowControl.INDIRECT_CALL: "call"}
-
-_FORMATTER = None
-
-
-def _text(ins) -> str:
-    global _FORMATTER
-    if _FORMATTER is None:
-        _FORMATTER = x86.Formatter(x86.FormatterSyntax.INTEL)
-    return _FORMATTER.format(ins)
-
-
-def decode(code: bytes, addr: int, arch: ArchCode) -> List[Insn]:
+def decode(code: bytes, addr: int, arch: Union[str, ArchCode]) -> List[Insn]:
     """Every instruction of `code` (F's bytes at runtime address `addr`), in order."""
-    out = []
-    for ins in x86.Decoder(arch.bitness, code, ip=addr):
-        if ins.code == x86.Code.INVALID:
-            raise BladeError(Code.PARAMETER_INVALID,
-                             f"undecodable bytes at {ins.ip:#x}: not machine code of a Go function")
-        flow = _FLOW.get(ins.flow_control, "other")
-        target = None
-        if flow in ("branch", "cond", "call") and ins.op0_kind in (
-                x86.OpKind.NEAR_BRANCH16, x86.OpKind.NEAR_BRANCH32, x86.OpKind.NEAR_BRANCH64):
-            target = ins.near_branch_target
-        off = ins.ip - addr
-        out.append(Insn(ins.ip, bytes(code[off:off + ins.len]), _text(ins), flow, target, ins))
-    return out
+    return _arch(arch).decode(code, addr)
 
 
 class FunctionCode:
@@ -186,9 +171,11 @@ class FunctionCode:
         self._frame_done = False
 
     @classmethod
-    def decode(cls, code: bytes, addr: int, goarch: str, name: str = "the function"):
-        arch = arch_code(goarch)
-        return cls(decode(code, addr, arch), addr, len(code), arch, name)
+    def decode(cls, code: bytes, addr: int, goarch: Union[str, ArchCode],
+               name: str = "the function"):
+        """goarch: "amd64", "386", "arm64" (stubs/select.py picks the ArchCode) or an ArchCode."""
+        arch = _arch(goarch)
+        return cls(arch.decode(code, addr), addr, len(code), arch, name)
 
     # -- facts ----------------------------------------------------------------------------
     @property
@@ -203,39 +190,22 @@ class FunctionCode:
         return [i.addr for i in self.insns if i.flow == "ret"]
 
     def reads_context_register(self, start: int) -> bool:
-        """Whether some path of F from `start` reads the closure context register (RDX/EDX)
-        before defining it. A full write or a call (calls clobber every register) ends a path."""
-        regs = set(self.arch.context_registers)
-        full = set(self.arch.context_full_writes)
-        info = x86.InstructionInfoFactory()
-        index = {i.addr: k for k, i in enumerate(self.insns)}
-        todo, seen = [index.get(start)], set()
-        while todo:
-            k = todo.pop()
-            if k is None or k in seen or k >= len(self.insns):
-                continue
-            seen.add(k)
-            i = self.insns[k]
-            used = [u for u in info.info(i.raw).used_registers() if u.register in regs]
-            if any(u.access in _READS for u in used):
-                return True
-            if i.flow == "call" or any(u.register in full and u.access == x86.OpAccess.WRITE
-                                       for u in used):
-                continue
-            if i.flow in ("next", "cond"):
-                todo.append(k + 1)
-            if i.flow in ("branch", "cond") and i.target is not None:
-                todo.append(index.get(i.target))
-        return False
+        """Whether some path of F from `start` reads the closure context register (amd64 RDX,
+        386 EDX, arm64 R26) before defining it. A full write or a call (calls clobber every
+        register) ends a path."""
+        return self.arch.reads_context_register(self, start)
 
     # -- sites ----------------------------------------------------------------------------
-    def entry_site(self, need: int = JMP_LEN) -> Site:
-        """The first instructions of F covering `need` bytes (a branch back to the entry, such
-        as the morestack block's, is expected and fine)."""
+    def entry_site(self, need: Optional[int] = None) -> Site:
+        """The first instructions of F covering `need` bytes (default: the route's length; a
+        branch back to the entry, such as the morestack block's, is expected and fine)."""
+        need = self.arch.route_len if need is None else need
         return self._site(self.addr, need, start_target_ok=True, where="at its entry")
 
-    def after_frame_setup_site(self, need: int = CALL_LEN + JMP_LEN) -> Site:
-        """The instructions right after F's frame setup covering `need` bytes."""
+    def after_frame_setup_site(self, need: Optional[int] = None) -> Site:
+        """The instructions right after F's frame setup covering `need` bytes (default: a call
+        and a jump)."""
+        need = self.arch.call_len + self.arch.route_len if need is None else need
         fr = self.frame
         if fr is None:
             raise BladeError(Code.PARAMETER_INVALID,
@@ -267,9 +237,9 @@ class FunctionCode:
             if i.flow == "call" and i is not picked[-1]:
                 problems.append(f"the call at {i.addr:#x} ({i.text}) is not the last instruction "
                                 "to displace")
-            if i.flow == "call" and i.raw.op0_kind == x86.OpKind.MEMORY and \
-                    i.raw.memory_base in (x86.Register.RSP, x86.Register.ESP):
-                problems.append(f"the call at {i.addr:#x} ({i.text}) reads its target from the stack")
+            problem = self.arch.displace_problem(i)
+            if problem:
+                problems.append(problem)
             if i.flow in ("ret", "indirect") and i is not picked[-1]:
                 problems.append(f"control leaves F at {i.addr:#x} ({i.text}) inside the patch")
         for target, sources in self.branch_targets.items():
@@ -285,40 +255,16 @@ class FunctionCode:
         return site
 
 
-_READS = (x86.OpAccess.READ, x86.OpAccess.COND_READ, x86.OpAccess.READ_WRITE,
-          x86.OpAccess.READ_COND_WRITE)
-
-
 # --------------------------------------------------------------------------- relocation
 
 def relocate(site: Site, new_addr: int) -> bytes:
     """The displaced instructions re-encoded to run at `new_addr`, with the same effect.
 
-    Near branches are always emitted in their rel32 form and RIP-relative operands keep their
-    absolute targets, so the length does not depend on `new_addr`. A call (only ever the last
-    displaced instruction) becomes "push the return address it had in F; jmp target": the callee
-    returns straight into F, so no cave address is ever on a goroutine's stack. Raises BladeError
-    when a target is out of rel32 reach from the cave.
-    """
-    enc = x86.Encoder(site.arch.bitness)
-    out, at = bytearray(), new_addr
-    for i in site.instructions:
-        if i.flow == "call":
-            insns = site.arch.push_return_address(i.end) + [_as_jump(i, site.arch)]
-        else:
-            ins = copy.copy(i.raw)
-            if i.flow in ("branch", "cond") and i.target is not None:
-                ins.as_near_branch()
-            insns = [ins]
-        for ins in insns:
-            try:
-                n = enc.encode(ins, at)
-            except ValueError as e:
-                raise BladeError(Code.UNEXPECTED_STATUS, f"cannot relocate {i.text} from "
-                                 f"{i.addr:#x} to {at:#x}: {e}") from None
-            out += enc.take_buffer()
-            at += n
-    return bytes(out)
+    The length does not depend on `new_addr`. A call (only ever the last displaced instruction)
+    becomes "set up the return address it had in F; jump to its target": the callee returns
+    straight into F, so no cave address is ever on a goroutine's stack. Raises BladeError when
+    a target is out of reach from the cave."""
+    return site.arch.relocate(site, new_addr)
 
 
 def falls_through(site: Site) -> bool:
@@ -326,30 +272,11 @@ def falls_through(site: Site) -> bool:
     return site.instructions[-1].flow in ("next", "cond")
 
 
-def _as_jump(i: Insn, arch: "ArchCode"):
-    """The jump to the target of call `i`."""
-    if i.target is not None:
-        return x86.Instruction.create_branch(arch.jmp_code(), i.target)
-    ins = copy.copy(i.raw)
-    ins.code = {x86.Code.CALL_RM64: x86.Code.JMP_RM64, x86.Code.CALL_RM32: x86.Code.JMP_RM32}[ins.code]
-    return ins
-
-
-def _branch(code: int, src: int, dst: int, bitness: int) -> bytes:
-    enc = x86.Encoder(bitness)
-    try:
-        enc.encode(x86.Instruction.create_branch(code, dst), src)
-    except ValueError as e:
-        raise BladeError(Code.UNEXPECTED_STATUS, f"no rel32 branch from {src:#x} to {dst:#x}: "
-                                                 f"{e}") from None
-    return bytes(enc.take_buffer())
-
-
 def jump(src: int, dst: int, arch: ArchCode) -> bytes:
-    """`jmp rel32` at src to dst (5 bytes)."""
-    return _branch(arch.jmp_code(), src, dst, arch.bitness)
+    """The arch's direct jump at src to dst (x86 `jmp rel32`, 5 bytes)."""
+    return arch.jump(src, dst)
 
 
 def call(src: int, dst: int, arch: ArchCode) -> bytes:
-    """`call rel32` at src to dst (5 bytes)."""
-    return _branch(arch.call_code(), src, dst, arch.bitness)
+    """The arch's direct call at src to dst (x86 `call rel32`, 5 bytes)."""
+    return arch.call(src, dst)

@@ -7,8 +7,8 @@ from typing import List, Optional
 
 import iced_x86 as x86
 
-from .placement import ArchCode, FrameSetup, Insn
-from .placement_amd64 import SCAN, _harmless
+from .placement import FrameSetup, Insn
+from .placement_x86 import SCAN, X86Code, harmless
 
 R = x86.Register
 
@@ -28,7 +28,7 @@ def _sub_esp(ins) -> Optional[int]:
     return None
 
 
-class I386Code(ArchCode):
+class I386Code(X86Code):
     name = "386"
     bitness = 32
     ptrsize = 4
@@ -49,7 +49,7 @@ class I386Code(ArchCode):
             n = _sub_esp(i.raw)
             if n is not None:
                 return FrameSetup(insns[k + 1].addr, n, n)
-            if not _harmless(i.raw):
+            if not harmless(i.raw):
                 return None
         return None
 

@@ -1,4 +1,5 @@
-"""amd64 prologue shapes for placement (register ABI and ABI0 alike).
+"""amd64 prologue shapes for placement (register ABI and ABI0 alike); decoding, relocation and
+rel32 branches are the x86 family's (placement_x86.py).
 
 Go emits, after the stack-bound check (`cmp rsp,[r14+0x10]; jbe morestack`, or its large-frame
 and pre-1.17 TLS variants), one of:
@@ -14,10 +15,10 @@ from typing import List, Optional
 
 import iced_x86 as x86
 
-from .placement import ArchCode, FrameSetup, Insn
+from .placement import FrameSetup, Insn
+from .placement_x86 import SCAN, X86Code, harmless
 
 R = x86.Register
-SCAN = 16  # the frame setup is always among the first instructions
 
 
 def _sub_rsp(ins) -> Optional[int]:
@@ -46,17 +47,7 @@ def _is(ins, mnemonic, op0=None, op1=None) -> bool:
     return True
 
 
-def _harmless(ins) -> bool:
-    """May precede the frame setup: the stack check reads memory and branches, never writes."""
-    if ins.flow_control not in (x86.FlowControl.NEXT, x86.FlowControl.CONDITIONAL_BRANCH):
-        return False
-    info = x86.InstructionInfoFactory().info(ins)
-    return not any(m.access in (x86.OpAccess.WRITE, x86.OpAccess.READ_WRITE,
-                                x86.OpAccess.COND_WRITE, x86.OpAccess.READ_COND_WRITE)
-                   for m in info.used_memory()) and not _is(ins, x86.Mnemonic.PUSH)
-
-
-class Amd64Code(ArchCode):
+class Amd64Code(X86Code):
     name = "amd64"
     bitness = 64
     ptrsize = 8
@@ -98,7 +89,7 @@ class Amd64Code(ArchCode):
                     return FrameSetup(insns[k + 3].addr, n, min(n - 8, saved), saved_bp=saved == n - 8,
                                       sets_bp=True)
                 return FrameSetup(insns[k + 1].addr, n, n)  # no frame pointer kept
-            if not _harmless(ins):
+            if not harmless(ins):
                 return None
         return None
 

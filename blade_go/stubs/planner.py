@@ -32,13 +32,10 @@ from ..abi import REG, ResultLocation
 from ..errors import BladeError, Code
 from ..patch import CAVE, ROUTE, Patch, split_values
 from . import values as V
-from .encoder_386 import Encoder386
-from .encoder_amd64 import Amd64Encoder, Insn
 from .image import Const, Resolver, build_images
 
 ALIGN = 16
 _DUMMY_DATA_BASE = 0x7FFF0000  # nonzero, fits 32 bits: only used to size the stub
-ROUTE_LEN = 5
 
 
 @dataclass(frozen=True)
@@ -52,10 +49,9 @@ class StubPlan:
 
 
 def encoder_for(arch: str, ptrsize: int):
-    enc = {"amd64": Amd64Encoder, "386": Encoder386}.get(arch)
-    if enc is None:
-        raise BladeError(Code.ACTION_NOT_SUPPORT,
-                         f"return stubs are implemented for amd64 and 386, not {arch}")
+    """The return-stub encoder of `arch` (encoder_amd64 / _386 / _arm64), chosen by select.py."""
+    from .select import return_encoder
+    enc = return_encoder(arch)
     if enc.ptrsize != ptrsize:
         raise ValueError(f"{arch} has {enc.ptrsize}-byte pointers, not {ptrsize}")
     return enc()
@@ -65,14 +61,14 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def stub_code(enc, results: Sequence[ResultLocation], images) -> List[Insn]:
+def stub_code(enc, results: Sequence[ResultLocation], images) -> list:
     """The instructions that put every result where the ABI expects it, then `ret`."""
-    out: List[Insn] = []
+    out: list = []
     for loc, img in zip(results, images):
         if not isinstance(img, Const):
             out += enc.var_base(img.addr)
         for p in loc.pieces:
-            is_float = p.where == REG and p.reg.upper().startswith("X")
+            is_float = p.where == REG and enc.is_float(p.reg)
             if p.where == REG and not enc.has_registers:
                 raise ValueError(f"{enc.name} has no register results ({loc.name} in {p.reg})")
             if isinstance(img, Const):
@@ -93,7 +89,7 @@ def stub_code(enc, results: Sequence[ResultLocation], images) -> List[Insn]:
     return out + enc.ret()
 
 
-def _listing(addr: int, insns: List[Insn], data_addr: int, data: bytes, route: Patch) -> str:
+def _listing(addr: int, insns: list, data_addr: int, data: bytes, route: Patch) -> str:
     lines, stub = [], addr
     for i in insns:
         lines.append(f"{addr:#010x}  {i.code.hex(' '):<36} {i.text}")
@@ -120,9 +116,9 @@ def plan_return(results: Sequence[ResultLocation], values: Sequence[V.Value], ar
     """
     if len(values) != len(results):
         raise ValueError("one value per result")
-    if len(entry_original) < ROUTE_LEN:
-        raise ValueError(f"need the {ROUTE_LEN} original bytes at the entry")
     enc = encoder_for(arch, ptrsize)
+    if len(entry_original) < enc.route_len:
+        raise ValueError(f"need the {enc.route_len} original bytes at the entry")
 
     images, data = build_images(results, values, ptrsize, resolve, _DUMMY_DATA_BASE)
     code_len = sum(len(i.code) for i in stub_code(enc, results, images))
@@ -134,7 +130,7 @@ def plan_return(results: Sequence[ResultLocation], values: Sequence[V.Value], ar
     insns = stub_code(enc, results, images)
     code = b"".join(i.code for i in insns)
     assert len(code) == code_len and len(data2) == len(data), "stub size changed with its address"
-    block = code + (b"\xCC" * (_align(code_len) - code_len) + data2 if data2 else b"")
+    block = code + (enc.fill * (_align(code_len) - code_len) + data2 if data2 else b"")
 
     try:
         jmp = enc.jmp(entry, stub)
@@ -144,7 +140,7 @@ def plan_return(results: Sequence[ResultLocation], values: Sequence[V.Value], ar
                          f"{entry:#x}") from None
     original = read_original(stub, len(block)) if read_original else bytes(len(block))
     cave = Patch(stub, bytes(original), block, CAVE)
-    route = Patch(entry, bytes(entry_original[:ROUTE_LEN]), jmp.code, ROUTE)
+    route = Patch(entry, bytes(entry_original[:enc.route_len]), jmp.code, ROUTE)
     addrs, at = [], stub
     for i in insns:
         addrs.append((at, i.code, i.text))
