@@ -8,9 +8,9 @@ e2e tests do on the host: each fault is seen in the target's own output, then it
 destroy, the executable text read from /proc/PID/mem equals the file's bytes, and no dlv,
 supervisor or guardian is left. The VM reports observations; every assertion is made here.
 
-While blade-go still refuses arm64 (blade_go/abi/select.py), the e2e cases are strict xfails:
-they run, fail on the refusal, and turn into failures the moment the refusal is lifted without
-the cases passing. The VM itself, check, the refusal, and dlv attach/read/write/detach on an
+While blade-go refuses arm64 (blade_go/abi/select.py) or an action's arm64 stub is not registered
+in blade_go/stubs/select.py, that action's cases are strict xfails: they run, fail on the
+refusal, and turn into failures the moment the part is wired in without the case passing. The VM itself, check, the refusal, and dlv attach/read/write/detach on an
 arm64 target are tested unconditionally.
 
 Cost (2-core amd64 host, TCG): boot about 15 s; a blade-go CLI run 3-6 s; see
@@ -27,6 +27,7 @@ from tests.support.fixtures import build_fixture
 
 
 def _arm64_supported() -> bool:
+    """blade-go accepts arm64 programs (the refusal in blade_go/abi/select.py is lifted)."""
     from blade_go.abi.select import select_abi
     try:
         select_abi("arm64", "go1.26.0")
@@ -36,9 +37,22 @@ def _arm64_supported() -> bool:
 
 
 ARM64_SUPPORTED = _arm64_supported()
-e2e = pytest.mark.xfail(not ARM64_SUPPORTED, strict=True, raises=AssertionError,
-                        reason="blade-go refuses arm64 (blade_go/abi/select.py) until the arm64 "
-                               "stubs are wired in")
+
+
+def wired(*parts):
+    """Strict xfail unless arm64 is accepted and has these stub parts registered in
+    blade_go/stubs/select.py: such a case runs, fails on the refusal, and becomes a failure
+    as soon as the part is wired in and the case does not pass."""
+    try:
+        from blade_go.stubs.select import ARM64
+        have = ARM64_SUPPORTED and all(p in ARM64.parts for p in parts)
+    except ImportError:
+        have = False
+    return pytest.mark.xfail(not have, strict=True, raises=AssertionError,
+                             reason=f"arm64 refused, or {', '.join(parts)} not registered for "
+                                    "arm64 in blade_go/stubs/select.py yet")
+
+
 FIXTURES = ("e2e_target", "faults_target")
 
 
@@ -151,7 +165,7 @@ def _timed(vm, name, pid, *args):
     return result
 
 
-@e2e
+@wired("plan_return")
 @pytest.mark.parametrize("func,name,value,injected", [
     ("main.Query", "Query", '"chaos",error:injected db error',
      '"chaos",err(injected db error|eof=false|nf=false)'),
@@ -178,7 +192,7 @@ def _faults_call(vm, pid, name):
     return got, float(ms)
 
 
-@e2e
+@wired("plan_delay")
 def test_delay(vm, target):
     pid = target("faults_target")
     original, fast = _faults_call(vm, pid, "Work")
@@ -199,7 +213,7 @@ def _recovered(vm, pid, name):
     return line.split(" ", 1)[1]
 
 
-@e2e
+@wired("plan_panic")
 def test_panic(vm, target):
     pid = target("faults_target")
     original = _recovered(vm, pid, "Work")
@@ -215,7 +229,7 @@ def test_panic(vm, target):
     nothing_left(vm, pid)
 
 
-@e2e
+@wired("plan_args")
 def test_args(vm, target):
     pid = target("faults_target")
     original, _ = _faults_call(vm, pid, "Scale")
@@ -228,7 +242,7 @@ def test_args(vm, target):
     nothing_left(vm, pid)
 
 
-@e2e
+@wired("plan_conditional_return", "conditions")
 def test_effect_count(vm, target):
     pid = target("e2e_target")
     original = vm.call("call", pid=pid, name="Query")

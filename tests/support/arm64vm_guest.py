@@ -131,11 +131,17 @@ def blade_go_processes(wait=0.0):
         time.sleep(0.25)
 
 
-def tracer_pid(pid):
-    """TracerPid from /proc/PID/status (0: nobody is attached)."""
+def _status_field(pid, field):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("TracerPid:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
+
+
+def tracer_pid(pid):
+    """The process tracing pid (0: nobody). TracerPid names the tracing thread; dlv traces
+    from one of its threads, so it is mapped to that thread's process (Tgid)."""
+    tracer = _status_field(pid, "TracerPid")
+    return _status_field(tracer, "Tgid") if tracer else 0
 
 
 def dlv_probe(pid, func, timeout=300):
