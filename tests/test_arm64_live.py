@@ -63,9 +63,19 @@ def vm():
         yield machine
     finally:
         status = machine.close()
-        print(f"\narm64 VM: boot {machine.boot_seconds:.1f} s, /job/run exit {status}")
+        print(f"\n[arm64 VM] boot {machine.boot_seconds:.1f} s wall, {machine.boot_cpu:.1f} s qemu "
+              f"CPU; /job/run exit {status}")
     assert machine.proc.poll() is not None, "qemu still running"
     assert status == 0, "the agent did not end cleanly:\n" + "\n".join(machine.console[-30:])
+
+
+@pytest.fixture(autouse=True)
+def cost(vm, request):
+    """Each test's wall time and the emulation's CPU time, printed (pytest -s) for the record."""
+    wall, cpu = time.monotonic(), vm.cpu_seconds()
+    yield
+    print(f"\n[arm64 VM] {request.node.name}: {time.monotonic() - wall:.1f} s wall, "
+          f"{vm.cpu_seconds() - cpu:.1f} s qemu CPU")
 
 
 @pytest.fixture
