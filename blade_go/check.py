@@ -355,8 +355,8 @@ def check_process(rep: Report, pid: int):
                   f"{facts['abi']}, {'PIE' if facts['pie'] else 'not PIE'}")
         if not facts["arch_supported"]:
             rep.add("go_program", "fail", detail + ": this architecture is not supported yet",
-                    code=Code.ACTION_NOT_SUPPORT, fix="blade-go injects into amd64 and 386 "
-                    "programs only")
+                    code=Code.ACTION_NOT_SUPPORT, fix="blade-go injects into amd64, 386 and "
+                    "arm64 programs only")
         else:
             rep.add("go_program", "ok", detail)
         if facts["has_dwarf"]:

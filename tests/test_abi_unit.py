@@ -62,12 +62,15 @@ def test_select_abi_honours_noregabi_only_where_go_did():
     assert select_abi("amd64", "go1.19.8", goexperiment="noregabi").name == "abi-internal-amd64"
 
 
-def test_select_abi_refuses_arm64_and_others():
-    """arm64's result locations exist (REGABI_ARM64) but no stub is written for it yet: a
-    binary is refused when its ABI is first needed, before anything attaches."""
-    with pytest.raises(BladeError) as e:
-        select_abi("arm64", "go1.21.0")
-    assert e.value.code == Code.ACTION_NOT_SUPPORT and "arm64" in e.value.message
+def test_select_abi_arm64_register_abi_only_and_refuses_others():
+    """arm64 builds of Go 1.18+ use REGABI_ARM64; a stack-ABI arm64 build (older Go, or
+    GOEXPERIMENT=noregabi where 1.18 honoured it) is refused before anything attaches."""
+    assert select_abi("arm64", "go1.21.0") is REGABI_ARM64
+    assert select_abi("arm64", "devel +abc") is REGABI_ARM64
+    for version, exp in (("go1.17.13", ""), ("go1.18.10", "noregabi")):
+        with pytest.raises(BladeError) as e:
+            select_abi("arm64", version, goexperiment=exp)
+        assert e.value.code == Code.ACTION_NOT_SUPPORT and "stack ABI" in e.value.message
     with pytest.raises(BladeError) as e:
         select_abi("riscv64", "go1.21.0")
     assert e.value.code == Code.ACTION_NOT_SUPPORT

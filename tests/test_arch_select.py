@@ -191,3 +191,164 @@ def test_dlv_register_names_on_arm64_are_scanned():
     assert found[0] == "thread 7 X30 = 0xaaaab0001234"
     assert found[1] == "thread 7 PC = 0xaaaab0002000"
     assert 2 in found and found[2].startswith("thread 7 V0")
+
+
+def test_arm64_code_references_match_capstone_on_a_real_build():
+    """route_arm64.code_references (B/BL to F from outside F, ADRP+ADD of F's address) counts
+    what capstone's linear disassembly of .text finds, for every main.* function of an arm64
+    build."""
+    import re as _re
+    from tests.support.fixtures import build_fixture
+    from blade_go.inspector import open_binary
+    b = open_binary(path=str(build_fixture("e2e_target", goarch="arm64")))
+    text = b.image.section(".text")
+    data = b.image.read_file(text.offset, text.size)
+    md = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
+    md.skipdata = True
+    branches, adrp = {}, {}
+    prev = None
+    for ins in md.disasm(data, text.addr):
+        if ins.mnemonic in ("b", "bl"):
+            t = int(ins.op_str.lstrip("#"), 16)
+            branches.setdefault(t, []).append(ins.address)
+        if prev is not None and prev.mnemonic == "adrp" and ins.mnemonic == "add":
+            reg, page = prev.op_str.split(", ")
+            m = _re.fullmatch(rf"{reg}, {reg}, #(0x[0-9a-f]+|\d+)", ins.op_str)
+            if m:
+                t = int(page.lstrip("#"), 16) + int(m.group(1), 0)
+                adrp[t] = adrp.get(t, 0) + 1
+        prev = ins
+    checked = 0
+    for name in sorted(b._function_table()):
+        if not name.startswith("main."):
+            continue
+        fn = b.find_function(name)
+        want = sum(1 for a in branches.get(fn.entry, []) if not fn.entry <= a < fn.end) + \
+            adrp.get(fn.entry, 0)
+        got = route_arm64.code_references(data, text.addr, fn.entry, fn.entry, fn.end)
+        assert got == want, name
+        checked += want > 0
+    assert checked >= 10
+
+
+def test_breakpoint_instruction_per_arch():
+    """A killed dlv leaves its breakpoint instruction in the text (session/text.repair_int3):
+    int3 on x86, BRK #0 on arm64 (delve's arm64BreakInstruction), chosen by e_machine."""
+    import os
+    from blade_go.session.text import breakpoint_instruction
+    from blade_go.stubs.select import for_elf_machine
+    assert for_elf_machine(62).goarch == "amd64" and for_elf_machine(3).goarch == "386"
+    arm = for_elf_machine(183)
+    assert arm.goarch == "arm64" and for_elf_machine(40) is None
+    (ins,) = list(_CS.disasm(arm.breakpoint, 0x400000))
+    assert (ins.mnemonic, ins.op_str) == ("brk", "#0")
+    assert route_arm64.BRK0.to_bytes(4, "little") == arm.breakpoint
+    with open("/proc/self/exe", "rb") as f:
+        machine = int.from_bytes(f.read(20)[18:20], "little")
+    assert breakpoint_instruction(os.getpid()) == for_elf_machine(machine).breakpoint
+
+
+def test_code_end_without_a_pcsp_table_strips_the_arch_padding():
+    """pclntab.code_end's fallback: x86 strips INT3 bytes; arm64 strips zero words and keeps
+    whole instructions (a word ending in zero bytes stays)."""
+    from blade_go.inspector.pclntab import PclnTable
+
+    class Img:
+        def __init__(self, goarch, code):
+            self.goarch, self.code = goarch, code
+
+        def read(self, addr, n):
+            return self.code[:n]
+
+    class NoTable(PclnTable):
+        _pcsp = {}  # no pc/sp table for this function: the fallback runs
+
+        def __init__(self, image):
+            self.image, self._pcsp_known, self.data = image, {}, b""
+
+    def end(goarch, code):
+        return NoTable(Img(goarch, code)).code_end(0x1000, 0x1000 + len(code)) - 0x1000
+
+    assert end("amd64", b"\x90\xc3\xcc\xcc\xcc") == 2
+    ret, mov_w0_0 = bytes.fromhex("c0035fd6"), bytes.fromhex("00008052")  # ret; mov w0,#0
+    assert end("arm64", ret + bytes(8)) == 4
+    assert end("arm64", ret + bytes.fromhex("00000000") + ret + bytes(4)) == 12
+    # an instruction whose high bytes are zero is never cut: the end is a whole word
+    assert end("arm64", mov_w0_0 + bytes.fromhex("00010000")) == 6 + 2
+
+
+def test_arm64_plans_through_select_pass_the_trust_check():
+    """What an arm64 create plans (through stub_arch, as the actions do: return, conditional
+    return, delay, panic) is what trust.check_against accepts on destroy: B/BL routes into the
+    experiment's own caves (header/text-end caves of an arm64 build), originals the file's
+    bytes; a route turned into anything else is refused."""
+    from blade_go import trust
+    from blade_go.inspector import CaveAllocator, open_binary
+    from blade_go.patch import ROUTE, Patch
+    from blade_go.stubs import BinaryResolver, parse_values
+    from blade_go.stubs.conditions import Conditions
+    from blade_go.stubs.conditions_data import DataAllocator, data_cave
+    from blade_go.stubs.placement import FunctionCode
+    from blade_go.stubs.plans import PanicSymbols, parse_panic_value
+    from tests.support.fixtures import build_fixture
+    b = open_binary(path=str(build_fixture("faults_target", goarch="arm64")))
+    impl = stub_arch(b.goarch)
+    assert b.abi.name == "abi-internal-arm64"
+    fn = b.find_function("main.Work")
+    results = b.result_locations(fn)
+    params = b.abi.param_locations(b.signature(fn))
+    code = FunctionCode.decode(b.read(fn.entry, fn.end - fn.entry), fn.entry, b.goarch, fn.name)
+    read = lambda a, n: b.read(a, n)
+    plans = {}
+
+    def alloc():
+        caves = CaveAllocator(b.caves(int3=False))
+        return lambda n: caves.allocate(n, near=fn.entry)
+    values = parse_values(",".join("0" for _ in results), results, b, func=fn.name)
+    plans["return"] = impl.plan_return(results, values, b.goarch, 8, BinaryResolver(b), alloc(),
+                                       fn.entry, b.read(fn.entry, impl.route_len), read)
+    data = DataAllocator(data_cave(b.image), [])
+    plans["conditional"] = impl.plan_conditional_return(
+        results, values, Conditions(count=2, seed=1), b.goarch, 8, BinaryResolver(b), alloc(),
+        lambda n, a: data.allocate(n, a, near=fn.entry), code, read)
+    plans["delay"] = impl.plan_delay(code, params, True, b.symbol("time.Sleep"), 100, 0,
+                                     alloc(), read)
+    syms = PanicSymbols(b.symbol("runtime.gopanic"), b.symbol("reflect.stringType"),
+                        b.itab("*errors.errorString", "error"))
+    plans["panic"] = impl.plan_panic(code, params, True, parse_panic_value("error:boom"), syms,
+                                     alloc(), read)
+    for kind, plan in plans.items():
+        trust.check_against(b, plan.patches, fn.name, kind)
+        routes = [p for p in plan.patches if p.role == ROUTE]
+        assert routes and all(len(r.replacement) % 4 == 0 for r in routes), kind
+        for r in routes:
+            assert impl.parse_route(r.replacement, r.addr), kind
+    route = next(p for p in plans["return"].patches if p.role == ROUTE)
+    forged = Patch(route.addr, route.original, bytes.fromhex("c0035fd6"), ROUTE)  # ret
+    with pytest.raises(BladeError) as e:
+        trust.check_against(b, [p if p is not route else forged
+                                for p in plans["return"].patches], fn.name, "u1")
+    assert e.value.code == Code.FORBIDDEN and "B (imm26) branch" in e.value.message
+    with pytest.raises(BladeError) as e:
+        impl.plan_args
+    assert e.value.code == Code.ACTION_NOT_SUPPORT and "args" in e.value.message
+
+
+def test_cave_allocator_keeps_to_the_arch_branch_reach():
+    """arm64's route is one B (+-128 MB): the allocator passes over a cave beyond it that a
+    rel32 route (x86, +-2 GB) could use, and says so when nothing is in reach."""
+    from blade_go.actions.return_ import _reach
+    from blade_go.inspector.caves import HEADER, TEXT_END, Cave, CaveAllocator
+
+    class B:
+        def __init__(self, goarch):
+            self.goarch = goarch
+    near = 0x10000000
+    far = Cave(near + (1 << 28), near + (1 << 28) + 256, HEADER)      # 256 MB away
+    close = Cave(near + (1 << 20), near + (1 << 20) + 256, TEXT_END)  # 1 MB away
+    assert CaveAllocator([far, close], **_reach(B("amd64"))).allocate(64, near) == far.start
+    assert CaveAllocator([far, close], **_reach(B("arm64"))).allocate(64, near) == close.start
+    with pytest.raises(BladeError) as e:
+        CaveAllocator([far], **_reach(B("arm64"))).allocate(64, near)
+    assert "within B (imm26) reach" in e.value.message
+    assert _reach(B("386")) == {"reach": 1 << 31, "reach_name": "rel32"}

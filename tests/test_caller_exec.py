@@ -315,7 +315,8 @@ def test_caller_depth1_and_radius_386(h32, inside):
 
 
 def test_depth_beyond_one_is_refused_on_386():
-    from blade_go.stubs.conditions import Asm, emit_prefix
+    from blade_go.stubs.conditions import emit_prefix
+    from blade_go.stubs.conditions_x86 import Asm
     conds = Conditions(callers=((0x1000, 0x2000),), caller_depth=2, caller_names=("X",))
     with pytest.raises(ValueError):
         emit_prefix(Asm("386"), conds)

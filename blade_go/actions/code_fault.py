@@ -22,7 +22,7 @@ from ..patch import ARM, Patch
 from ..trust import trusted_patches
 from ..procfs import start_time
 from .return_ import (ReturnExecutor, _attempts, _conditions, _find_out_of_line,
-                      _radius_warning, _read_counters, _record, _refuse_conflicts,
+                      _radius_warning, _reach, _read_counters, _record, _refuse_conflicts,
                       _release_quietly, _taken_ranges)
 
 # destroy waits this long for goroutines still inside a delay (under the session's 60 s reply)
@@ -74,8 +74,12 @@ class CodeFaultExecutor(ReturnExecutor):
         from ..inspector import CaveAllocator, open_binary
         from ..session import ensure_session, target_paused
         from ..stubs.placement import FunctionCode
+        from ..stubs.select import stub_arch
 
         binary = open_binary(pid=ctx.pid)
+        # an action the target's arch has no stub for is refused before anything attaches
+        # (ACTION_NOT_SUPPORT naming it: stubs/select.py)
+        getattr(stub_arch(binary.goarch), f"plan_{self.fault}")
         if not binary.has_dwarf:
             # Refused before anything attaches. dlv reads goroutines through the executable's
             # DWARF (runtime.g and allgs), and this fault needs every goroutine's stack: to
@@ -106,7 +110,8 @@ class CodeFaultExecutor(ReturnExecutor):
             taken = _taken_ranges(state, ctx.pid, bias)
             notes = []
             for attempt in _attempts(ctx, conds):
-                allocator = CaveAllocator(binary.caves(int3=False), taken=taken)
+                allocator = CaveAllocator(binary.caves(int3=False), taken=taken,
+                                          **_reach(binary))
                 target.allocate = lambda n, a=allocator: a.allocate(n, near=fn.entry) + bias
                 # Originals come from the executable file; the session checks the live bytes.
                 target.read_original = lambda addr, n: binary.read(addr - bias, n)

@@ -59,7 +59,8 @@ class ReturnExecutor(Executor):
             taken = _taken_ranges(state, ctx.pid, bias)
             notes = []
             for attempt in _attempts(ctx, conds):
-                allocator = CaveAllocator(binary.caves(int3=False), taken=taken)
+                allocator = CaveAllocator(binary.caves(int3=False), taken=taken,
+                                          **_reach(binary))
                 try:
                     if attempt is not None:
                         plan = _plan_conditional(ctx, binary, fn, results, values, attempt,
@@ -193,6 +194,14 @@ def _find_out_of_line(binary, name):
         raise BladeError(Code.PARAMETER_INVALID,
                          f"function {name} exists only inlined into its callers ({listed}); "
                          f"there is no out-of-line copy to inject into") from None
+
+
+def _reach(binary) -> dict:
+    """The cave allocator's reach: the arch's route branch (x86 rel32, arm64 B: stubs/select.py)."""
+    from ..stubs.select import stub_arch
+    impl = stub_arch(binary.goarch)
+    name = impl.route_kind.replace(" jump", "").replace(" branch", "")
+    return {"reach": impl.branch_reach, "reach_name": name}
 
 
 def _route_original(binary, fn):

@@ -93,7 +93,7 @@ class GoBinary:
         if not self.image.arch_supported:
             raise BladeError(Code.ACTION_NOT_SUPPORT,
                              f"{self.path}: GOARCH={self.goarch} is recognised but not yet "
-                             "supported by blade-go (amd64 and 386 are)")
+                             "supported by blade-go (amd64, 386 and arm64 are)")
         if self._abi is None:
             from ..abi import abi_for
             self._abi = abi_for(self.goarch, self.go_version)

@@ -89,19 +89,20 @@ def caller_code(binary, text: str) -> CallerCode:
 
 def check_depth(binary, depth: int):
     """--caller-depth N: 1 (the direct caller, from the return address) everywhere; deeper
-    frames through the frame-pointer chain, which only amd64 keeps, with the g (and so the
-    goroutine's stack bounds) in R14 under the register ABI (Go 1.17+)."""
+    frames through the frame-pointer chain where the arch's stubs walk it (amd64: with the g,
+    and so the goroutine's stack bounds, in R14 under the register ABI, Go 1.17+; the arch's
+    no_deep_callers in stubs/select.py says why not elsewhere)."""
     from ..stubs.conditions import MAX_DEPTH
     if depth < 1 or depth > MAX_DEPTH:
         raise BladeError(Code.PARAMETER_ILLEGAL,
                          f"--caller-depth must be between 1 and {MAX_DEPTH}, not {depth}")
     if depth == 1:
         return
-    if binary.goarch != "amd64":
+    from ..stubs.select import stub_arch
+    why = stub_arch(binary.goarch).no_deep_callers
+    if why:
         raise BladeError(Code.PARAMETER_ILLEGAL,
-                         f"--caller-depth {depth}: Go keeps no frame pointers on "
-                         f"{binary.goarch}, so frames beyond the direct caller cannot be "
-                         "found without stopping the target; use --caller-depth 1")
+                         f"--caller-depth {depth}: {why}; use --caller-depth 1")
     if not binary.abi_name.startswith("abi-internal"):
         raise BladeError(Code.PARAMETER_ILLEGAL,
                          f"--caller-depth {depth}: this binary ({binary.go_version}) uses the "

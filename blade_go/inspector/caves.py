@@ -153,7 +153,11 @@ def _overlaps(lo: int, hi: int, taken: Sequence[Tuple[int, int]]) -> Optional[in
 class CaveAllocator:
     """Hands out cave bytes, never overlapping `taken` ranges [lo, hi) nor earlier allocations."""
 
-    def __init__(self, caves: Iterable[Cave], taken: Iterable[Tuple[int, int]] = ()):
+    def __init__(self, caves: Iterable[Cave], taken: Iterable[Tuple[int, int]] = (),
+                 reach: int = REL32, reach_name: str = "rel32"):
+        """reach: the route's branch range, +-reach bytes (the arch's branch_reach in
+        stubs/select.py: x86 rel32 2 GB, arm64 B 128 MB)."""
+        self.reach, self.reach_name = reach, reach_name
         self.caves = sorted(caves, key=lambda c: (PREFERENCE.index(c.kind), c.start))
         self.taken = [(int(lo), int(hi)) for lo, hi in taken]
         self.taken_by_others = bool(self.taken)  # before this allocator's own allocations
@@ -179,7 +183,7 @@ class CaveAllocator:
                   else f"; the binary has {total} cave bytes in all and no other experiment "
                        "holds any: a smaller value (shorter strings) may fit")
         raise BladeError(Code.UNEXPECTED_STATUS,
-                         f"no room for a {n}-byte stub within rel32 reach of {near:#x} in the "
+                         f"no room for a {n}-byte stub within {self.reach_name} reach of {near:#x} in the "
                          f"caves ({kinds}){advice}")
 
     def _fit(self, cave: Cave, n: int, near: int, align: int) -> Optional[int]:
@@ -187,8 +191,9 @@ class CaveAllocator:
         while addr + n <= cave.end:
             blocker = _overlaps(addr, addr + n, self.taken)
             if blocker is None:
-                # jmp rel32 from near to addr, and back from inside the stub to near
-                if abs(addr - (near + 5)) < REL32 - 16 and abs(addr + n - near) < REL32 - 16:
+                # the route from near to addr, and back from inside the stub to near
+                if abs(addr - (near + 5)) < self.reach - 16 and \
+                        abs(addr + n - near) < self.reach - 16:
                     return addr
                 return None
             addr = (blocker + align - 1) // align * align

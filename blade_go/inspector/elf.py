@@ -20,7 +20,7 @@ PAGE = 0x1000  # page size on amd64, 386 and (default) arm64 Linux
 MACHINES = {
     "EM_X86_64": ("amd64", 8, True),
     "EM_386": ("386", 4, True),
-    "EM_AARCH64": ("arm64", 8, False),
+    "EM_AARCH64": ("arm64", 8, True),
 }
 
 

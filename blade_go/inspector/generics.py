@@ -216,8 +216,12 @@ def dictionary_register(shape: str) -> Optional[str]:
 
 
 def guard_supported(binary) -> bool:
-    """The dictionary travels in RAX only under the amd64 register ABI."""
-    return binary.goarch == "amd64" and getattr(binary, "abi_name", "") == "abi-internal-amd64"
+    """The dictionary travels in a register only under a register ABI (amd64 RAX/RBX; arm64
+    R0/R1), and the arch's stubs must have the guard (stubs/select.py: guarded_patches)."""
+    from ..stubs.select import ARCHES
+    impl = ARCHES.get(binary.goarch)
+    return getattr(binary, "abi_name", "").startswith("abi-internal") and impl is not None \
+        and impl.supports("guarded_patches")
 
 
 def generic_verdict(binary, requested: str, symbol: str):

@@ -158,10 +158,12 @@ class PclnTable:
         return entries, last
 
     def code_end(self, entry: int, next_entry: int) -> int:
-        """End of the function's own code (without the INT3 alignment padding after it).
+        """End of the function's own code (without the alignment padding after it).
 
         The pc/sp table covers exactly the function's instructions: its PC deltas sum to the
-        function's size. Without a table, trailing 0xCC bytes are taken as padding.
+        function's size. Without a table, trailing padding bytes are taken as padding (the
+        arch's pad_byte: INT3 on x86; arm64's zero words, the end rounded up to a whole
+        instruction).
         """
         off = self._pcsp_known[entry] if entry in self._pcsp_known else \
             self._pcsp.get(entry, 0)
@@ -175,8 +177,11 @@ class PclnTable:
                 first = False
                 pcdelta, off = uvarint(d, off)
                 pc += pcdelta * quantum
+        from ..stubs.select import stub_arch
+        impl = stub_arch(self.image.goarch)
         code = self.image.read(entry, next_entry - entry)
-        return entry + len(code.rstrip(b"\xcc"))
+        n = len(code.rstrip(bytes([impl.pad_byte])))
+        return entry + -(-n // impl.insn_align) * impl.insn_align
 
     def _relocated(self, vaddr: int) -> int:
         from .buildinfo import _relocated_pointer

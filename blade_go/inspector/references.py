@@ -3,28 +3,25 @@
 A function inlined at some call sites may keep an out-of-line copy that nothing calls any more
 (the linker keeps it for its symbol, a method table or a wrapper). A `return` experiment on it
 then succeeds and changes nothing. This module counts what could reach the copy:
-- direct `call rel32` / `jmp rel32` (E8/E9, amd64 and 386) in .text whose target is the entry,
-  from outside the function itself (its own morestack block jumps back to its entry), and the
-  address taken in code: `lea reg, [rip+disp32]` on amd64 (closures, method values), the
-  absolute address as an immediate on 386;
+- direct branches in .text whose target is the entry, from outside the function itself (its
+  own morestack block jumps back to its entry), and the address taken in code: amd64 `call/jmp
+  rel32` and `lea reg, [rip+disp32]` (closures, method values), 386 rel32 and the absolute
+  address as an immediate, arm64 `B`/`BL` and `ADRP; ADD #lo12` (the arch's
+  code_references, stubs/route_x86.py / route_arm64.py);
 - the entry's absolute address (pointer-sized) in the data sections: function values
   (funcval), static itabs, method values;
 - the entry as a 4-byte offset from the start of the text section ("textOff") in .rodata and
   .typelink: method tables of types (reflection, interface conversions at run time).
-Every E8/E9 byte is tried as an opcode, so a hit may be a false positive (then we merely do not
+On x86 every E8/E9 byte is tried as an opcode, so a hit may be a false positive (then we merely do not
 warn); a miss means no instruction or table can reach the copy. Cost: one pass over .text
 (about 0.13 s per 10 MB) and a byte search of the data sections.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from .inltree import sites_source
 
-_REL32 = re.compile(rb"[\xe8\xe9]")
-# lea reg, [rip+disp32] (amd64): how closures and method values take a function's address
-_LEA_RIP = re.compile(rb"\x8d[\x05\x0d\x15\x1d\x25\x2d\x35\x3d]")
 DATA_SECTIONS = (".rodata", ".data", ".noptrdata", ".data.rel.ro", ".go.func")
 TEXTOFF_SECTIONS = (".rodata", ".typelink")
 
@@ -49,21 +46,11 @@ def references_to(binary, fn) -> References:
     order = "little" if image.little_endian else "big"
     text = image.section(".text")
     branches = 0
-    if text is not None and binary.goarch in ("amd64", "386"):
+    if text is not None:
+        from ..stubs.select import stub_arch  # the arch's direct branches (x86 rel32, arm64 B/BL)
         data = image.read_file(text.offset, text.size)
-        base, fb = text.addr, int.from_bytes
-        for m in _REL32.finditer(data, 0, max(0, len(data) - 4)):
-            p = m.start()
-            if fb(data[p + 1:p + 5], order, signed=True) + base + p + 5 == fn.entry and \
-                    not fn.entry <= base + p < fn.end:
-                branches += 1
-        if binary.goarch == "amd64":
-            for m in _LEA_RIP.finditer(data, 0, max(0, len(data) - 6)):
-                p = m.start()
-                if fb(data[p + 2:p + 6], order, signed=True) + base + p + 6 == fn.entry:
-                    branches += 1
-        else:
-            branches += data.count(fn.entry.to_bytes(4, order))
+        branches = stub_arch(binary.goarch).code_references(data, text.addr, fn.entry,
+                                                            fn.entry, fn.end)
     pointers = _count(image, DATA_SECTIONS, fn.entry.to_bytes(binary.ptrsize, order))
     text_offsets = 0
     if text is not None:

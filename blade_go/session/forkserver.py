@@ -81,13 +81,15 @@ def _warm():
     from ..denylist import check_injectable  # noqa: F401
     from ..inspector.typed import open_typed_binary  # noqa: F401
     from ..stubs import conditions, conditions_data, placement  # noqa: F401
-    from ..stubs.select import ARCHES
-    import platform
-    host = {"x86_64": "amd64", "aarch64": "arm64", "i686": "386"}.get(platform.machine())
-    if host in ARCHES:  # the host arch's stubs (a 386 target on amd64 imports its own on use)
-        for part in ("code", "plan_return", "plan_conditional_return", "plan_delay"):
-            if ARCHES[host].supports(part):
-                getattr(ARCHES[host], part)
+    from ..stubs.select import for_elf_machine
+    try:  # the host's arch: its stubs are what a create most likely plans (others on use)
+        with open("/proc/self/exe", "rb") as f:
+            host = for_elf_machine(int.from_bytes(f.read(20)[18:20], "little"))
+    except OSError:
+        host = None
+    for part in ("code", "plan_return", "plan_conditional_return", "plan_delay"):
+        if host is not None and host.supports(part):
+            getattr(host, part)
     from .. import container  # noqa: F401
     from .. import registry
     registry.default_registry()  # parsed from this process's BLADE_GO_SPECS (see _run_child)

@@ -1,6 +1,6 @@
 """The executable file's bytes at a runtime address of the target, found through
 /proc/PID/maps (the mapping's file offset), so no ELF parsing is needed for a few bytes; and
-putting them back where a killed dlv left its int3."""
+putting them back where a killed dlv left its breakpoint instruction."""
 import os
 
 
@@ -29,16 +29,31 @@ def exe_bytes(pid: int, addr: int, n: int) -> bytes | None:
     return None
 
 
+def breakpoint_instruction(pid: int) -> bytes:
+    """dlv's software breakpoint in the target's architecture (int3 on amd64/386, BRK #0 on
+    arm64), from its executable's ELF e_machine (stubs/select.py)."""
+    from ..stubs.select import for_elf_machine
+    try:
+        with open(f"/proc/{pid}/exe", "rb") as f:
+            head = f.read(20)
+        impl = for_elf_machine(int.from_bytes(head[18:20], "little"))
+    except OSError:
+        impl = None
+    return impl.breakpoint if impl is not None else b"\xcc"
+
+
 def repair_int3(client, pid: int, addrs, log):
-    """An earlier dlv killed with SIGKILL leaves its int3 at these very addresses (dlv puts its
-    internal breakpoints at the same places each time); the current dlv then saved 0xCC as the
-    'original' and wrote it back on clearing. Put the executable file's byte back."""
+    """An earlier dlv killed with SIGKILL leaves its breakpoint instruction (int3; BRK #0 on
+    arm64) at these very addresses (dlv puts its internal breakpoints at the same places each
+    time); the current dlv then saved it as the 'original' and wrote it back on clearing. Put
+    the executable file's bytes back."""
+    bp = breakpoint_instruction(pid)
     for addr in set(addrs):
         try:
-            want = exe_bytes(pid, addr, 1)
-            live = client.read_memory(addr, 1)
-            if want is not None and live == b"\xcc" and want != b"\xcc":
+            want = exe_bytes(pid, addr, len(bp))
+            live = client.read_memory(addr, len(bp))
+            if want is not None and live == bp and want != bp:
                 client.write_memory(addr, want)
-                log(f"removed an int3 left at {addr:#x} by an earlier, killed dlv")
+                log(f"removed a breakpoint left at {addr:#x} by an earlier, killed dlv")
         except Exception as e:
-            log(f"cannot check {addr:#x} for a left int3: {e}")
+            log(f"cannot check {addr:#x} for a left breakpoint: {e}")

@@ -24,7 +24,7 @@ from ..errors import BladeError, Code
 # x86 implementations named in select.py). A part left out is refused with its description.
 PARTS = {
     "code": "code placement",                       # placement.ArchCode instance
-    "encoder": "return stubs",                      # encoder class for planner.stub_code
+    "encoder": "the shared return planner's encoder",  # class for planner.stub_code
     "conditions": "in-stub conditions",             # emit_prefix's block backend (instance)
     "plan_return": "return",                        # -> planner.StubPlan
     "plan_conditional_return": "return with --effect-count/--effect-percent/--match/--caller/--after",
@@ -33,6 +33,7 @@ PARTS = {
     "plan_args": "args",                            # -> faults.FaultPlan
     "guarded_patches": "one generic instance (the dictionary guard)",
     "parse_route": "reading a route back",          # (code: bytes, addr) -> Optional[List[int]]
+    "code_references": "finding direct calls",      # (text, text_addr, entry, lo, hi) -> int
 }
 
 
@@ -43,6 +44,13 @@ class StubArch:
     route_len: int                 # bytes of the entry route (x86 jmp rel32: 5, arm64 B: 4)
     pad_byte: int                  # what the linker fills between functions (x86 0xCC, arm64 0)
     route_kind: str                # the route's branch, for messages ("rel32 jump", "B (imm26) branch")
+    breakpoint: bytes              # dlv's software breakpoint (x86 int3 CC, arm64 BRK #0)
+    insn_align: int                # instruction alignment (x86 1, arm64 4)
+    elf_machine: int               # e_machine of its executables (EM_X86_64 62, EM_386 3, EM_AARCH64 183)
+    no_deep_callers: str = ""      # why --caller-depth > 1 is refused ("": the stubs walk frames)
+    branch_reach: int = 1 << 31    # +- bytes a route's branch reaches (x86 rel32; arm64 B 128 MB)
+    seen_shortcuts: bool = True    # the draw's state / the count ticket also count the calls
+    #                                (conditions.seen_source; 386: 32-bit state, saturating ticket)
     parts: Dict[str, str] = field(default_factory=dict)   # part -> "module:attribute"
     missing: str = ""              # why the parts not listed are refused on this arch
     _cache: dict = field(default_factory=dict, compare=False, repr=False)

@@ -15,7 +15,7 @@ from ..errors import BladeError, Code
 from ..patch import CAVE, ROUTE, Patch, split_values
 from . import values as V
 from .asm import Asm, C, I, R, absolute, gpr, mem, xmm
-from .conditions import emit_prefix_into
+from .conditions_x86 import emit_prefix_into
 from .conditions_return import check_first, entry_site
 from .faults import INT3, FaultPlan, _block, _data_base, _sp
 from .image import Const, DataArea, build_images

@@ -4,7 +4,7 @@ A condition prefix is shared by every action: it runs first in the stub, jumps t
 SKIP when the call must run untouched, and otherwise falls through into the action's code.
 
     conds = Conditions(count=3, percent=50, matches=parse_match('id==42', params, ptrsize))
-    asm = Asm(arch)
+    asm = Asm(arch)                  # conditions_x86.Asm (amd64/386); arm64: its own assembler
     emit_prefix(asm, conds)          # seen++, matchers, percent draw, count, faulted++
     ...action code...; asm.label(SKIP); ...what runs when the condition does not hold...
     code, listing = asm.assemble(stub_addr, {COUNTERS: rw_addr, **constants})
@@ -73,9 +73,7 @@ random seed per experiment.
 """
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, Union
-
-import iced_x86 as x86
+from typing import Dict, List, Optional, Tuple, Union
 
 SKIP = "skip"
 COUNTERS = "counters"
@@ -219,7 +217,8 @@ GOLDEN = 0x9E3779B97F4A7C15
 
 
 def seen_source(conds: "Conditions", arch: str) -> str:
-    if arch != "amd64":
+    from .select import stub_arch  # does the arch's draw / ticket count the calls too?
+    if not stub_arch(arch).seen_shortcuts:
         return SEEN_COUNTER  # 386: the draw state is 32 bits and the ticket saturates
     if conds.percent is not None and conds.percent < 100:
         return SEEN_DRAW
@@ -302,121 +301,6 @@ def merge_ranges(ranges) -> Tuple[Tuple[int, int], ...]:
     return tuple((lo, hi) for lo, hi in out)
 
 
-# ----------------------------------------------------------------------------- assembler
-
-@dataclass
-class _Item:
-    make: Callable[[int, Dict[str, int]], Tuple[bytes, str]]
-
-
-class Asm:
-    """Instructions with labels and data symbols, assembled in two passes.
-
-    Every item has a length independent of addresses (branches are rel32, data operands are
-    RIP-relative disp32 on amd64 and absolute disp32 on 386), so the first pass, against dummy
-    addresses, sizes the code; the second emits it.
-    """
-
-    def __init__(self, arch: str):
-        self.arch = arch
-        self.bitness = 64 if arch == "amd64" else 32
-        self.items: List[Union[_Item, str]] = []
-        self._n = 0
-        self.sp_bias = 0  # SP here is SP at F's entry minus this (0: the prefix runs at entry)
-        self.bp_saved = False  # RBP holds F's own frame pointer here (the caller's is at [RBP])
-
-    def fresh(self, stem: str) -> str:
-        self._n += 1
-        return f".{stem}{self._n}"
-
-    def label(self, name: str):
-        self.items.append(name)
-
-    def ins(self, make: Callable[[Dict[str, int]], "x86.Instruction"]):
-        """An instruction built from the symbol table (data addresses, labels)."""
-        def build(at, sym):
-            ins = make(sym)
-            enc = x86.Encoder(self.bitness)
-            enc.encode(ins, at)
-            return bytes(enc.take_buffer()), _fmt(ins)
-        self.items.append(_Item(build))
-
-    def fixed(self, ins: "x86.Instruction"):
-        self.ins(lambda sym: ins)
-
-    def raw(self, make: Callable[[int], bytes], text: str):
-        """Bytes that depend only on their own address (relocated instructions)."""
-        self.items.append(_Item(lambda at, sym: (make(at), text)))
-
-    def jcc(self, code: int, label: str):
-        self.ins(lambda sym: x86.Instruction.create_branch(code, sym[label]))
-
-    def size(self, near: int) -> int:
-        """Code length, assembled at `near` (any address in rel32 reach of the branch targets
-        and relocated instructions: lengths do not depend on it)."""
-        return len(self.assemble(near, _Dummy(near))[0])
-
-    def assemble(self, base: int, symbols) -> Tuple[bytes, List[Tuple[int, bytes, str]]]:
-        """(code, [(addr, bytes, text)]) with labels resolved; `symbols` gives data addresses."""
-        dummy = _Dummy(base)
-        lengths, at, labels = [], base, {}
-        for it in self.items:
-            if isinstance(it, str):
-                labels[it] = at
-            else:
-                n = len(it.make(at, dummy)[0])
-                lengths.append(n)
-                at += n
-        sym = _Chain(labels, symbols)
-        out, listing, at, k = bytearray(), [], base, 0
-        for it in self.items:
-            if isinstance(it, str):
-                listing.append((at, b"", it + ":"))
-                continue
-            code, text = it.make(at, sym)
-            if len(code) != lengths[k]:
-                raise AssertionError(f"{text}: length changed with its address")
-            listing.append((at, code, text))
-            out += code
-            at += len(code)
-            k += 1
-        return bytes(out), listing
-
-
-class _Dummy(dict):
-    def __init__(self, base):
-        super().__init__()
-        self.base = base
-
-    def __missing__(self, key):
-        return self.base
-
-
-class _Chain:
-    def __init__(self, *maps):
-        self.maps = maps
-
-    def __getitem__(self, key):
-        for m in self.maps:
-            if key in m or isinstance(m, _Dummy):
-                return m[key]
-        raise KeyError(f"unknown symbol {key!r}")
-
-
-_FORMATTER = None
-
-
-def _fmt(ins) -> str:
-    global _FORMATTER
-    if _FORMATTER is None:
-        f = x86.Formatter(x86.FormatterSyntax.INTEL)
-        f.hex_prefix, f.hex_suffix, f.uppercase_hex = "0x", "", False
-        f.space_after_operand_separator = True
-        f.branch_leading_zeros = False
-        _FORMATTER = f
-    return _FORMATTER.format(ins)
-
-
 def listing_text(listing) -> str:
     return "\n".join(f"{a:#010x}  {c.hex(' '):<36} {t}" if c else f"{a:#010x}  {t}"
                      for a, c, t in listing)
@@ -435,7 +319,7 @@ def percent_threshold(percent: int, bits: int) -> int:
     return (percent << bits) // 100
 
 
-def emit_prefix(asm: Asm, conds: Conditions, skip: str = SKIP):
+def emit_prefix(asm, conds: Conditions, skip: str = SKIP):
     """The shared condition prefix (see the module docstring); jumps to `skip` on no.
 
     With the blast-radius table every way out records the call in its site's entry (one
@@ -504,44 +388,3 @@ def chunks(n: int, word: int) -> List[Tuple[int, int]]:
 # jcc that leaves the matcher (to SKIP) when `value op k` is false; (signed, unsigned)
 FAIL_JCC = {"==": ("ne", "ne"), "!=": ("e", "e"), "<": ("ge", "ae"), "<=": ("g", "a"),
             ">": ("le", "be"), ">=": ("l", "b")}
-
-
-# ----------------------------------------------------------------------------- other stubs
-
-class _FaultAsm:
-    """The prefix's view of a fault stub's assembler (stubs/asm.py, used by delay, panic and
-    args): the same calls as Asm, with data addresses already known."""
-
-    def __init__(self, a, symbols: Dict[str, int], sp_bias: int, bp_saved: bool = False):
-        self.a, self.symbols, self.sp_bias, self.bp_saved = a, symbols, sp_bias, bp_saved
-        self.arch = "amd64" if a.bitness == 64 else "386"
-        self._n = 0
-
-    def fresh(self, stem: str) -> str:
-        self._n += 1
-        return f".cond_{stem}{self._n}"
-
-    def label(self, name: str):
-        self.a.label(name)
-
-    def fixed(self, ins):
-        self.a.add(ins)
-
-    def ins(self, make):
-        self.a.add(make(self.symbols))
-
-    def jcc(self, code: int, label: str):
-        self.a.items.append(("branch", (code, label)))  # asm.Asm's rel32 branch to a label
-
-
-def emit_prefix_into(a, conds: Conditions, skip: str, counters: int, area,
-                     sp_bias: int = 0, bp_saved: bool = False):
-    """Emit the prefix into a fault stub's asm.Asm `a`. `counters`: runtime address of the
-    counter block; `area` (image.DataArea): where the string constants go; `sp_bias`: how far
-    SP at this point lies below SP at F's entry (delay/panic run the prefix in H, called from
-    after F's frame setup: 8 + the frame's SP delta); `bp_saved`: F's frame setup has saved
-    the caller's frame pointer and RBP points at it (the --caller walk starts at [RBP])."""
-    symbols = {COUNTERS: counters}
-    for name, data in conds.constants():
-        symbols[name] = area.put(data, align=8)
-    emit_prefix(_FaultAsm(a, symbols, sp_bias, bp_saved), conds, skip)

@@ -8,8 +8,9 @@ saturating `lock cmpxchg` loop on 32 bits, so it never wraps back to "fault agai
 """
 import iced_x86 as x86
 
-from .conditions import CALLERS, COUNT, COUNTERS, ENTRY, FAIL_JCC, NEXT, RNG, SLOTS, TABLE, Asm, \
+from .conditions import CALLERS, COUNT, COUNTERS, ENTRY, FAIL_JCC, NEXT, RNG, SLOTS, TABLE, \
     Match, Mem, Reg, Stack, chunks, percent_threshold
+from .conditions_x86 import Asm
 
 R = x86.Register
 C = x86.Code

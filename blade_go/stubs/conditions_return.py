@@ -35,8 +35,9 @@ from ..abi import ResultLocation
 from ..errors import BladeError, Code
 from ..patch import CAVE, DATA, ROUTE, Patch, split_values
 from . import values as V
-from .conditions import COUNTERS, COUNTERS_ALIGN, SKIP, Asm, Conditions, \
+from .conditions import COUNTERS, COUNTERS_ALIGN, SKIP, Conditions, \
     backend, emit_prefix, listing_text
+from .conditions_x86 import Asm
 from .image import DataArea, Resolver, build_images
 from .placement import FunctionCode, Site, falls_through, jump, relocate
 from .placement_x86 import JMP_LEN

@@ -30,17 +30,17 @@ from ..errors import BladeError, Code
 from ..patch import ARM, CAVE, ROUTE, Patch, split_values
 from . import values as V
 from .asm import Asm, C, I, R, absolute, load, mem, store
-from .conditions import emit_prefix_into
+from .conditions_x86 import emit_prefix_into
 from .image import DataArea, no_errorstring_itab, word
 from .placement import FunctionCode, call, falls_through, jump, relocate
 from .placement_x86 import CALL_LEN, JMP_LEN
 from .plans import FaultPlan, PanicSymbols, PanicValue, parse_panic_value  # noqa: F401
-from .plans import RUNTIME_PACKAGES  # noqa: F401
+from .plans import NS_PER_MS, RUNTIME_PACKAGES  # noqa: F401
+from .plans import armed_value as _armed, check_panic_var as _check_panic_var
 from .plans import refuse_unsafe_callout as _refuse_unsafe_callout, register_spills as _regs
 
 ALIGN = 16
 INT3 = b"\xcc"
-NS_PER_MS = 1_000_000
 
 
 # --------------------------------------------------------------------------- shared pieces
@@ -123,10 +123,6 @@ def _callout_plan(code: FunctionCode, params, allocate, read_original, need: int
                f"   (call H{'; jmp H2' if with_h2 else ''}; int3 padding)\n"
                f"displaced:\n{site.listing()}")
     return FaultPlan(patches, stub, code_len, len(data), site.addr, listing)
-
-
-def _armed(orig: int) -> int:
-    return (orig + 1) & 0xFF
 
 
 def _branch_bytes(arch, kind: str, src: int, dst: int) -> bytes:
@@ -267,15 +263,3 @@ def plan_panic(code: FunctionCode, params: Sequence[ParamLocation], regabi: bool
     return _callout_plan(code, params, allocate, read_original, need, fill,
                          lambda area: (data_fill(area), area), h2, False,
                          f"H (panic {value.text}, tail call of runtime.gopanic):", values=True)
-
-
-def _check_panic_var(value: PanicValue, found):
-    if found is None:
-        raise BladeError(Code.PARAMETER_INVALID, f"--value: no package-level variable "
-                                                 f"{value.data} with a known type")
-    t = found[1]
-    if t is None or not (t.name == "string" or t.kind.name in ("IFACE", "EFACE")):
-        raise BladeError(Code.PARAMETER_ILLEGAL,
-                         f"--value: {value.text} has type {getattr(t, 'name', '?')}; panic "
-                         "takes var: of an interface type (an error such as io.EOF, or any) or "
-                         "of type string")

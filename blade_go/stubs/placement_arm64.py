@@ -69,7 +69,7 @@ from typing import List, Optional, Tuple
 
 from ..errors import BladeError, Code
 from . import encoder_arm64 as E
-from .placement import ArchCode, FrameSetup, Insn, Site
+from .placement import ArchCode, FrameSetup, FunctionCode, Insn, Site, falls_through
 
 ROUTE_LEN = 4           # one B
 B_REACH = E.B_RANGE     # +-128 MB
@@ -428,3 +428,32 @@ def route_refusal(src: int, dst: int) -> BladeError:
 
 
 ARM64 = Arm64Code()
+
+
+# --------------------------------------------------------------------------- arm64 shorthands
+# (for the arm64 planners: the same as placement's functions with ARM64 filled in)
+
+class FunctionCodeARM64(FunctionCode):
+    """placement.FunctionCode over arm64 code: `FunctionCodeARM64.decode(code, addr, name=..)`
+    is `FunctionCode.decode(code, addr, ARM64, name=..)`."""
+
+    @classmethod
+    def decode(cls, code: bytes, addr: int, goarch="arm64", name: str = "the function"):
+        if goarch not in ("arm64", ARM64):
+            raise ValueError(f"FunctionCodeARM64 decodes arm64, not {goarch}")
+        return super().decode(code, addr, ARM64, name)
+
+
+def jump(src: int, dst: int, arch: ArchCode = ARM64) -> bytes:
+    """`b dst` at src; BladeError beyond +-128 MB."""
+    return ARM64.jump(src, dst)
+
+
+def call(src: int, dst: int, arch: ArchCode = ARM64) -> bytes:
+    """`bl dst` at src; BladeError beyond +-128 MB."""
+    return ARM64.call(src, dst)
+
+
+__all__ = ["ARM64", "Arm64Code", "FunctionCodeARM64", "PCRel", "pc_relative", "decode",
+           "disassemble", "relocate", "relocated_len", "falls_through", "jump", "call",
+           "in_reach", "route_refusal", "ROUTE_LEN", "SCRATCH_AT"]

@@ -16,6 +16,7 @@ from . import values as V
 if TYPE_CHECKING:
     from .placement import FunctionCode
 
+NS_PER_MS = 1_000_000
 RUNTIME_PACKAGES = ("runtime.", "runtime/", "internal/runtime/", "internal/abi.", "sync/atomic.")
 
 
@@ -122,3 +123,20 @@ def refuse_unsafe_callout(code: "FunctionCode", area: int, what: str, context_ok
                          f"{code.name} is a closure that reads its captured variables through "
                          "the context register after its frame setup; the register would not "
                          f"survive {what} (args and return work on it)")
+
+
+def armed_value(orig: int) -> int:
+    """The arm byte's armed value: anything but the file's byte there (disarmed = restored)."""
+    return (orig + 1) & 0xFF
+
+
+def check_panic_var(value: PanicValue, found):
+    if found is None:
+        raise BladeError(Code.PARAMETER_INVALID, f"--value: no package-level variable "
+                                                 f"{value.data} with a known type")
+    t = found[1]
+    if t is None or not (t.name == "string" or t.kind.name in ("IFACE", "EFACE")):
+        raise BladeError(Code.PARAMETER_ILLEGAL,
+                         f"--value: {value.text} has type {getattr(t, 'name', '?')}; panic "
+                         "takes var: of an interface type (an error such as io.EOF, or any) or "
+                         "of type string")

@@ -57,19 +57,22 @@ def _reg(name: str) -> Tuple[int, bool]:
     raise ValueError(f"{name} is not an arm64 result register (R0-R15, F0-F15)")
 
 
-def _chunks(size: int):
+def _chunks(size: int, at: int):
+    """(offset, width) pieces of `size` bytes stored at SP+`at`: each as wide as possible while
+    SP+at+offset stays aligned to its width (the scaled STR form then always fits)."""
     off = 0
-    for w in (8, 4, 2, 1):
-        while size - off >= w:
-            yield off, w
-            off += w
+    while off < size:
+        w = next(w for w in (8, 4, 2, 1) if w <= size - off and (at + off) % w == 0)
+        yield off, w
+        off += w
 
 
 class _Code:
-    """Instructions emitted from `base` on (ADR needs its own address)."""
+    """Instructions emitted from `base` on (ADR needs its own address). `var` is the address
+    X17 holds while a var: copy runs (re-loaded after X17 served as a far store's address)."""
 
     def __init__(self, base: int):
-        self.base, self.words = base, []
+        self.base, self.words, self.var = base, [], None
 
     @property
     def at(self) -> int:
@@ -86,17 +89,33 @@ class _Code:
         else:
             self.add(*E.mov_imm(rt, value))
 
+    def var_base(self, addr: int):
+        self.var = addr
+        self.add(*E.mov_imm(VAR_BASE, addr))
+
+    def address(self, rd: int, base: int, off: int):
+        """rd = base + off for any offset below 16 MB (one or two ADDs)."""
+        hi, lo = off & ~0xFFF, off & 0xFFF
+        if hi:
+            self.add(E.add_imm(rd, base, hi))
+        if lo or not hi:
+            self.add(E.add_imm(rd, rd if hi else base, lo))
+
     def load(self, rt: int, base: int, off: int, size: int, fp: bool = False):
         try:
             self.add(E.ldr(rt, base, off, size, fp))
-        except E.EncodeError:   # a far field: address it first (never X17, the base)
-            self.add(E.add_imm(SCRATCH, base, off), E.ldr(rt, SCRATCH, 0, size, fp))
+        except E.EncodeError:   # a far field: address it through X16 (never X17, the base)
+            self.address(SCRATCH, base, off)
+            self.add(E.ldr(rt, SCRATCH, 0, size, fp))
 
     def store_sp(self, rt: int, off: int, size: int):
         try:
             self.add(E.str_(rt, E.SP, off, size))
-        except E.EncodeError:
-            self.add(E.add_imm(VAR_BASE, E.SP, off), E.str_(rt, VAR_BASE, 0, size))
+        except E.EncodeError:   # a far slot: address it through X17, then restore X17
+            self.address(VAR_BASE, E.SP, off)
+            self.add(E.str_(rt, VAR_BASE, 0, size))
+            if self.var is not None:
+                self.add(*E.mov_imm(VAR_BASE, self.var))
 
 
 def _pointer_words(img_a, img_b) -> set:
@@ -107,42 +126,83 @@ def _pointer_words(img_a, img_b) -> set:
     return {off for off in range(0, len(a) - 7, 8) if a[off:off + 8] != b[off:off + 8]}
 
 
+LOOP_MIN = 64   # a stack piece this large is zeroed / copied by a loop, not word by word
+
+
+def _stack_piece(c: "_Code", p, img, ptrs, var: Optional[int]):
+    """Store one stack-assigned piece at SP+p.sp_offset: a constant (word by word, or a loop of
+    zero stores), or a copy of the variable at `var` (word by word, or a copy loop). Runs before
+    any result register is set, so X0-X3 serve the loops."""
+    data = None if var is not None else img.data[p.value_offset:p.value_offset + p.size]
+    if p.size >= LOOP_MIN and (data is None or not any(data)):
+        bulk = p.size // 8 * 8
+        c.address(1, E.SP, p.sp_offset)                     # x1: destination
+        if data is None:
+            c.add(*E.mov_imm(0, var + p.value_offset))      # x0: source
+        c.add(*E.mov_imm(3, bulk // 8))                      # x3: words left
+        loop = c.at
+        if data is None:
+            c.add(E.ldr_post(2, 0, 8), E.str_post(2, 1, 8))
+        else:
+            c.add(E.str_post(E.ZR, 1, 8))
+        c.add(E.subs_imm(3, 3, 1), E.b_cond("ne", c.at + 4, loop))
+        for off, w in _chunks(p.size - bulk, p.sp_offset + bulk):   # the tail, from x1
+            if data is None:
+                c.add(E.ldr(2, 0, off, w), E.str_(2, 1, off, w))
+            else:
+                c.add(E.str_(E.ZR, 1, off, w))
+        return
+    for off, w in _chunks(p.size, p.sp_offset):
+        src = p.value_offset + off
+        if data is not None:
+            v = int.from_bytes(img.data[src:src + w], "little")
+            if v == 0:
+                c.store_sp(E.ZR, p.sp_offset + off, w)
+                continue
+            c.const(SCRATCH, v, w, src in ptrs and w == 8)
+        else:
+            c.load(SCRATCH, VAR_BASE, src, w)
+        c.store_sp(SCRATCH, p.sp_offset + off, w)
+
+
 def result_code(results: Sequence[ResultLocation], images, pointers, base: int) -> List[bytes]:
     """The words that put every result where REGABI_ARM64 says, then `ret`, placed at `base`.
-    `pointers[k]`: offsets of result k's words that are addresses in the stub's data."""
+    `pointers[k]`: offsets of result k's words that are addresses in the stub's data. Stack
+    slots are written first (their loops may use X0-X3), then the registers."""
     c = _Code(base)
-    for loc, img, ptrs in zip(results, images, pointers):
+    for loc, img, ptrs in zip(results, images, pointers):   # stack-assigned pieces
+        stack = [p for p in loc.pieces if p.where != REG]
+        if not stack:
+            continue
+        var = None if isinstance(img, Const) else img.addr
+        c.var = None
+        if var is not None:
+            c.var_base(var)
+        for p in stack:
+            _stack_piece(c, p, img, ptrs, var)
+    for loc, img, ptrs in zip(results, images, pointers):   # register-assigned pieces
+        regs = [p for p in loc.pieces if p.where == REG]
+        if not regs:
+            continue
         is_const = isinstance(img, Const)
+        c.var = None
         if not is_const:
-            c.add(*E.mov_imm(VAR_BASE, img.addr))
-        for p in loc.pieces:
-            if p.where == REG:
-                n, fp = _reg(p.reg)
-                if fp and p.size not in (4, 8):
-                    raise ValueError(f"{p.size}-byte float piece in {p.reg}")
-                if not is_const:
-                    c.load(n, VAR_BASE, p.value_offset, p.size, fp)
-                    continue
-                v = int.from_bytes(img.data[p.value_offset:p.value_offset + p.size], "little")
-                if fp:
-                    if v == 0:
-                        c.add(E.fmov_to_fp(n, E.ZR, p.size))
-                    else:
-                        c.add(*E.mov_imm(SCRATCH, v, 8), E.fmov_to_fp(n, SCRATCH, p.size))
-                else:
-                    c.const(n, v, p.size, p.value_offset in ptrs and p.size == 8)
+            c.var_base(img.addr)
+        for p in regs:
+            n, fp = _reg(p.reg)
+            if fp and p.size not in (4, 8):
+                raise ValueError(f"{p.size}-byte float piece in {p.reg}")
+            if not is_const:
+                c.load(n, VAR_BASE, p.value_offset, p.size, fp)
                 continue
-            for off, w in _chunks(p.size):   # a stack slot, from SP at entry
-                src = p.value_offset + off
-                if is_const:
-                    v = int.from_bytes(img.data[src:src + w], "little")
-                    if v == 0:
-                        c.store_sp(E.ZR, p.sp_offset + off, w)
-                        continue
-                    c.const(SCRATCH, v, w, src in ptrs and w == 8)
+            v = int.from_bytes(img.data[p.value_offset:p.value_offset + p.size], "little")
+            if fp:
+                if v == 0:
+                    c.add(E.fmov_to_fp(n, E.ZR, p.size))
                 else:
-                    c.load(SCRATCH, VAR_BASE, src, w)
-                c.store_sp(SCRATCH, p.sp_offset + off, w)
+                    c.add(*E.mov_imm(SCRATCH, v, 8), E.fmov_to_fp(n, SCRATCH, p.size))
+            else:
+                c.const(n, v, p.size, p.value_offset in ptrs and p.size == 8)
     c.add(E.ret())
     return c.words
 

@@ -13,7 +13,8 @@ from ..errors import BladeError, Code
 from .arch import StubArch
 
 AMD64 = StubArch(
-    goarch="amd64", ptrsize=8, route_len=5, pad_byte=0xCC, route_kind="rel32 jump", parts={
+    goarch="amd64", ptrsize=8, route_len=5, pad_byte=0xCC, route_kind="rel32 jump",
+    breakpoint=b"\xcc", insn_align=1, elf_machine=62, parts={
         "code": "placement_amd64:AMD64",
         "encoder": "encoder_amd64:Amd64Encoder",
         "conditions": "conditions_amd64:Amd64Conditions",
@@ -24,10 +25,14 @@ AMD64 = StubArch(
         "plan_args": "args_stub:plan_args",
         "guarded_patches": "instance_guard:guarded_patches",
         "parse_route": "route_x86:parse_route",
+        "code_references": "route_x86:code_references_amd64",
     })
 
 I386 = StubArch(
-    goarch="386", ptrsize=4, route_len=5, pad_byte=0xCC, route_kind="rel32 jump", parts={
+    goarch="386", ptrsize=4, route_len=5, pad_byte=0xCC, route_kind="rel32 jump",
+    breakpoint=b"\xcc", insn_align=1, elf_machine=3,
+    no_deep_callers="Go keeps no frame pointers on 386, so frames beyond the direct caller "
+                    "cannot be found without stopping the target", seen_shortcuts=False, parts={
         "code": "placement_386:I386",
         "encoder": "encoder_386:Encoder386",
         "conditions": "conditions_386:I386Conditions",
@@ -37,15 +42,23 @@ I386 = StubArch(
         "plan_panic": "faults:plan_panic",
         "plan_args": "args_stub:plan_args",
         "parse_route": "route_x86:parse_route",
-    }, missing="the dictionary guard compares a register-ABI argument (amd64 only)")
+        "code_references": "route_x86:code_references_386",
+    }, missing="386 passes every argument on the stack (ABI0); the guard compares a register")
 
 ARM64 = StubArch(
-    goarch="arm64", ptrsize=8, route_len=4, pad_byte=0x00, route_kind="B (imm26) branch", parts={
+    goarch="arm64", ptrsize=8, route_len=4, pad_byte=0x00, route_kind="B (imm26) branch",
+    breakpoint=bytes.fromhex("000020d4"), insn_align=4, elf_machine=183, branch_reach=1 << 27,
+    parts={
         "code": "placement_arm64:ARM64",
+        "conditions": "conditions_arm64:Arm64Conditions",
         "plan_return": "return_arm64:plan_return",
+        "plan_conditional_return": "conditions_return_arm64:plan_conditional_return",
+        "plan_delay": "faults_arm64:plan_delay",
+        "plan_panic": "faults_arm64:plan_panic",
         "guarded_patches": "instance_guard_arm64:guarded_patches",
         "parse_route": "route_arm64:parse_route",
-    }, missing="blade-go's arm64 stubs are not written yet")
+        "code_references": "route_arm64:code_references",
+    }, missing="blade-go has no arm64 stub for it yet")
 
 ARCHES = {a.goarch: a for a in (AMD64, I386, ARM64)}
 
@@ -56,6 +69,11 @@ def stub_arch(goarch: str) -> StubArch:
         raise BladeError(Code.ACTION_NOT_SUPPORT, f"architecture {goarch!r} is not supported "
                          f"(supported: {', '.join(ARCHES)})")
     return impl
+
+
+def for_elf_machine(machine: int):
+    """The StubArch of executables with this ELF e_machine; None for any other."""
+    return next((a for a in ARCHES.values() if a.elf_machine == machine), None)
 
 
 def arch_code(goarch: str):
