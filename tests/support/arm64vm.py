@@ -211,6 +211,7 @@ class ArmVM:
         self.results: Dict[int, dict] = {}
         self.ready: Optional[dict] = None
         self.exit_status: Optional[int] = None
+        self.broken: Optional[str] = None  # why no request can be answered any more
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
         self.fixtures = dict(fixtures)
@@ -294,13 +295,21 @@ class ArmVM:
     def call(self, fn: str, timeout: float = 600.0, **kw):
         """Run the agent's function `fn(**kw)` in the VM; its value (VMError with the guest's
         traceback when it raised)."""
+        if self.broken:
+            raise VMError(f"the VM's agent is still busy with an earlier request: {self.broken}")
         rid = next(self._ids)
         data = base64.b64encode(json.dumps({"fn": fn, "kw": kw}).encode()).decode()
         if self.proc.poll() is not None:
             raise VMError(f"the VM is not running (qemu exited with {self.proc.returncode})")
         self.proc.stdin.write(f"CALL {rid} {data}\n".encode())
         self.proc.stdin.flush()
-        res = self._wait(lambda: self.results.get(rid), timeout, f"answer to {fn}{kw}")
+        try:
+            res = self._wait(lambda: self.results.get(rid), timeout, f"answer to {fn}{kw}")
+        except VMError as e:
+            # The agent answers in order: later requests would queue behind this one, each
+            # waiting its full timeout. Fail them at once instead.
+            self.broken = str(e).splitlines()[0]
+            raise
         if not res["ok"]:
             raise VMError(f"{fn}{kw} raised in the VM:\n{res['error']}")
         return res["value"]
