@@ -64,15 +64,17 @@ def test_every_arch_is_chosen_in_select_and_unknown_ones_are_refused():
 
 
 def test_a_missing_part_is_a_clear_action_not_support():
-    impl = stub_arch("arm64")
-    missing = [p for p in PARTS if not impl.supports(p)]
-    assert missing, "nothing left to refuse on arm64: drop this test"
+    """386 has no dictionary guard (ABI0: the dictionary is on the stack)."""
+    impl = stub_arch("386")
+    assert not impl.supports("guarded_patches")
     with pytest.raises(BladeError) as e:
-        getattr(impl, missing[0])
+        impl.guarded_patches
     assert e.value.code == Code.ACTION_NOT_SUPPORT
-    assert "arm64" in e.value.message and PARTS[missing[0]] in e.value.message
+    assert "386" in e.value.message and PARTS["guarded_patches"] in e.value.message
     with pytest.raises(AttributeError):
         impl.no_such_part
+    # every action has its arm64 stub; only the x86 return planner's encoder is not arm64's
+    assert [p for p in PARTS if not stub_arch("arm64").supports(p)] == ["encoder"]
 
 
 def test_x86_parts_resolve_to_the_x86_family():
@@ -279,7 +281,7 @@ def test_code_end_without_a_pcsp_table_strips_the_arch_padding():
 
 def test_arm64_plans_through_select_pass_the_trust_check():
     """What an arm64 create plans (through stub_arch, as the actions do: return, conditional
-    return, delay, panic) is what trust.check_against accepts on destroy: B/BL routes into the
+    return, delay, panic, args) is what trust.check_against accepts on destroy: B/BL routes into the
     experiment's own caves (header/text-end caves of an arm64 build), originals the file's
     bytes; a route turned into anything else is refused."""
     from blade_go import trust
@@ -317,6 +319,9 @@ def test_arm64_plans_through_select_pass_the_trust_check():
                         b.itab("*errors.errorString", "error"))
     plans["panic"] = impl.plan_panic(code, params, True, parse_panic_value("error:boom"), syms,
                                      alloc(), read)
+    from blade_go.stubs import values as V
+    new = {0: V.parse_element(0, params[0].type, "7")}
+    plans["args"] = impl.plan_args(code, params, new, BinaryResolver(b), alloc(), read)
     for kind, plan in plans.items():
         trust.check_against(b, plan.patches, fn.name, kind)
         routes = [p for p in plan.patches if p.role == ROUTE]
@@ -329,9 +334,6 @@ def test_arm64_plans_through_select_pass_the_trust_check():
         trust.check_against(b, [p if p is not route else forged
                                 for p in plans["return"].patches], fn.name, "u1")
     assert e.value.code == Code.FORBIDDEN and "B (imm26) branch" in e.value.message
-    with pytest.raises(BladeError) as e:
-        impl.plan_args
-    assert e.value.code == Code.ACTION_NOT_SUPPORT and "args" in e.value.message
 
 
 def test_cave_allocator_keeps_to_the_arch_branch_reach():

@@ -229,10 +229,11 @@ def _callers():
             OUTER_A: go_caller(OUTER_A, MID), OUTER_B: go_caller(OUTER_B, MID)}
 
 
-@pytest.mark.parametrize("radius", [False, True])
-def test_caller_depth_1_via_lr(radius):
+@pytest.mark.parametrize("radius,compact", [(False, False), (True, False), (True, True)])
+def test_caller_depth_1_via_lr(radius, compact):
     sig = sig_of(8, SIMPLE)
-    conds = {"callers": ((CA, CA + 28),), "caller_names": ("main.A",), "radius": radius}
+    conds = {"callers": ((CA, CA + 28),), "caller_names": ("main.A",), "radius": radius,
+             "compact": compact}
     writes, p, params = plan(sig, conds)
     a = Args(params, 8)
     sets = [call_set(a, CA, id=7, name="abc"), call_set(a, CB, id=7, name="abc"),
@@ -252,10 +253,11 @@ def test_caller_depth_1_via_lr(radius):
         assert sum(row["calls"] for row in rows) == 600 and overflow is None
 
 
-def test_caller_depth_2_via_the_frame_pointer_chain():
+@pytest.mark.parametrize("compact", [False, True])
+def test_caller_depth_2_via_the_frame_pointer_chain(compact):
     sig = sig_of(8, SIMPLE)
     conds = {"callers": ((OUTER_A, OUTER_A + 28),), "caller_names": ("main.OuterA",),
-             "caller_depth": 2}
+             "caller_depth": 2, "compact": compact}
     writes, p, params = plan(sig, conds)
     a = Args(params, 8)
     sets = [call_set(a, OUTER_A, id=7, name="abc"), call_set(a, OUTER_B, id=7, name="abc"),
@@ -267,6 +269,15 @@ def test_caller_depth_2_via_the_frame_pointer_chain():
             target = sets[(g + k) % 3].target
             assert v == (FAULT if target == OUTER_A else 10)
     assert read_counters(r.counters, p.layout)["calls_faulted"] == 200
+
+
+def test_the_compact_form_is_smaller():
+    sig = sig_of(8, SIMPLE)
+    conds = {"callers": ((CA, CA + 28), (CB, CB + 28)), "caller_names": ("main.A", "main.B"),
+             "caller_depth": 4, "radius": True}
+    _, big, _ = plan(sig, conds)
+    _, small, _ = plan(sig, dict(conds, compact=True))
+    assert small.stub_size < big.stub_size * 0.7, (small.stub_size, big.stub_size)
 
 
 def test_caller_table_layout_matches_the_loop():

@@ -146,6 +146,82 @@ def test_allocator_respects_rel32_reach():
     assert CaveAllocator(caves).allocate(16, near=0x400250 + (1 << 31) - 0x1000) == 0x400250
 
 
+# A > 128 MB arm64 text: the header cave sits at the image's start, the text-end cave past
+# .text's end; a function near the end reaches only the latter with one B.
+ARM_HEADER = Cave(0x10000 + 0x1A0, 0x10000 + 0xF00, "header")
+ARM_TEXT_END = Cave(0x10000 + (200 << 20), 0x10000 + (200 << 20) + 0x800, "text-end")
+ARM_NEAR = ARM_TEXT_END.start - (16 << 20)     # 184 MB past the header cave
+
+
+def _arm64_reaches(addr, n, near):
+    """What the arm64 plan needs: B near->addr (the route) and B from the stub's last word back
+    (route_arm64.encode_b raises out of +-128 MB)."""
+    from blade_go.stubs.route_arm64 import encode_b
+    encode_b(near, addr)
+    encode_b(addr + n - 4, near + 4)
+    return True
+
+
+def test_allocator_keeps_to_each_arch_route_reach():
+    """Same caves, same function: amd64 (rel32, 2 GB) takes the preferred header cave, arm64
+    (B, 128 MB) passes it over for the text-end cave and says B when nothing is in reach."""
+    from blade_go.inspector.caves import route_reach
+    caves = [ARM_TEXT_END, ARM_HEADER]
+    for goarch in ("amd64", "386"):
+        assert route_reach(goarch) == {"reach": 1 << 31, "reach_name": "rel32"}
+        assert CaveAllocator(caves, **route_reach(goarch)).allocate(64, ARM_NEAR) == ARM_HEADER.start
+        assert CaveAllocator(caves).allocate(64, ARM_NEAR) == ARM_HEADER.start  # the default: rel32
+    arm = route_reach("arm64")
+    assert arm == {"reach": 1 << 27, "reach_name": "B (imm26)"}
+    alloc = CaveAllocator(caves, **arm)
+    got = [alloc.allocate(64, ARM_NEAR) for _ in range(3)]
+    assert got == [ARM_TEXT_END.start + 64 * i for i in range(3)]
+    assert all(_arm64_reaches(a, 64, ARM_NEAR) for a in got)
+    with pytest.raises(BladeError) as e:
+        CaveAllocator([ARM_HEADER], **arm).allocate(64, ARM_NEAR)
+    assert "within B (imm26) reach of" in e.value.message
+    # near the header (a function at the start of .text) both are fine and header is preferred
+    assert CaveAllocator(caves, **arm).allocate(64, 0x80000) == ARM_HEADER.start
+
+
+def test_allocator_offers_only_the_reachable_part_of_a_cave_at_the_edge():
+    """A cave straddling the reach's edge: the allocation starts inside reach (never a refusal
+    while reachable bytes are free, never an address one B cannot reach), for both reaches."""
+    from blade_go.inspector.caves import route_reach
+    for goarch, reach in (("arm64", 1 << 27), ("amd64", 1 << 31)):
+        near = 0x10000000 + reach
+        cave = Cave(0x10000000 - 0x400, 0x10000000 + 0x400, "header")  # edge at 0x10000000
+        alloc = CaveAllocator([cave], **route_reach(goarch))
+        a = alloc.allocate(64, near)
+        assert cave.start < a < 0x10000000 + 0x40 and a % 16 == 0 and alloc.in_reach(a, 64, near)
+        assert not alloc.in_reach(a - 16, 64, near)  # the first reachable aligned address
+        if goarch == "arm64":
+            assert _arm64_reaches(a, 64, near)
+        # the rest of the cave is handed out after it, then nothing (all of it past the edge)
+        rest = []
+        with pytest.raises(BladeError):
+            while True:
+                rest.append(alloc.allocate(64, near))
+        assert rest and all(x > a and x + 64 <= cave.end for x in rest)
+
+
+def test_inspect_report_counts_only_caves_the_arch_route_reaches():
+    """`blade-go inspect`'s largest_stub_near_func: on arm64 a header cave beyond one B's
+    reach does not count; on amd64 it does; an arch without stubs gives no figure."""
+    from blade_go.inspector.report import _caves_json
+
+    class Binary:
+        def __init__(self, goarch):
+            self.goarch = goarch
+
+        def caves(self, int3=True):
+            return [ARM_HEADER, ARM_TEXT_END]
+    assert _caves_json(Binary("amd64"), ARM_NEAR)["largest_stub_near_func"] == ARM_HEADER.size
+    assert _caves_json(Binary("arm64"), ARM_NEAR)["largest_stub_near_func"] == ARM_TEXT_END.size
+    assert _caves_json(Binary("arm64"), 0x80000)["largest_stub_near_func"] == ARM_HEADER.size
+    assert "largest_stub_near_func" not in _caves_json(Binary("riscv64"), ARM_NEAR)
+
+
 def test_allocator_on_a_real_binary_fits_near_a_function():
     with open_binary(build()) as b:
         fn = b.find_function("main.(*Store).GetUser")

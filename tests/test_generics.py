@@ -136,3 +136,21 @@ def test_without_a_symbol_table_a_shape_is_never_picked_silently():
         assert not b.has_symtab
         for name in ("main.Max[int]", "main.(*Hook[*core.A]).Trigger"):
             assert "without a symbol table" in _refusal(b, name)
+
+
+def test_a_guarded_instance_with_a_string_value_is_destroyed(blade, gbin, target_factory):
+    """A string value makes a value cave (patch.VALUE) next to the stub: the guarded plan holds
+    it once, so destroy's trust check (no overlapping patches) accepts the record and every
+    byte comes back (before the fix the value was listed twice and destroy answered 43000)."""
+    target = target_factory(gbin)
+    names = ("PickString", "PickName", "MaxString")
+    before = {n: call(target, n) for n in names}
+    assert before == {"PickString": "ab", "PickName": "ef", "MaxString": "b"}
+    uid = blade.create_return(target.pid, "main.Pick[string]", "chaos")
+    uid = uid["uid"] if isinstance(uid, dict) else uid
+    assert {n: call(target, n) for n in names} == dict(before, PickString="chaos")
+    status = blade.ok("status", uid)
+    assert status["result"]["instance"]["other_instances_untouched"], status
+    blade.ok("destroy", uid)
+    assert {n: call(target, n) for n in names} == before
+    assert differences_beyond_retained(blade.home, target.pid) == []

@@ -5,7 +5,6 @@ import pytest
 
 capstone = pytest.importorskip("capstone")
 
-from blade_go.abi.regabi_arm64 import REGABI_ARM64  # noqa: E402
 from blade_go.errors import BladeError  # noqa: E402
 from blade_go.patch import CAVE, ROUTE, VALUE, Patch  # noqa: E402
 from blade_go.stubs import BinaryResolver, parse_values  # noqa: E402
@@ -81,22 +80,27 @@ CALLS = ("HookA", "HookB", "HookIface", "MaxInt", "MaxCelsius", "MaxString")
 
 
 def _plan_guarded(binary, caves, instance, value, guard=True):
-    from blade_go.inspector.generics import Generics, dictionary_register
-    g = Generics(binary)
-    _, shape = g.resolve_instance(instance)
-    fn = binary.find_function(shape)
-    dictionary = g.dictionary_of(instance)
-    assert dictionary and fn.entry % 4 == 0 and "go.shape." in fn.name, (instance, shape)
-    results = REGABI_ARM64.result_locations(binary.signature(fn))
+    """What actions/return_.py does: the user's name -> check_injectable's InstanceGuard (the
+    shape function, the dictionary, its register) -> the arch's plan_return and guard."""
+    from blade_go.actions.return_ import _find_out_of_line
+    from blade_go.denylist import check_injectable
+    impl = stub_arch(binary.goarch)
+    fn = _find_out_of_line(binary, instance)
+    inst = check_injectable(binary, fn, instance)
+    assert inst is not None and inst.register in ("rax", "rbx"), (instance, inst)
+    fn = binary.find_function(inst.shape)
+    assert fn.entry % 4 == 0 and "go.shape." in fn.name, (instance, fn)
+    results = binary.result_locations(fn)
     values = parse_values(value, results, binary, func=instance)
-    plan = plan_return(results, values, "arm64", 8, BinaryResolver(binary),
-                       lambda n: caves.allocate(n, near=fn.entry), fn.entry,
-                       binary.read(fn.entry, 4), lambda a, n: binary.read(a, n))
+    plan = impl.plan_return(results, values, binary.goarch, binary.ptrsize,
+                            BinaryResolver(binary), lambda n: caves.allocate(n, near=fn.entry),
+                            fn.entry, binary.read(fn.entry, impl.route_len),
+                            lambda a, n: binary.read(a, n))
     if not guard:
         return plan.patches
-    return guarded_patches(plan.patches, fn.entry, binary.read(fn.entry, 32), dictionary,
-                           lambda n: caves.allocate(n, near=fn.entry),
-                           lambda a, n: binary.read(a, n), dictionary_register(shape))
+    return impl.guarded_patches(plan.patches, fn.entry, binary.read(fn.entry, 32),
+                                inst.dictionary, lambda n: caves.allocate(n, near=fn.entry),
+                                lambda a, n: binary.read(a, n), inst.register)
 
 
 def _calls(path):
@@ -106,9 +110,9 @@ def _calls(path):
 
 
 @pytest.mark.parametrize("faults,changed,guard", [
-    ((("main.Max[int]", "9"), (HOOK_A, "77")),
+    ((("main.Max[int]", "9"), ("main.(*Hook[*core.A]).Trigger", "77")),
      {"MaxInt": "9", "HookA": "77", "HookIface": "77"}, True),
-    ((("main.Max[main.Celsius]", "-4"),), {"MaxCelsius": "-4"}, True),
+    ((("main.Max[Celsius]", "-4"),), {"MaxCelsius": "-4"}, True),
     # control: the same stub without its guard hits every instance of the shape
     ((("main.Max[int]", "9"), (HOOK_A, "77")),
      {"MaxInt": "9", "MaxCelsius": "9", "HookA": "77", "HookIface": "77", "HookB": "77"}, False),
@@ -127,3 +131,42 @@ def test_only_the_named_instance_returns_the_value(faults, changed, guard, tmp_p
                     for p in _plan_guarded(binary, caves, instance, value, guard)]
     after = _calls(arm64_exec.patched_copy(path, tmp_path / "guarded", patches))
     assert after == dict(before, **changed)
+
+
+def test_guarded_stubs_under_goroutines_and_gc(tmp_path):
+    """The fixture's stress mode: 8 goroutines call every instance in a loop with GOGC=1 and a
+    GC every 10 ms; it exits 3 ("BAD") if an instance returns anything but its own result or
+    the injected one (Max[int] 9, Hook[*core.A] 77). Seconds of that on the emulated CPU, then
+    the counters must show the injected values were returned, many times."""
+    import subprocess
+    import time
+    from blade_go.inspector import CaveAllocator, open_binary
+    path = build_fixture("generics_target", goarch="arm64")
+    binary = open_binary(path=str(path))
+    caves = CaveAllocator(binary.caves(int3=False), taken=[])
+    patches = []
+    for instance, value in (("main.Max[int]", "9"), ("main.(*Hook[*core.A]).Trigger", "77")):
+        patches += [(p.addr, p.original, p.replacement)
+                    for p in _plan_guarded(binary, caves, instance, value)]
+    patched = arm64_exec.patched_copy(path, tmp_path / "stress", patches)
+    proc = subprocess.Popen([arm64_exec.qemu(), "-cpu", arm64_exec.QEMU_CPU, str(patched),
+                             "stress"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={"GOGC": "1", "PATH": "/usr/bin:/bin"})
+    try:
+        assert proc.stdout.readline() == b"READY\n"
+        time.sleep(4)
+        out, err = proc.communicate(b"call Stats\ncall MaxCelsius\ncall HookB\n", timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, (out, err[-2000:])
+    lines = out.decode().splitlines()
+    assert not any(line.startswith("BAD") for line in lines), lines
+    seen_int, seen_a, rounds = map(int, lines[0].split(" => ")[1].split())
+    # every round saw both injected values (the three counters are read one after the other
+    # while the goroutines go on: equal up to the rounds in flight)
+    slack = max(1000, rounds // 50)
+    assert rounds > 100 and abs(seen_int - rounds) < slack and abs(seen_a - rounds) < slack, \
+        lines[0]
+    assert lines[1:] == ["MaxCelsius => 4", "HookB => 3"]

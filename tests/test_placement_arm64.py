@@ -111,6 +111,19 @@ def test_context_register_reads(program):
         assert not codes[name].reads_context_register(codes[name].addr), name
 
 
+def test_context_register_paths():
+    B = 0x10000000
+
+    def reads(*words):
+        return _synthetic(list(words), B).reads_context_register(B)
+    assert reads(E.ldr(0, 26, 8), E.ret())
+    assert not reads(E.mov_reg(26, 1), E.ldr(0, 26, 8), E.ret())           # written first
+    assert not reads(E.mov_reg(26, 1, size=4), E.ldr(0, 26, 8), E.ret())   # W26 write: all of it
+    assert reads(E.cbz(0, B, B + 12), E.ret(), E.nop(), E.ldr(1, 26, 0), E.ret())   # on a branch
+    assert not reads(E.bl(B, B + 0x100), E.ldr(1, 26, 0), E.ret())         # a call clobbers it
+    assert not reads(E.ret(), E.ldr(1, 26, 0))                              # unreachable
+
+
 def _synthetic(words, base=0x10000000):
     code = b"".join(words)
     return FunctionCode.decode(code, base, "arm64", name="synthetic")
@@ -363,3 +376,59 @@ def test_relocated_sites_run_unchanged_under_qemu(program, kind, need, tmp_path)
         assert (bad.returncode, bad.stdout) != (0, want.stdout)
     if kind == "entry" and need == 12:
         assert "bcond" in kinds, kinds   # the stack check's b.ls to the morestack block
+
+
+# ---- every function of a real binary ------------------------------------------------------
+
+def test_every_function_of_the_binary(program):
+    """Each function of the fixture's build (the runtime included, ~1500-2000): decodes (literal
+    pools of older toolchains marked as data; only assembly may be refused), has its frame
+    setup found whenever it saves LR, and its entry relocates at a fixed length."""
+    from elftools.elf.elffile import ELFFile
+    path, binary, _ = program
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        funcs = [(s["st_value"], s["st_size"], s.name) for s in elf.get_section_by_name(".symtab")
+                 .iter_symbols() if s["st_info"]["type"] == "STT_FUNC" and s["st_size"] % 4 == 0
+                 and s["st_size"]]
+    refused, frames, relocated = [], 0, 0
+    for addr, size, name in funcs:
+        try:
+            code = FunctionCode.decode(binary.read(addr, size), addr, "arm64", name=name)
+        except BladeError as e:
+            refused.append((name, e.message))
+            continue
+        saves_lr = any(i.text.startswith(("str x30, [sp, #-", "stp x29, x30, [x20, #-8]"))
+                       for i in code.insns[:16])
+        assert (code.frame is not None) == saves_lr, (name, [i.text for i in code.insns[:12]])
+        frames += saves_lr
+        try:
+            site = code.entry_site()
+        except BladeError:
+            continue
+        n = site.relocated_len
+        assert all(len(relocate(site, site.addr + d)) == n for d in (-0x4000000, 0x10, 0x7000000))
+        relocated += 1
+    assert all(name.endswith(".abi0") for name, _ in refused), refused
+    assert len(refused) <= 5 and frames > 1000 and relocated > 1300, (len(refused), frames, relocated)
+
+
+def test_literal_pools_are_data():
+    B = 0x10000000
+    pool = [E.ldr_literal(0, B, B + 16), E.ret(), E.b(B + 8, B + 8),   # `b .`: a data word
+            bytes.fromhex("000c2100"), (0x123456789).to_bytes(8, "little")[:4],
+            (0x123456789).to_bytes(8, "little")[4:], bytes(4)]
+    f = _synthetic(pool, B)
+    assert [i.flow for i in f.insns] == ["next", "ret", "other", "other", "other", "other", "other"]
+    assert f.insns[3].text == ".word 0x00210c00" and f.return_sites() == [B + 4]
+    assert not f.branch_targets
+    # code after a pool, reached by a branch, is code again
+    f = _synthetic([E.b(B, B + 12), E.ret(), bytes.fromhex("000c2100"), E.ret()], B)
+    assert [i.flow for i in f.insns] == ["branch", "ret", "other", "ret"]
+    # an undecodable word that code falls or branches into is refused
+    with pytest.raises(BladeError, match="undecodable word 000c2100"):
+        _synthetic([bytes.fromhex("000c2100"), E.ret()], B)
+    with pytest.raises(BladeError, match="undecodable word 000c2100"):
+        _synthetic([E.cbz(0, B, B + 12), E.ret(), E.nop(), bytes.fromhex("000c2100")], B)
+    f = _synthetic([E.bl(B, B + 0x100), (0xBEA71700).to_bytes(4, "little")], B)
+    assert f.insns[1].flow == "other"   # Go's UNDEF after a call that never returns

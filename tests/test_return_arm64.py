@@ -152,13 +152,18 @@ def test_every_value_kind_returned_on_an_arm64_cpu(toolchain, tmp_path):
     caves = CaveAllocator(binary.caves(int3=False), taken=[])
     patches, want, kinds = [], list(before), set()
     for name, text, line in CASES:
+        # what actions/return_.py does, with the executable's file standing for the process
         fn = binary.find_function(name)
-        results = REGABI_ARM64.result_locations(binary.signature(fn))
+        results = binary.result_locations(fn)
+        assert [r.pieces for r in results] == \
+            [r.pieces for r in REGABI_ARM64.result_locations(binary.signature(fn))]
         values = parse_values(text, results, binary, func=name)
         kinds |= {p.where for r in results for p in r.pieces}
-        plan = plan_return(results, values, "arm64", 8, BinaryResolver(binary),
-                           lambda n: caves.allocate(n, near=fn.entry), fn.entry,
-                           binary.read(fn.entry, 4), lambda a, n: binary.read(a, n))
+        impl = stub_arch(binary.goarch)
+        plan = impl.plan_return(results, values, binary.goarch, binary.ptrsize,
+                                BinaryResolver(binary), lambda n: caves.allocate(n, near=fn.entry),
+                                fn.entry, binary.read(fn.entry, impl.route_len),
+                                lambda a, n: binary.read(a, n))
         patches += [(p.addr, p.original, p.replacement) for p in plan.patches]
         k = next(i for i, l in enumerate(want) if l.split(" ")[0] == name.split(".")[1])
         assert want[k] != line, name   # the injected value is not what F returns anyway

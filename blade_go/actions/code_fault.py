@@ -78,7 +78,7 @@ class CodeFaultExecutor(ReturnExecutor):
 
         binary = open_binary(pid=ctx.pid)
         # an action the target's arch has no stub for is refused before anything attaches
-        # (ACTION_NOT_SUPPORT naming it: stubs/select.py)
+        # (ACTION_NOT_SUPPORT naming it: stubs/select.py; e.g. the generic guard on 386)
         getattr(stub_arch(binary.goarch), f"plan_{self.fault}")
         if not binary.has_dwarf:
             # Refused before anything attaches. dlv reads goroutines through the executable's

@@ -198,10 +198,8 @@ def _find_out_of_line(binary, name):
 
 def _reach(binary) -> dict:
     """The cave allocator's reach: the arch's route branch (x86 rel32, arm64 B: stubs/select.py)."""
-    from ..stubs.select import stub_arch
-    impl = stub_arch(binary.goarch)
-    name = impl.route_kind.replace(" jump", "").replace(" branch", "")
-    return {"reach": impl.branch_reach, "reach_name": name}
+    from ..inspector.caves import route_reach
+    return route_reach(binary.goarch)
 
 
 def _route_original(binary, fn):

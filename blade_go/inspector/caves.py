@@ -150,8 +150,23 @@ def _overlaps(lo: int, hi: int, taken: Sequence[Tuple[int, int]]) -> Optional[in
     return None
 
 
+def route_reach(goarch: str) -> dict:
+    """CaveAllocator's reach arguments for an arch: its route branch's range and name (the
+    StubArch's branch_reach and route_kind, stubs/select.py).
+
+    >>> route_reach("amd64"), route_reach("arm64")
+    ({'reach': 2147483648, 'reach_name': 'rel32'}, {'reach': 134217728, 'reach_name': 'B (imm26)'})
+    """
+    from ..stubs.select import stub_arch  # the one module that knows the arches
+    impl = stub_arch(goarch)
+    name = impl.route_kind.replace(" jump", "").replace(" branch", "")
+    return {"reach": impl.branch_reach, "reach_name": name}
+
+
 class CaveAllocator:
-    """Hands out cave bytes, never overlapping `taken` ranges [lo, hi) nor earlier allocations."""
+    """Hands out cave bytes, never overlapping `taken` ranges [lo, hi) nor earlier allocations,
+    only where the route from `near` and the stub's way back both reach (`reach`: pass
+    route_reach(goarch); the default is x86's rel32)."""
 
     def __init__(self, caves: Iterable[Cave], taken: Iterable[Tuple[int, int]] = (),
                  reach: int = REL32, reach_name: str = "rel32"):
@@ -186,15 +201,20 @@ class CaveAllocator:
                          f"no room for a {n}-byte stub within {self.reach_name} reach of {near:#x} in the "
                          f"caves ({kinds}){advice}")
 
+    def in_reach(self, addr: int, n: int, near: int) -> bool:
+        """The route from near to addr, and back from inside the stub to near (16 bytes of
+        slack: x86 measures from the end of its 5-byte jmp, arm64 from the B itself)."""
+        return abs(addr - (near + 5)) < self.reach - 16 and abs(addr + n - near) < self.reach - 16
+
     def _fit(self, cave: Cave, n: int, near: int, align: int) -> Optional[int]:
-        addr = (cave.start + align - 1) // align * align
+        # first in-reach address of the cave: a cave below `near` that straddles the reach's
+        # edge (arm64's 128 MB in a large binary) still offers its upper part
+        lowest = max(near + 5, near - n) - (self.reach - 16) + 1
+        addr = max(cave.start, lowest)
+        addr = (addr + align - 1) // align * align
         while addr + n <= cave.end:
             blocker = _overlaps(addr, addr + n, self.taken)
             if blocker is None:
-                # the route from near to addr, and back from inside the stub to near
-                if abs(addr - (near + 5)) < self.reach - 16 and \
-                        abs(addr + n - near) < self.reach - 16:
-                    return addr
-                return None
+                return addr if self.in_reach(addr, n, near) else None
             addr = (blocker + align - 1) // align * align
         return None

@@ -8,7 +8,7 @@ from typing import Optional
 
 from ..errors import BladeError
 from .typed import open_typed_binary
-from .caves import INT3_PAD, CaveAllocator
+from .caves import INT3_PAD, CaveAllocator, route_reach
 
 
 def _attempt(fn):
@@ -37,8 +37,9 @@ def _caves_json(binary, near: Optional[int]) -> dict:
     out = {"caves": [dict(c.to_json(), start=hex(c.start), end=hex(c.end)) for c in usable],
            "int3_pad": {"count": len(int3), "bytes": sum(c.size for c in int3),
                         "largest": max((c.size for c in int3), default=0)}}
-    if near is not None:
-        alloc = CaveAllocator(caves)
+    reach, _ = _attempt(lambda: route_reach(binary.goarch))  # arm64: B reaches 128 MB
+    if near is not None and reach is not None:  # (no stubs for an unknown arch)
+        alloc = CaveAllocator(caves, **reach)
         # the largest stub that would fit near the function right now
         out["largest_stub_near_func"] = max(
             (c.size - (-c.start % 16) for c in usable
@@ -48,7 +49,7 @@ def _caves_json(binary, near: Optional[int]) -> dict:
 
 def _reachable(alloc: CaveAllocator, cave, near: int) -> bool:
     try:
-        CaveAllocator([cave], alloc.taken).allocate(1, near=near)
+        CaveAllocator([cave], alloc.taken, alloc.reach, alloc.reach_name).allocate(1, near=near)
         return True
     except BladeError:
         return False

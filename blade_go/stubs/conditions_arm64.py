@@ -1,7 +1,7 @@
 """arm64 condition blocks (Go's register ABI and ABI0): the prefix of conditions.py on A64.
 
-Scratch registers: X16, X17 (IP0/IP1) and X19-X21 ("permanent scratch registers" in Go's
-abi-internal.md, arm64 section), and the flags. Argument registers R0-R15/F0-F15, R26 (closure
+Scratch registers: X16, X17 (IP0/IP1) and X19-X21 (X22 too in the compact form: "permanent
+scratch registers" in Go's abi-internal.md, arm64 section), and the flags. Argument registers R0-R15/F0-F15, R26 (closure
 context), R27, R28 (g), R29 (frame pointer), R30 (LR) and SP are never written, so a call the
 prefix rejects runs F as if untouched; R18 is never touched at all.
 
@@ -30,9 +30,12 @@ then points back into F). Deeper frames follow the frame-pointer chain: at F's e
 the caller's frame pointer fp, [fp] the next fp and [fp+8] the caller's saved LR (its return
 address), as on amd64 (Go's arm64 frame: LR at 0(SP), the caller's R29 at -8(SP)).
 
-Unlike amd64 there are no subroutines (a BL would clobber LR, which is F's return address at
-the entry): the --caller range check is one short loop over the sorted table per frame, the
-blast-radius lookup inline; `conds.compact` changes nothing here.
+The --caller range check is one short loop over the sorted table per frame. The compact form
+(`conds.compact`, for small caves) makes the range check, the frame step and the blast-radius
+lookup subroutines, emitted once per prefix: a BL would overwrite LR (F's return address at its
+entry), so they are reached with `adr x22, back; b sub` and return with `br x22` (X22 is one
+more of Go's scratch registers); they may also branch straight to the prefix's own labels
+(nothing is pushed anywhere).
 """
 from . import encoder_arm64 as E
 from .asm_arm64 import Asm64, eor_lsr, extend, ldrs, tst_low3
@@ -40,6 +43,7 @@ from .conditions import CALLERS, COUNT, COUNTERS, ENTRY, FAIL_JCC, GOLDEN, NEXT,
     Match, Mem, Reg, Stack, chunks, percent_threshold
 
 S, T, U, V, W = 16, 17, 19, 20, 21  # value, pointer, temporaries, exclusive-store status
+LINK = 22  # the compact form's subroutine return address (BL would overwrite LR)
 MIX1, MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 G_STACK_LO, G_STACK_HI = 0, 8  # runtime.g: stack.lo, stack.hi
 
@@ -176,8 +180,22 @@ class Arm64Conditions:
     def jmp(self, asm: Asm64, label: str):
         asm.b(label)
 
+    def _call_sub(self, asm: Asm64, name: str, emit):
+        """adr x22, back; b <sub>; back: -- the sub `name` (emitted once per prefix by
+        emit_subroutines) ends with br x22."""
+        subs = asm.__dict__.setdefault("_subs", {})
+        if name not in subs:
+            subs[name] = (asm.fresh(name), emit)
+        back = asm.fresh("back")
+        asm.ins(lambda at, s: E.adr(LINK, at, s[back]), 1, f"adr x{LINK}, {back}")
+        asm.b(subs[name][0])
+        asm.label(back)
+
     def emit_subroutines(self, asm: Asm64):
-        pass  # everything is inline on arm64 (see the module docstring)
+        for label, emit in (asm.__dict__.pop("_subs", None) or {}).values():
+            asm.label(label)
+            emit(asm)
+            asm.op(E.br(LINK), f"br x{LINK}")
 
     # -- --caller and the blast radius (issue 19) ------------------------------------------
     def _return_address(self, asm: Asm64, into=S):
@@ -249,17 +267,33 @@ class Arm64Conditions:
                 asm.op(E.ldr(V, E.FP, 0), f"ldr x{V}, [x29]   ; the caller's fp")
             else:
                 asm.op(E.mov_reg(V, E.FP), f"mov x{V}, x29   ; the caller's fp")
+        compact = getattr(asm, "compact", False)
         for k in range(depth):
-            if k:
+            if k and compact:
+                self._call_sub(asm, "step", lambda a: self._step(a, fail))
+            elif k:
                 self._step(asm, fail)
-            self._in_ranges(asm, found)
+            if compact:
+                self._call_sub(asm, "inranges", lambda a: self._in_ranges(a, found))
+            else:
+                self._in_ranges(asm, found)
         asm.b(fail)
         asm.label(found)
 
     def radius(self, asm: Asm64, field: int):
         """Count this call in its call site's entry, at `field`: find the entry of the return
         address (a few compares), else claim the next free one (an exclusive loop on NEXT), or
-        the overflow entry when all are taken; then add 1 to the field atomically."""
+        the overflow entry when all are taken; then add 1 to the field atomically. Compact:
+        the lookup is a subroutine."""
+        if getattr(asm, "compact", False):
+            self._call_sub(asm, "site", self._lookup)
+        else:
+            self._lookup(asm)
+        asm.op(E.add_imm(T, V, field), f"add x{T}, x{V}, #{field}")
+        self._fetch_add_at(asm, 1)
+
+    def _lookup(self, asm: Asm64):
+        """V = the blast-radius entry of this call's return address (claimed when new)."""
         scan, claim, found, over = (asm.fresh(x) for x in ("scan", "claim", "site", "full"))
         slots = asm.radius_slots
         self._return_address(asm)
@@ -285,5 +319,3 @@ class Arm64Conditions:
         asm.label(over)
         asm.adr_sym(V, COUNTERS, TABLE + slots * ENTRY)
         asm.label(found)
-        asm.op(E.add_imm(T, V, field), f"add x{T}, x{V}, #{field}")
-        self._fetch_add_at(asm, 1)

@@ -186,6 +186,15 @@ def plan_conditional_return(results: Sequence[ResultLocation], values: Sequence[
     else:
         sites = [code.entry_site(4 * first if first else ROUTE_LEN)]
 
+    # the values: return_arm64.result_code, as for an unconditional return (the words that
+    # point into the stub's data are those that differ between two dummy layouts)
+    from .return_arm64 import _BASE_A, _BASE_B, _pointer_words, result_code
+    img_a, _ = build_images(results, values, ptrsize, resolve, _BASE_A)
+    img_b, _ = build_images(results, values, ptrsize, resolve, _BASE_B)
+    pointers = [_pointer_words(x, y) for x, y in zip(img_a, img_b)]
+    n_words = len(result_code(results, img_a, pointers, _BASE_A - 0x1000))
+    shown = ", ".join(v.text for v in values)
+
     def build(images) -> Asm64:
         a = Asm64()
         for k, site in enumerate(sites):
@@ -195,8 +204,8 @@ def plan_conditional_return(results: Sequence[ResultLocation], values: Sequence[
                 a.raw(lambda at, s=site: relocate(s, at), site.relocated_len,
                       f"(F's stack check, relocated: {'; '.join(i.text for i in site.instructions)})")
             emit_prefix(a, conds, skip)
-            load_values(a, results, images)
-            a.op(E.ret(), "ret")
+            a.ins(lambda at, sym, im=images: result_code(results, im, pointers, at), n_words,
+                  f"(the results: {shown}; then ret)")
             a.label(skip)
             if after:
                 a.op(E.ret(), "ret   (F's own results)")

@@ -95,6 +95,8 @@ def guarded_patches(patches: List[Patch], entry: int, entry_code: bytes, diction
     jump = enc.take_buffer()
     if len(jump) != ROUTE_LEN:
         raise BladeError(Code.UNEXPECTED_STATUS, "the guard is out of jmp reach of the entry")
-    others = [p for p in patches if p.role not in (CAVE, ROUTE)]  # e.g. condition counters
+    # e.g. condition counters; a value is one of `caves` already (listed twice, it overlapped
+    # itself and trust.check_against refused the record: destroy answered 43000)
+    others = [p for p in patches if p.role not in (CAVE, VALUE, ROUTE)]
     return [*caves, Patch(guard, read_original(guard, GUARD_MAX), block, CAVE), *others,
             Patch(entry, route.original, jump, ROUTE)]

@@ -2,9 +2,9 @@
 
 The same decisions as placement.py makes for x86 (read its docstring first), with A64's shape:
 every instruction is 4 bytes, so a route is one `B cave` (+-128 MB) that displaces exactly one
-instruction at the entry, and Go functions hold no data between instructions (constants live
-in .rodata), so a linear decode is exact. The zero words the linker pads functions with decode
-as `udf #0` (never reached).
+instruction at the entry, and a linear decode is exact: the only data inside a Go function is
+the literal pool older toolchains put after an unconditional branch (decode() marks it, see
+there) and the zero words the linker pads functions with (`udf #0`, never reached).
 
     code = FunctionCode.decode(binary.read(fn.entry, fn.end - fn.entry), fn.entry + bias,
                                "arm64", name=fn.name)      # placement.py's, with ARM64 below
@@ -147,28 +147,84 @@ def _flow(word: int, rel: Optional[PCRel]) -> str:
     return "next"
 
 
+GO_UNDEF = 0xBEA71700   # what Go's assembler emits for UNDEF on arm64 (capstone: undecodable)
+_LITERAL_SIZE = {(0, 0): 4, (1, 0): 8, (2, 0): 4, (0, 1): 4, (1, 1): 8, (2, 1): 16}  # (opc, V)
+
+
 def decode(code: bytes, addr: int) -> List[Insn]:
     """Every instruction of `code` (F's bytes at runtime address `addr`), in order.
 
     Insn.raw is the capstone instruction; Insn.target the absolute target of a direct branch or
-    call (ADR/ADRP/literal loads address data, not code: their target is pc_relative()'s)."""
+    call (ADR/ADRP/literal loads address data, not code: their target is pc_relative()'s).
+    Data inside F -- the literal pools older toolchains (Go <= 1.21) put after an unconditional
+    branch -- becomes Insn(flow="other", text=".word ...", raw=None): the words F's literal
+    loads read, and every word of a run that holds a word capstone cannot decode (the run
+    starts after the last unconditional branch/ret before it and ends where a branch of F lands
+    or F ends). An undecodable word that code would fall into is refused."""
     if len(code) % 4 or addr % 4:
         raise BladeError(Code.PARAMETER_INVALID, f"arm64 code at {addr:#x} is not whole "
                                                  "4-byte instructions")
-    md, out = _capstone(), []
+    md, out, data = _capstone(), [], set()
+    bad = []
     for k in range(0, len(code), 4):
         chunk, pc = code[k:k + 4], addr + k
-        got = list(md.disasm(chunk, pc))
+        word = int.from_bytes(chunk, "little")
+        got = list(md.disasm(chunk, pc)) if pc not in data else None
+        if word == GO_UNDEF:   # a trap after calls that never return (runtime assembly)
+            out.append(Insn(pc, bytes(chunk), "undef (Go's UNDEF)", "other", None, None))
+            continue
         if not got:
-            raise BladeError(Code.PARAMETER_INVALID,
-                             f"undecodable word {chunk.hex()} at {pc:#x}: not machine code of a "
-                             "Go function")
-        ins, word = got[0], int.from_bytes(chunk, "little")
+            if got is not None:
+                bad.append(len(out))
+            out.append(Insn(pc, bytes(chunk), f".word {word:#010x}", "other", None, None))
+            continue
+        ins = got[0]
         rel = pc_relative(word, pc)
+        if rel is not None and rel.kind == "literal":
+            size = _LITERAL_SIZE.get((word >> 30, word >> 26 & 1), 0)
+            data.update(range(rel.target & ~3, rel.target + size, 4))
         text = f"{ins.mnemonic} {ins.op_str}".strip()
         flow = _flow(word, rel)
         target = rel.target if rel and flow in ("branch", "cond", "call") else None
         out.append(Insn(pc, bytes(chunk), text, flow, target, ins))
+    for k in sorted(data):   # pool words read before their load was seen: data all the same
+        j = (k - addr) // 4
+        if 0 <= j < len(out) and out[j].raw is not None:
+            out[j] = _data_word(out[j])
+    return _pools(out, bad, addr) if bad else out
+
+
+def _data_word(i: Insn) -> Insn:
+    return Insn(i.addr, i.code, f".word {int.from_bytes(i.code, 'little'):#010x}", "other",
+                None, None)
+
+
+def _ends_flow(i: Insn) -> bool:
+    """An unconditional transfer; `b .` is not one here: the compiler never emits it, while a
+    pool's 8-aligned constant can start with its word (0x14000000)."""
+    return i.flow in ("ret", "indirect") or i.flow == "branch" and i.target != i.addr
+
+
+def _pools(out: List[Insn], bad: List[int], addr: int) -> List[Insn]:
+    """Mark the runs holding undecodable words as data (decode's docstring). A run reaches to
+    the next address a branch of F lands at: code after a pool reached only through a jump
+    table would be taken for data too, which can only hide a site (a missed `ret`), never make
+    blade-go write over a constant it took for code."""
+    targets = {i.target for i in out if i.target is not None and i.target != i.addr}
+    for j in bad:
+        start = j
+        while start and not _ends_flow(out[start - 1]):
+            start -= 1
+        if start == 0 or any(out[m].addr in targets for m in range(start, j + 1)):
+            raise BladeError(Code.PARAMETER_INVALID,
+                             f"undecodable word {out[j].code.hex()} at {out[j].addr:#x}: not "
+                             "machine code of a Go function")
+        end = j + 1
+        while end < len(out) and out[end].addr not in targets:
+            end += 1
+        for m in range(start, end):
+            if out[m].raw is not None:
+                out[m] = _data_word(out[m])
     return out
 
 
@@ -241,9 +297,12 @@ class Arm64Code(ArchCode):
             seen.add(k)
             i = insns[k]
             if _mentions(i, CONTEXT_REGS):
-                r, w = i.raw.regs_access()
-                reads = {i.raw.reg_name(x) for x in r}
-                writes = {i.raw.reg_name(x) for x in w}
+                try:
+                    r, w = i.raw.regs_access()
+                    reads = {i.raw.reg_name(x) for x in r}
+                    writes = {i.raw.reg_name(x) for x in w}
+                except Exception:   # no access lists: take it for a read
+                    reads, writes = set(CONTEXT_REGS), set()
                 if reads & set(CONTEXT_REGS) or not writes & set(CONTEXT_REGS):
                     return True   # a read, or a use capstone could not classify: assume a read
                 continue          # written first: this path no longer needs the caller's X26

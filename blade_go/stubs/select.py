@@ -55,10 +55,11 @@ ARM64 = StubArch(
         "plan_conditional_return": "conditions_return_arm64:plan_conditional_return",
         "plan_delay": "faults_arm64:plan_delay",
         "plan_panic": "faults_arm64:plan_panic",
+        "plan_args": "args_stub_arm64:plan_args",
         "guarded_patches": "instance_guard_arm64:guarded_patches",
         "parse_route": "route_arm64:parse_route",
         "code_references": "route_arm64:code_references",
-    }, missing="blade-go has no arm64 stub for it yet")
+    })
 
 ARCHES = {a.goarch: a for a in (AMD64, I386, ARM64)}
 

@@ -89,3 +89,4 @@ def run_harness(writes: Dict[int, bytes], sets: Sequence[Call], calls: int = 1,
             out_dumps[int(w[1], 16)] = bytes.fromhex(w[2]) if len(w) > 2 else b""
     assert clobbered is not None, proc.stdout[-2000:]
     return Run(results, clobbered, out_dumps)
+
