@@ -153,7 +153,7 @@ def dlv_probe(pid, func, timeout=300):
     from elftools.elf.elffile import ELFFile
     from blade_go.session.delve_client import DelveClient
     from blade_go.session.memory import write_bytes
-    from blade_go.session.references import _REG
+    from blade_go.session.references import registers
     exe = os.readlink(f"/proc/{pid}/exe")
     with open(exe, "rb") as f:
         elf = ELFFile(f)
@@ -176,7 +176,7 @@ def dlv_probe(pid, func, timeout=300):
         attach_s = time.monotonic() - t0
         threads = c.list_threads()
         regs = c.call("ListRegisters", {"ThreadID": threads[0]["id"], "IncludeFp": True})
-        names = [n for n, _ in _REG.findall(regs.get("Registers", ""))]
+        names = [n for n, _ in registers(regs.get("Registers", ""))]
         before = c.read_memory(addr, 16)
         nops = bytes.fromhex("1f2003d5") * 4
         write_bytes(c, addr, nops)
