@@ -55,3 +55,26 @@ def test_repo_files_carry_blade_go_and_guest_pycs(tmp_path):
         assert data[4:8] == (1).to_bytes(4, "little")  # flags: hash-based, unchecked
     else:
         assert pycs == []
+
+
+def test_missing_qemu_fails_under_ci_and_skips_elsewhere(monkeypatch):
+    import pytest
+    monkeypatch.setattr(arm64vm.shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="qemu-system-aarch64 not found"):
+        arm64vm.require_qemu()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="qemu-system-aarch64 not found"):
+        arm64vm.require_qemu()
+
+
+def test_missing_image_fails_under_ci(monkeypatch, tmp_path):
+    """A build script that cannot build (here: a tools dir that cannot be created) fails the
+    test under CI=true: the tier never goes green by skipping."""
+    import pytest
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("BLADE_GO_TOOLS_DIR", str(blocker / "tools"))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no arm64 VM image"):
+        arm64vm.image_dir()
