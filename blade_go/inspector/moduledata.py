@@ -42,7 +42,9 @@ from .buildinfo import uvarint, version_tuple
 from .elf import ElfImage
 
 TFLAG_EXTRA_STAR = 1 << 1
-R_X86_64_RELATIVE = 8
+# the loader's "base + addend" relocation per GOARCH (R_X86_64_RELATIVE, R_AARCH64_RELATIVE):
+# external linkers keep a PIE's pointers only there (the file holds 0)
+RELATIVE = {"amd64": 8, "arm64": 1027}
 SHF_WRITE = 1
 # (name, index of `types` after enoptrbss, index of `textsectmap` after enoptrbss)
 LAYOUTS = (("go1.20-1.25", 5, 9), ("go1.26+", 5, 10), ("go1.18-1.19", 3, 7),
@@ -89,17 +91,19 @@ class ModuleData:
 
     # -- pointers, relocation-aware -------------------------------------------------------------
     def _relative_relocs(self) -> Dict[int, int]:
-        """offset -> addend of every R_X86_64_RELATIVE (PIE pointers are 0 in the file)."""
+        """offset -> addend of every R_*_RELATIVE of the arch (PIE pointers may be 0 in the
+        file)."""
         if self._relocs is None:
             self._relocs = {}
-            if self.image.pie and self.w == 8:
+            kind = RELATIVE.get(self.image.goarch)
+            if self.image.pie and self.w == 8 and kind is not None:
                 for sec in self.image.sections.values():
                     if sec.type != "SHT_RELA":
                         continue
                     data = self.image.section_data(sec.name)
                     fmt = "<QQq" if self.image.little_endian else ">QQq"
                     for off, info, addend in struct.iter_unpack(fmt, data):
-                        if info & 0xFFFFFFFF == R_X86_64_RELATIVE:
+                        if info & 0xFFFFFFFF == kind:
                             self._relocs[off] = addend
         return self._relocs
 

@@ -17,14 +17,15 @@ arguments:
 """
 from typing import Callable, Dict, Sequence
 
-from ..abi import ParamLocation
+from ..abi import REG, ParamLocation
 from ..errors import BladeError, Code
 from ..patch import CAVE, ROUTE, Patch, split_values
 from . import values as V
+from . import encoder_arm64 as E
 from .asm_arm64 import Asm64, listing_text
-from .conditions_return_arm64 import ROUTE_LEN, check_run, load_values
+from .conditions_return_arm64 import ROUTE_LEN, check_run
 from .faults_arm64 import _block, _data_base, emit_prefix_into
-from .image import DataArea, build_images
+from .image import Const, DataArea, build_images
 from .plans import FaultPlan
 
 
@@ -79,3 +80,54 @@ def plan_args(code, params: Sequence[ParamLocation], new: Dict[int, V.Value], re
     text = (f"S (args):\n{listing_text(listing)}\nroute at {site.addr:#x}: {route.hex(' ')}"
             f"   (b S)\ndisplaced:\n{site.listing()}")
     return FaultPlan(patches, stub, code_len, len(data), site.addr, text)
+
+
+# ----------------------------------------------------------------------------- the new values
+
+def load_values(a: Asm64, locs, images, scratch=(16, 17)):
+    """Put each new argument's image where its location says: registers R0-R15 / F0-F15 (constants through
+    MOVZ+3 MOVK: fixed length, whatever the value, pointers to cave data included) and stack
+    words at [SP + sp_offset] (SP as at F's entry). VarCopy images are read from the variable
+    at call time. Writes `scratch` (X16, X17) and the destinations only."""
+    s, t = scratch
+    for loc, img in zip(locs, images):
+        if not isinstance(img, Const):
+            a.adr_sym(t, img.addr)
+        for p in loc.pieces:
+            name = p.reg.upper() if p.where == REG else ""
+            if isinstance(img, Const):
+                raw = img.data[p.value_offset:p.value_offset + p.size]
+                if p.where == REG and name.startswith("R"):
+                    a.mov64(E.reg(name), int.from_bytes(raw, "little"),
+                            f"mov {name.lower()}, #{int.from_bytes(raw, 'little'):#x}")
+                elif p.where == REG:
+                    a.mov64(s, int.from_bytes(raw, "little"))
+                    a.op(E.fmov_to_fp(E.reg(name), s, 8 if p.size == 8 else 4),
+                         f"fmov {'d' if p.size == 8 else 's'}{name[1:]}, x{s}")
+                else:
+                    for off, w in _chunks(p.size):
+                        v = int.from_bytes(raw[off:off + w], "little")
+                        a.mov64(s, v)
+                        a.op(E.str_(s, E.SP, p.sp_offset + off, w),
+                             f"str{8 * w} x{s}, [sp, #{p.sp_offset + off:#x}]")
+                continue
+            src = p.value_offset
+            if p.where == REG and name.startswith("R"):
+                a.op(E.ldr(E.reg(name), t, src, p.size), f"ldr{8 * p.size} {name.lower()}, "
+                     f"[x{t}, #{src}]   ; {img.name}")
+            elif p.where == REG:
+                a.op(E.ldr(E.reg(name), t, src, 8 if p.size == 8 else 4, fp=True),
+                     f"ldr {'d' if p.size == 8 else 's'}{name[1:]}, [x{t}, #{src}]   ; {img.name}")
+            else:
+                for off, w in _chunks(p.size):
+                    a.op(E.ldr(s, t, src + off, w), f"ldr{8 * w} x{s}, [x{t}, #{src + off}]")
+                    a.op(E.str_(s, E.SP, p.sp_offset + off, w),
+                         f"str{8 * w} x{s}, [sp, #{p.sp_offset + off:#x}]")
+
+
+def _chunks(size: int):
+    off = 0
+    for w in (8, 4, 2, 1):
+        while size - off >= w:
+            yield off, w
+            off += w

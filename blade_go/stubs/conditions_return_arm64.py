@@ -20,9 +20,9 @@ F's results are in their registers; stub_i = [prefix] [values] ret, skip_i = ret
 
 Patches: [cave (code + read-only data), counters (writable, role DATA), routes...].
 """
-from typing import Callable, List, Sequence
+from typing import Callable, Sequence
 
-from ..abi import REG, ResultLocation
+from ..abi import ResultLocation
 from ..errors import BladeError, Code
 from ..patch import CAVE, DATA, ROUTE, Patch, split_values
 from . import encoder_arm64 as E
@@ -30,7 +30,7 @@ from . import values as V
 from .asm_arm64 import Asm64, listing_text
 from .conditions import COUNTERS, COUNTERS_ALIGN, SKIP, Conditions, emit_prefix
 from .plans import ConditionalPlan
-from .image import Const, DataArea, build_images
+from .image import DataArea, build_images
 
 ALIGN = 16
 ROUTE_LEN = 4
@@ -40,57 +40,6 @@ _CHECK_LOAD = 0xF9400B90   # ldr x16, [x28, #16]   (g.stackguard0)
 
 def _align(n: int, a: int = ALIGN) -> int:
     return (n + a - 1) // a * a
-
-
-# ----------------------------------------------------------------------------- values
-
-def load_values(a: Asm64, locs, images, scratch=(16, 17)):
-    """Put each image where its location says: registers R0-R15 / F0-F15 (constants through
-    MOVZ+3 MOVK: fixed length, whatever the value, pointers to cave data included) and stack
-    words at [SP + sp_offset] (SP as at F's entry). VarCopy images are read from the variable
-    at call time. Writes `scratch` (X16, X17) and the destinations only."""
-    s, t = scratch
-    for loc, img in zip(locs, images):
-        if not isinstance(img, Const):
-            a.adr_sym(t, img.addr)
-        for p in loc.pieces:
-            name = p.reg.upper() if p.where == REG else ""
-            if isinstance(img, Const):
-                raw = img.data[p.value_offset:p.value_offset + p.size]
-                if p.where == REG and name.startswith("R"):
-                    a.mov64(E.reg(name), int.from_bytes(raw, "little"),
-                            f"mov {name.lower()}, #{int.from_bytes(raw, 'little'):#x}")
-                elif p.where == REG:
-                    a.mov64(s, int.from_bytes(raw, "little"))
-                    a.op(E.fmov_to_fp(E.reg(name), s, 8 if p.size == 8 else 4),
-                         f"fmov {'d' if p.size == 8 else 's'}{name[1:]}, x{s}")
-                else:
-                    for off, w in _chunks(p.size):
-                        v = int.from_bytes(raw[off:off + w], "little")
-                        a.mov64(s, v)
-                        a.op(E.str_(s, E.SP, p.sp_offset + off, w),
-                             f"str{8 * w} x{s}, [sp, #{p.sp_offset + off:#x}]")
-                continue
-            src = p.value_offset
-            if p.where == REG and name.startswith("R"):
-                a.op(E.ldr(E.reg(name), t, src, p.size), f"ldr{8 * p.size} {name.lower()}, "
-                     f"[x{t}, #{src}]   ; {img.name}")
-            elif p.where == REG:
-                a.op(E.ldr(E.reg(name), t, src, 8 if p.size == 8 else 4, fp=True),
-                     f"ldr {'d' if p.size == 8 else 's'}{name[1:]}, [x{t}, #{src}]   ; {img.name}")
-            else:
-                for off, w in _chunks(p.size):
-                    a.op(E.ldr(s, t, src + off, w), f"ldr{8 * w} x{s}, [x{t}, #{src + off}]")
-                    a.op(E.str_(s, E.SP, p.sp_offset + off, w),
-                         f"str{8 * w} x{s}, [sp, #{p.sp_offset + off:#x}]")
-
-
-def _chunks(size: int):
-    off = 0
-    for w in (8, 4, 2, 1):
-        while size - off >= w:
-            yield off, w
-            off += w
 
 
 # ----------------------------------------------------------------------------- sites

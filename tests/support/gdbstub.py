@@ -47,13 +47,13 @@ class QemuGdb:
 
     @classmethod
     def start(cls, qemu: str, program: str, *, cpu: str = "neoverse-n1", env=None,
-              timeout: float = 30) -> "QemuGdb":
+              timeout: float = 30, qemu_args=()) -> "QemuGdb":
         """Start program under qemu with a gdbstub on a loopback port and connect to it.
 
         cpu: an arm64 server core without SVE (AWS Graviton2's), so that register 34 on is
-        v0..v31 (128 bits), not SVE's z registers."""
+        v0..v31 (128 bits), not SVE's z registers. qemu_args: e.g. ["-L", sysroot] for a PIE."""
         port = _free_port()
-        proc = subprocess.Popen([qemu, "-cpu", cpu, "-g", str(port), program],
+        proc = subprocess.Popen([qemu, "-cpu", cpu, *qemu_args, "-g", str(port), program],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         deadline = time.monotonic() + timeout
         while True:
@@ -160,6 +160,15 @@ class QemuGdb:
             n = min(size - len(out), 1024)
             out += bytes.fromhex(self.request(b"m%x,%x" % (addr + len(out), n)).decode())
         return out
+
+    def auxv(self) -> dict:
+        """The program's auxiliary vector {AT_*: value} (qXfer:auxv:read; '}' escapes)."""
+        import struct
+        reply = self.request(b"qXfer:auxv:read::0,ffb")
+        raw, it = bytearray(), iter(reply[1:])  # 'l'/'m', then binary data
+        for b in it:
+            raw.append(next(it) ^ 0x20 if b == 0x7D else b)
+        return dict(struct.unpack_from("<QQ", raw, k) for k in range(0, len(raw) - 15, 16))
 
     def close(self):
         try:
