@@ -59,7 +59,9 @@ FIXTURES = ("e2e_target", "faults_target")
 
 @pytest.fixture(scope="module")
 def vm():
-    machine = ArmVM.boot({name: build_fixture(name, goarch="arm64") for name in FIXTURES})
+    programs = {name: build_fixture(name, goarch="arm64") for name in FIXTURES}
+    programs["e2e_target_pie"] = build_fixture("e2e_target", goarch="arm64", pie=True)
+    machine = ArmVM.boot(programs)
     try:
         yield machine
     finally:
@@ -194,6 +196,21 @@ def test_return(vm, target, func, name, value, injected):
     assert ok(vm, "status", uid)["status"] == "Success"
     _timed(vm, "destroy", pid, "destroy", uid)
     assert vm.call("call", pid=pid, name=name) == original
+    nothing_left(vm, pid)
+
+
+@wired("plan_return")
+def test_return_pie(vm, target):
+    """A position-independent build: the kernel loads it at a random address (ASLR), so every
+    address blade-go plans with is a runtime one, as on a real arm64 node."""
+    pid = target("e2e_target_pie")
+    original = vm.call("call", pid=pid, name="Query")
+    uid = ok(vm, "create", "go", "return", "--pid", pid, "--func", "main.Query",
+             "--value", '"pie",error:relocated')
+    assert vm.call("call", pid=pid, name="Query") == '"pie",err(relocated|eof=false|nf=false)'
+    assert ok(vm, "status", uid)["status"] == "Success"
+    ok(vm, "destroy", uid)
+    assert vm.call("call", pid=pid, name="Query") == original
     nothing_left(vm, pid)
 
 
