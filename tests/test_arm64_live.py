@@ -139,6 +139,19 @@ def test_check_sees_an_arm64_go_program(vm, target):
         assert "not supported" in checks["go_program"]["detail"]
 
 
+def test_inspect_a_running_arm64_program(vm, target):
+    """What blade-go sees without touching the process: arm64's result registers, caves."""
+    pid = target("e2e_target")
+    info = ok(vm, "inspect", "--pid", pid, "--func", "main.Query")
+    assert (info["binary"]["goarch"], info["binary"]["abi"]) == ("arm64", "abi-internal-arm64")
+    fn = info["function"]
+    assert fn["refused"] is None and fn["has_out_of_line_copy"]
+    regs = [p["reg"] for loc in fn["result_locations"] for p in loc["pieces"]]
+    assert regs == ["R0", "R1", "R2", "R3"]  # (string, error): two words each
+    assert info["caves"] and all(int(c["end"], 16) > int(c["start"], 16) for c in info["caves"])
+    assert vm.call("tracer_pid", pid=pid) == 0 and vm.call("text_differences", pid=pid) == []
+
+
 def test_dlv_attaches_reads_writes_and_detaches_an_arm64_target(vm, target):
     """What the session layer needs from dlv on arm64, with blade-go's own client and writer."""
     pid = target("e2e_target")
