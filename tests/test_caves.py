@@ -205,6 +205,50 @@ def test_allocator_offers_only_the_reachable_part_of_a_cave_at_the_edge():
         assert rest and all(x > a and x + 64 <= cave.end for x in rest)
 
 
+def test_allocator_keeps_the_stub_within_reach_of_its_call_outs():
+    """A delay stub ends with `B time.Sleep` (panic: runtime.gopanic): on arm64 the cave must
+    reach F and that function; a cave that reaches only F is passed over (or refused, naming
+    the branch); rel32's 2 GB reaches both."""
+    from blade_go.inspector.caves import route_reach
+    far_f = ARM_TEXT_END.start - (16 << 20)           # F 16 MB before the text-end cave
+    near_sleep, far_sleep = far_f - (60 << 20), 0x80000  # time.Sleep 44 MB / 200 MB away
+    arm = route_reach("arm64")
+    caves = [ARM_HEADER, ARM_TEXT_END]
+    assert CaveAllocator(caves, **arm).allocate(64, far_f, also=[near_sleep]) == \
+        ARM_TEXT_END.start
+    with pytest.raises(BladeError, match="within B \\(imm26\\) reach"):
+        CaveAllocator(caves, **arm).allocate(64, far_f, also=[far_sleep])
+    # a cave straddling the edge of a call-out above it: only its upper part reaches it
+    edge = 0x10000000
+    above = edge + (1 << 27)
+    cave = Cave(edge - 0x400, edge + 0x400, "text-end")
+    alloc = CaveAllocator([cave], **arm)
+    got = alloc.allocate(64, edge, also=[above])
+    assert edge - 0x400 < got < edge + 0x40 and got % 16 == 0
+    assert alloc._reaches(got, 64, above) and not alloc._reaches(got - 16, 64, above)
+    assert _arm64_reaches(got, 64, edge)
+    from blade_go.stubs.route_arm64 import encode_b
+    encode_b(got, above)  # the stub's first word (and so every later one) reaches it
+    for goarch in ("amd64", "386"):
+        assert CaveAllocator(caves, **route_reach(goarch)).allocate(
+            64, far_f, also=[far_sleep]) == ARM_HEADER.start
+
+
+def test_fault_targets_record_their_call_outs():
+    """actions/code_fault.FaultTarget.callout: the symbol's runtime address, and its file
+    address kept for the allocator (delay: time.Sleep, panic: runtime.gopanic)."""
+    from blade_go.actions.code_fault import FaultTarget
+
+    class Binary:
+        def symbol(self, name):
+            return {"time.Sleep": 0x4a0000}.get(name)
+    t = FaultTarget(Binary(), None, None, (), True, 0x5500000000)
+    assert t.callout("time.Sleep", "delay needs it") == 0x55004a0000
+    assert t.callouts == [0x4a0000]
+    with pytest.raises(BladeError, match="time.Now is not in this binary"):
+        t.callout("time.Now", "x")
+
+
 def test_inspect_report_counts_only_caves_the_arch_route_reaches():
     """`blade-go inspect`'s largest_stub_near_func: on arm64 a header cave beyond one B's
     reach does not count; on amd64 it does; an arch without stubs gives no figure."""

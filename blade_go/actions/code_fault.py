@@ -41,6 +41,7 @@ class FaultTarget:
     read_original: Callable[[int, int], bytes] = None
     conds: object = None     # stubs.conditions.Conditions (issue 10), None: every call
     counters: int = None     # runtime address of the conditions' counter block
+    callouts: list = None    # file addresses the stub branches to (callout()): caves reach them
 
     @property
     def impl(self):
@@ -58,6 +59,13 @@ class FaultTarget:
                              f"{name} is not in this binary (the linker dropped it as unused): "
                              f"{why}")
         return addr + self.bias
+
+    def callout(self, name: str, why: str) -> int:
+        """symbol() for code the stub branches to (time.Sleep, runtime.gopanic): the caves
+        allocated afterwards must reach it too (arm64's B: +-128 MB)."""
+        addr = self.symbol(name, why)
+        self.callouts = (self.callouts or []) + [addr - self.bias]
+        return addr
 
 
 class CodeFaultExecutor(ReturnExecutor):
@@ -112,7 +120,9 @@ class CodeFaultExecutor(ReturnExecutor):
             for attempt in _attempts(ctx, conds):
                 allocator = CaveAllocator(binary.caves(int3=False), taken=taken,
                                           **_reach(binary))
-                target.allocate = lambda n, a=allocator: a.allocate(n, near=fn.entry) + bias
+                target.callouts = []
+                target.allocate = lambda n, a=allocator: a.allocate(
+                    n, near=fn.entry, also=target.callouts) + bias
                 # Originals come from the executable file; the session checks the live bytes.
                 target.read_original = lambda addr, n: binary.read(addr - bias, n)
                 try:

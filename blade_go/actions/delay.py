@@ -13,7 +13,7 @@ class DelayExecutor(CodeFaultExecutor):
     fault = "delay"
 
     def plan(self, ctx, target):
-        sleep = target.symbol("time.Sleep", "delay needs it to put the calling goroutine to "
+        sleep = target.callout("time.Sleep", "delay needs it to put the calling goroutine to "
                                             "sleep")
         return target.impl.plan_delay(
             target.code, target.params, target.regabi, sleep, int(ctx.flags.get("time") or 0),

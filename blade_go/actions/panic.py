@@ -18,7 +18,7 @@ class PanicExecutor(CodeFaultExecutor):
             var = b.variable(value.data)
             variable = (var.addr + target.bias, var.type)
         syms = PanicSymbols(
-            gopanic=target.symbol("runtime.gopanic", "panic needs it"),
+            gopanic=target.callout("runtime.gopanic", "panic needs it"),
             # reflect's `var stringType = rtypeOf("")`, set at init (runtime.stringEface holds
             # a named string type in recent Go versions, not `string` itself)
             string_type_slot=target.runtime(b.symbol("reflect.stringType")),

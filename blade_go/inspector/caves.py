@@ -177,13 +177,20 @@ class CaveAllocator:
         self.taken = [(int(lo), int(hi)) for lo, hi in taken]
         self.taken_by_others = bool(self.taken)  # before this allocator's own allocations
 
-    def allocate(self, n: int, near: int, align: int = 16, allow_int3: bool = False) -> int:
+    def allocate(self, n: int, near: int, align: int = 16, allow_int3: bool = False,
+                 also: Sequence[int] = ()) -> int:
+        """also: code the stub branches to besides `near` (a delay's time.Sleep, a panic's
+        runtime.gopanic: arm64 reaches them with one B, so in a > 128 MB text a cave next to
+        F may be out of their reach); the stub's whole range must reach each of them too."""
         if n <= 0:
             raise ValueError("allocation size must be positive")
         for cave in self.caves:
             if cave.kind == INT3_PAD and not allow_int3:
                 continue
             addr = self._fit(cave, n, near, align)
+            while addr is not None and not all(self._reaches(addr, n, t) for t in also):
+                nxt = self._fit(Cave(addr + align, cave.end, cave.kind), n, near, align)
+                addr = nxt if nxt is not None and nxt > addr else None
             if addr is not None:
                 self.taken.append((addr, addr + n))
                 return addr
@@ -205,6 +212,10 @@ class CaveAllocator:
         """The route from near to addr, and back from inside the stub to near (16 bytes of
         slack: x86 measures from the end of its 5-byte jmp, arm64 from the B itself)."""
         return abs(addr - (near + 5)) < self.reach - 16 and abs(addr + n - near) < self.reach - 16
+
+    def _reaches(self, addr: int, n: int, target: int) -> bool:
+        """Every branch from inside [addr, addr + n) to target is in reach."""
+        return abs(target - addr) < self.reach - 16 and abs(target - (addr + n)) < self.reach - 16
 
     def _fit(self, cave: Cave, n: int, near: int, align: int) -> Optional[int]:
         # first in-reach address of the cave: a cave below `near` that straddles the reach's
