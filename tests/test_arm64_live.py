@@ -8,11 +8,9 @@ e2e tests do on the host: each fault is seen in the target's own output, then it
 destroy, the executable text read from /proc/PID/mem equals the file's bytes, and no dlv,
 supervisor or guardian is left. The VM reports observations; every assertion is made here.
 
-While blade-go refuses arm64 (blade_go/abi/select.py) or an action's arm64 stub is not registered
-in blade_go/stubs/select.py, that action's cases are strict xfails: they run, fail on the
-refusal, and turn into failures the moment the part is wired in without the case passing. The VM
-itself, check, a refused create, and dlv attach/read/write/detach on an arm64 target are tested
-unconditionally.
+Besides the e2e subset (return with a string+error, floats, on a PIE build; delay; panic; args;
+--effect-count): the VM itself, check, inspect, a refused create, and dlv attach/read/write/detach
+through blade-go's own session client.
 
 `pytest -s` prints each test's wall time and the emulation's CPU time; docs/BENCHMARKS.md, "What
 does the arm64 live tier cost?", has the figures.
@@ -22,36 +20,8 @@ import time
 
 import pytest
 
-from blade_go.errors import BladeError
 from tests.support.arm64vm import ArmVM
 from tests.support.fixtures import build_fixture
-
-
-def _arm64_supported() -> bool:
-    """blade-go accepts arm64 programs (the refusal in blade_go/abi/select.py is lifted)."""
-    from blade_go.abi.select import select_abi
-    try:
-        select_abi("arm64", "go1.26.0")
-        return True
-    except BladeError:
-        return False
-
-
-ARM64_SUPPORTED = _arm64_supported()
-
-
-def wired(*parts):
-    """Strict xfail unless arm64 is accepted and has these stub parts registered in
-    blade_go/stubs/select.py: such a case runs, fails on the refusal, and becomes a failure
-    as soon as the part is wired in and the case does not pass."""
-    try:
-        from blade_go.stubs.select import ARM64
-        have = ARM64_SUPPORTED and all(p in ARM64.parts for p in parts)
-    except ImportError:
-        have = False
-    return pytest.mark.xfail(not have, strict=True, raises=AssertionError,
-                             reason=f"arm64 refused, or {', '.join(parts)} not registered for "
-                                    "arm64 in blade_go/stubs/select.py yet")
 
 
 FIXTURES = ("e2e_target", "faults_target")
@@ -129,14 +99,10 @@ def test_check_sees_an_arm64_go_program(vm, target):
     assert (proc["goarch"], proc["abi"], proc["pie"]) == ("arm64", "abi-internal-arm64", False)
     assert proc["has_dwarf"] and proc["go_version"].startswith("go1.")
     checks = {c["name"]: c for c in resp["result"]["checks"]}
-    for name in ("dlv", "ptrace", "state_home", "dwarf", "tracer"):
+    for name in ("kernel", "go_program", "dlv", "ptrace", "state_home", "dwarf", "tracer"):
         assert checks[name]["status"] == "ok", checks[name]
     assert "patched" in checks["dlv"]["detail"]
-    if ARM64_SUPPORTED:
-        assert code == 0 and resp["success"], resp
-    else:
-        assert code == 1 and checks["go_program"]["status"] == "fail"
-        assert "not supported" in checks["go_program"]["detail"]
+    assert code == 0 and resp["success"], resp
 
 
 def test_inspect_a_running_arm64_program(vm, target):
@@ -192,7 +158,6 @@ def _timed(vm, name, pid, *args):
     return result
 
 
-@wired("plan_return")
 @pytest.mark.parametrize("func,name,value,injected", [
     ("main.Query", "Query", '"chaos",error:injected db error',
      '"chaos",err(injected db error|eof=false|nf=false)'),
@@ -212,7 +177,6 @@ def test_return(vm, target, func, name, value, injected):
     nothing_left(vm, pid)
 
 
-@wired("plan_return")
 def test_return_pie(vm, target):
     """A position-independent build: the kernel loads it at a random address (ASLR), so every
     address blade-go plans with is a runtime one, as on a real arm64 node."""
@@ -234,7 +198,6 @@ def _faults_call(vm, pid, name):
     return got, float(ms)
 
 
-@wired("plan_delay")
 def test_delay(vm, target):
     pid = target("faults_target")
     original, fast = _faults_call(vm, pid, "Work")
@@ -255,7 +218,6 @@ def _recovered(vm, pid, name):
     return line.split(" ", 1)[1]
 
 
-@wired("plan_panic")
 def test_panic(vm, target):
     pid = target("faults_target")
     original = _recovered(vm, pid, "Work")
@@ -271,7 +233,6 @@ def test_panic(vm, target):
     nothing_left(vm, pid)
 
 
-@wired("plan_args")
 def test_args(vm, target):
     pid = target("faults_target")
     original, _ = _faults_call(vm, pid, "Scale")
@@ -284,7 +245,6 @@ def test_args(vm, target):
     nothing_left(vm, pid)
 
 
-@wired("plan_conditional_return", "conditions")
 def test_effect_count(vm, target):
     pid = target("e2e_target")
     original = vm.call("call", pid=pid, name="Query")
