@@ -151,7 +151,8 @@ def test_refused_create_leaves_nothing(vm, target):
 
 # -- the e2e subset -----------------------------------------------------------------------------
 
-def _timed(vm, name, pid, *args):
+def _timed(vm, name, *args):
+    """ok(vm, *args), its wall time printed (pytest -s) under `name`."""
     t = time.monotonic()
     result = ok(vm, *args)
     print(f"\n{name}: {time.monotonic() - t:.1f} s")
@@ -166,13 +167,13 @@ def _timed(vm, name, pid, *args):
 def test_return(vm, target, func, name, value, injected):
     pid = target("e2e_target")
     original = vm.call("call", pid=pid, name=name)
-    uid = _timed(vm, "create return", pid, "create", "go", "return", "--pid", pid, "--func", func,
+    uid = _timed(vm, "create return", "create", "go", "return", "--pid", pid, "--func", func,
                  "--value", value)
     assert vm.call("call", pid=pid, name=name) == injected
     assert vm.call("call", pid=pid, name=name) == injected
     assert vm.call("text_differences", pid=pid)  # the patches are really there
     assert ok(vm, "status", uid)["status"] == "Success"
-    _timed(vm, "destroy", pid, "destroy", uid)
+    _timed(vm, "destroy", "destroy", uid)
     assert vm.call("call", pid=pid, name=name) == original
     nothing_left(vm, pid)
 
