@@ -250,6 +250,26 @@ step_arm64_sysroot() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libc6-arm64-cross >/dev/null
 }
 
+# 7d. The arm64 VM of the live tier (tests/test_arm64_live.py): qemu-system-aarch64 (Debian's
+#     qemu-system-arm), the image build's tools (mmdebstrap, cpio), then the image itself
+#     (build/arm64vm/build.sh: Debian arm64 kernel + packages as a cpio initramfs, ~20 s cold)
+#     and the patched dlv cross-built for linux/arm64 (build/delve/build.sh --arm64), cached.
+step_arm64vm() {
+  local need=()
+  command -v qemu-system-aarch64 >/dev/null 2>&1 || need+=(qemu-system-arm)
+  command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+  command -v cpio >/dev/null 2>&1 || need+=(cpio)
+  if [ "${#need[@]}" -gt 0 ]; then
+    apt_update_once
+    log "arm64 vm: apt-get install ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    log "arm64 vm: qemu-system-aarch64, mmdebstrap, cpio present"
+  fi
+  log "arm64 vm image: $(BLADE_GO_TOOLS_DIR="$TOOLS_DIR" bash "$REPO/build/arm64vm/build.sh")"
+  log "dlv arm64: $(BLADE_GO_TOOLS_DIR="$TOOLS_DIR" BLADE_GO_GO="$DEFAULT_GO" bash "$REPO/build/delve/build.sh" --arm64)"
+}
+
 # 8. The real chaosblade CLI (blade, bin/chaos_os and its os spec) built from the pinned source
 #    beside the repo (../shared/chaosblade): tests/test_chaosblade*.py drive blade-go through it.
 blade_dir() { echo "$TOOLS_DIR/blade-$CHAOSBLADE_VERSION"; }
@@ -297,6 +317,7 @@ step_musl
 step_multilib
 step_qemu_user
 step_arm64_sysroot
+step_arm64vm
 step_blade
 step_containerd
 step_blade_patched

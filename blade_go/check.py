@@ -34,7 +34,7 @@ from .errors import BladeError, Code
 CAP_SYS_PTRACE = 19
 PTRACE_SEIZE = 0x4206
 SECCOMP_MODES = {0: "disabled", 1: "strict", 2: "filter"}
-SUPPORTED_MACHINES = ("x86_64", "i386", "i686")
+SUPPORTED_MACHINES = ("x86_64", "i386", "i686", "aarch64")
 
 # The pause a client of the target sees while the stock dlv attaches grows with the executable:
 # it stops every thread, then reads the file (DWARF most of all) before it answers. Milliseconds
@@ -280,8 +280,8 @@ def check_kernel(rep: Report):
         rep.add("kernel", "ok", f"Linux {u.release} on {u.machine}")
     else:
         rep.add("kernel", "fail", f"Linux {u.release} on {u.machine}: blade-go injects into "
-                f"amd64 and 386 programs only", code=Code.ACTION_NOT_SUPPORT,
-                fix="run blade-go on an amd64 node (arm64 is recognised, not yet supported)")
+                f"amd64, 386 and arm64 programs only", code=Code.ACTION_NOT_SUPPORT,
+                fix="run blade-go on an amd64 or arm64 node")
 
 
 # -- a process ---------------------------------------------------------------------------------

@@ -143,6 +143,20 @@ def _resident_runs(pid: int, regions):
 
 
 _REG = re.compile(r"^\s*(\w+) = 0x([0-9a-fA-F]+)", re.M)
+# dlv prints an arm64 vector register as a block of its lane views, e.g.
+#    V1 =  {
+#       D = {u = {0x14bf024ac573fab2, 0xecc7131e96c2fd86}, s = {...}},
+#       ...
+#       Q = {u = {0xecc7131e96c2fd8614bf024ac573fab2}, s = {...}}
+#       }
+# (delve 1.27 pkg/proc/arm64_arch.go): the whole 128 bits are Q's unsigned view.
+_VREG = re.compile(r"^\s*(V\d+) =\s*\{.*?\bQ = \{u = \{0x([0-9a-fA-F]+)\}", re.M | re.S)
+
+
+def registers(text: str) -> list:
+    """[(name, hex digits)] of every register in dlv's ListRegisters text: one-line registers
+    (amd64's and 386's, arm64's X0-X30, SP, PC) and arm64's V0-V31 blocks (their 128 bits)."""
+    return _REG.findall(text) + _VREG.findall(text)
 
 
 def register_referenced(client, ranges) -> dict:
@@ -151,7 +165,7 @@ def register_referenced(client, ranges) -> dict:
     out = {}
     for t in client.list_threads():
         text = client.call("ListRegisters", {"ThreadID": t["id"], "IncludeFp": True})
-        for name, hexval in _REG.findall(text.get("Registers", "")):
+        for name, hexval in registers(text.get("Registers", "")):
             values = {int(hexval, 16)}
             for width in (16, 8):
                 values.update(int(hexval[max(0, i - width):i], 16)

@@ -7,6 +7,8 @@
 #   bash build/delve/build.sh --tests    -> the patched tree's directory, with delve's attach
 #                                           test binaries built in it (tests/native.test,
 #                                           tests/proc.test; run them from src/pkg/proc/...)
+#   bash build/delve/build.sh --arm64    -> the patched dlv cross-built for linux/arm64
+#                                           (CGO_ENABLED=0; the arm64 VM's dlv, tests/support/arm64vm.py)
 #
 # stdout carries that one absolute path and nothing else; progress and errors go to stderr
 # (nothing on success: the build's own output is kept in build.log beside it and shown only
@@ -28,8 +30,9 @@ case "${1:-}" in
   "") ;;
   --stock) mode=stock ;;
   --tests) mode=tests ;;
+  --arm64) mode=arm64 ;;
   -h|--help) sed -n '2,18p' "$0" >&2; exit 0 ;;
-  *) echo "build.sh: unknown option $1 (--stock, --tests)" >&2; exit 2 ;;
+  *) echo "build.sh: unknown option $1 (--stock, --tests, --arm64)" >&2; exit 2 ;;
 esac
 
 die() { echo "build/delve/build.sh: $*" >&2; exit 1; }
@@ -126,7 +129,23 @@ build_tests() {
   echo "$OUT"
 }
 
+# 4. The patched dlv for linux/arm64, from the same tree (a pure-Go cross build: delve's linux
+#    backend needs no cgo). `dlv version` cannot run here; the file's ELF machine is checked.
+build_arm64() {
+  local dlv="$OUT/bin-arm64/dlv"
+  if [ -f "$dlv" ] && [ "$(od -An -tx1 -j18 -N2 "$dlv" | tr -d ' ')" = b700 ]; then
+    echo "$dlv"; return 0
+  fi
+  src_tree
+  mkdir -p "$OUT/bin-arm64"
+  (cd "$OUT/src" && run env GOOS=linux GOARCH=arm64 CGO_ENABLED=0 \
+     "$GO" build -ldflags "-X main.Build=$BUILD_ID" -o "$dlv.tmp" ./cmd/dlv)
+  mv "$dlv.tmp" "$dlv"
+  echo "$dlv"
+}
+
 case "$mode" in
   patched|stock) build_dlv ;;
   tests) build_tests ;;
+  arm64) build_arm64 ;;
 esac
