@@ -42,7 +42,7 @@ from .image import DataArea, Resolver, build_images
 from .placement import FunctionCode, Site, falls_through, jump, relocate
 from .placement_x86 import JMP_LEN
 from .planner import ALIGN, encoder_for, stub_code
-from .plans import ConditionalPlan
+from .plans import refuse_after_without_rets, ConditionalPlan
 
 _DUMMY = 0x7FFF0000
 
@@ -53,18 +53,8 @@ def _align(n: int, a: int = ALIGN) -> int:
 
 def return_sites(code: FunctionCode) -> List[Site]:
     """For each RET of F, the whole instructions ending with it that cover a 5-byte jmp."""
+    refuse_after_without_rets(code)
     rets = code.return_sites()
-    if not rets:
-        raise BladeError(Code.PARAMETER_INVALID,
-                         f"--after: {code.name} never returns (no RET): nothing to patch")
-    end = code.addr + code.size
-    leaving = [i for i in code.insns if i.flow == "branch" and i.target is not None
-               and not code.addr <= i.target < end]
-    if leaving:
-        i = leaving[0]
-        raise BladeError(Code.PARAMETER_INVALID,
-                         f"--after: {code.name} leaves through a jump at {i.addr:#x} ({i.text}, a "
-                         "tail call), not only through its returns; that path cannot be covered")
     index = {i.addr: k for k, i in enumerate(code.insns)}
     sites = []
     for ret in rets:

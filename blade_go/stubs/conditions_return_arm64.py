@@ -29,7 +29,7 @@ from . import encoder_arm64 as E
 from . import values as V
 from .asm_arm64 import Asm64, listing_text
 from .conditions import COUNTERS, COUNTERS_ALIGN, SKIP, Conditions, emit_prefix
-from .plans import ConditionalPlan
+from .plans import refuse_after_without_rets, ConditionalPlan
 from .image import DataArea, build_images
 
 ALIGN = 16
@@ -90,18 +90,8 @@ def _comes_back(code, target) -> bool:
 def return_sites(code) -> list:
     """Each `ret` of F as a one-instruction site; refuses F that leaves by a branch out of F
     (a tail call) as conditions_return does."""
+    refuse_after_without_rets(code)
     rets = code.return_sites()
-    if not rets:
-        raise BladeError(Code.PARAMETER_INVALID,
-                         f"--after: {code.name} never returns (no ret): nothing to patch")
-    end = code.addr + code.size
-    leaving = [i for i in code.insns if i.flow == "branch" and i.target is not None
-               and not code.addr <= i.target < end]
-    if leaving:
-        i = leaving[0]
-        raise BladeError(Code.PARAMETER_INVALID,
-                         f"--after: {code.name} leaves through a jump at {i.addr:#x} ({i.text}, a "
-                         "tail call), not only through its returns; that path cannot be covered")
     for i in code.insns:
         if i.flow == "ret" and int.from_bytes(i.code, "little") != 0xD65F03C0:
             raise BladeError(Code.PARAMETER_INVALID,

@@ -31,12 +31,12 @@ from ..patch import ARM, CAVE, ROUTE, Patch, split_values
 from . import values as V
 from .asm import Asm, C, I, R, absolute, load, mem, store
 from .conditions_x86 import emit_prefix_into
-from .image import DataArea, no_errorstring_itab, word
+from .image import DataArea, word
 from .placement import FunctionCode, call, falls_through, jump, relocate
 from .placement_x86 import CALL_LEN, JMP_LEN
-from .plans import FaultPlan, PanicSymbols, PanicValue, parse_panic_value  # noqa: F401
+from .plans import check_panic_value, FaultPlan, PanicSymbols, PanicValue, parse_panic_value  # noqa: F401
 from .plans import NS_PER_MS, RUNTIME_PACKAGES  # noqa: F401
-from .plans import armed_value as _armed, check_panic_var as _check_panic_var
+from .plans import armed_value as _armed
 from .plans import refuse_unsafe_callout as _refuse_unsafe_callout, register_spills as _regs
 
 ALIGN = 16
@@ -195,16 +195,7 @@ def plan_panic(code: FunctionCode, params: Sequence[ParamLocation], regabi: bool
     arch = code.arch
     ptr = arch.ptrsize
     _refuse_unsafe_callout(code, 2 * ptr, "panic", context_ok=True, bp_usable=True)
-    if (value.kind == V.STRING or value.kind == V.VAR and syms.variable and
-            syms.variable[1] is not None and syms.variable[1].name == "string") \
-            and not syms.string_type_slot:
-        raise BladeError(Code.PARAMETER_INVALID, "this binary does not link package reflect, "
-                         "where string's type descriptor is found; use error:<msg> or an "
-                         "interface var:")
-    if value.kind == V.ERROR and not syms.errorstring_itab:
-        raise no_errorstring_itab()
-    if value.kind == V.VAR:
-        _check_panic_var(value, syms.variable)
+    check_panic_value(value, syms)
     sp = _sp(arch)
     wide = arch.bitness == 64
     t_reg, d_reg = (R.RAX, R.RBX) if wide else (R.EAX, R.ECX)

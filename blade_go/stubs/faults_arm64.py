@@ -31,10 +31,10 @@ from . import encoder_arm64 as E
 from . import values as V
 from .asm_arm64 import Asm64, listing_text
 from .conditions import COUNTERS, emit_prefix
-from .plans import NS_PER_MS, FaultPlan, PanicSymbols, PanicValue
-from .plans import armed_value as _armed, check_panic_var as _check_panic_var, \
+from .plans import check_panic_value, NS_PER_MS, FaultPlan, PanicSymbols, PanicValue
+from .plans import armed_value as _armed, \
     refuse_unsafe_callout as _refuse_unsafe_callout, register_spills as _regs
-from .image import DataArea, no_errorstring_itab, word
+from .image import DataArea, word
 
 ALIGN = 16
 BRK = E.brk(0xB1AD)
@@ -183,16 +183,7 @@ def plan_panic(code, params: Sequence[ParamLocation], regabi: bool, value: Panic
     """faults.plan_panic on arm64: every call of F panics with `value` as if panic(value) were
     its first statement; with conditions a rejected call returns from H into `b H2`."""
     _refuse(code, 16, "panic", True, regabi)
-    if (value.kind == V.STRING or value.kind == V.VAR and syms.variable and
-            syms.variable[1] is not None and syms.variable[1].name == "string") \
-            and not syms.string_type_slot:
-        raise BladeError(Code.PARAMETER_INVALID, "this binary does not link package reflect, "
-                         "where string's type descriptor is found; use error:<msg> or an "
-                         "interface var:")
-    if value.kind == V.ERROR and not syms.errorstring_itab:
-        raise no_errorstring_itab()
-    if value.kind == V.VAR:
-        _check_panic_var(value, syms.variable)
+    check_panic_value(value, syms)
 
     def data_fill(area: DataArea):
         if value.kind in (V.STRING, V.ERROR):  # string header / errorString{s string}

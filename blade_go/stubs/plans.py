@@ -140,3 +140,34 @@ def check_panic_var(value: PanicValue, found):
                          f"--value: {value.text} has type {getattr(t, 'name', '?')}; panic "
                          "takes var: of an interface type (an error such as io.EOF, or any) or "
                          "of type string")
+
+
+def check_panic_value(value: PanicValue, syms: "PanicSymbols"):
+    """What every arch's panic stub needs of the binary for `value` (refused otherwise)."""
+    from .image import no_errorstring_itab
+    if (value.kind == V.STRING or value.kind == V.VAR and syms.variable and
+            syms.variable[1] is not None and syms.variable[1].name == "string") \
+            and not syms.string_type_slot:
+        raise BladeError(Code.PARAMETER_INVALID, "this binary does not link package reflect, "
+                         "where string's type descriptor is found; use error:<msg> or an "
+                         "interface var:")
+    if value.kind == V.ERROR and not syms.errorstring_itab:
+        raise no_errorstring_itab()
+    if value.kind == V.VAR:
+        check_panic_var(value, syms.variable)
+
+
+def refuse_after_without_rets(code: "FunctionCode"):
+    """--after patches every return of F: refused when F has none, or also leaves by a jump out
+    of F (a tail call), a path no return patch covers."""
+    if not code.return_sites():
+        raise BladeError(Code.PARAMETER_INVALID,
+                         f"--after: {code.name} never returns: nothing to patch")
+    end = code.addr + code.size
+    leaving = [i for i in code.insns if i.flow == "branch" and i.target is not None
+               and not code.addr <= i.target < end]
+    if leaving:
+        i = leaving[0]
+        raise BladeError(Code.PARAMETER_INVALID,
+                         f"--after: {code.name} leaves through a jump at {i.addr:#x} ({i.text}, a "
+                         "tail call), not only through its returns; that path cannot be covered")
