@@ -81,8 +81,14 @@ def test_timeout_enforced_by_a_later_command_after_the_supervisor_died(blade_env
     uid = blade.create_return(t.pid, "main.Query", lc.INJECTED, "--timeout", "3")
     rec = _record(blade, uid)
     assert rec["deadline"] > time.time()
-    for s in lc.supervisors(blade.home, t.pid) + lc.guardians(blade.home, t.pid):
+    # The guardian first: killed after the supervisor, it could see that death first and start
+    # a --resume supervisor that enforces the deadline itself (seen once under load).
+    for g in lc.guardians(blade.home, t.pid):
+        os.kill(g, signal.SIGKILL)
+    for s in lc.supervisors(blade.home, t.pid):
         os.kill(s, signal.SIGKILL)
+    time.sleep(0.3)
+    assert not lc.supervisors(blade.home, t.pid), "a supervisor was started after the kills"
     time.sleep(max(0.0, rec["deadline"] - time.time()) + 2.5)  # + the sweep's margin
     assert _record(blade, uid)["status"] == "Success", "nothing enforced it yet (no command ran)"
     listed = blade.ok("status", "--type", "create")
