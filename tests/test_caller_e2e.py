@@ -12,13 +12,12 @@ pauses and compares, per path, the calls the target made and saw faulted with th
 table (one entry per call site of Work: calls, faulted, excluded by --caller), then destroys and
 checks `.text` byte for byte.
 """
-import re
-import time
 
 import pytest
 
 from tests.support.fixtures import build_fixture, fixture_dir
 from tests.support.targets import differences_beyond_retained, text_differences
+from tests.support.targets import command, run_window
 
 WORK = "main.Work"
 FAULT = "-1,error:chaos"
@@ -31,24 +30,6 @@ SITE_CALLER = {"direct": "main.viaDirect", "inlined": "main.viaInlined", "deep":
 def site_lines():
     src = (fixture_dir("callers_target") / "main.go").read_text().splitlines()
     return {p: next(i for i, ln in enumerate(src, 1) if f"SITE:{p}" in ln) for p in PATHS}
-
-
-def command(t, text, reply, timeout=30):
-    mark = t.mark()
-    t.send_line(text)
-    return t.wait_for_line(rf"^{reply}", since=mark, timeout=timeout)
-
-
-def stats(t):
-    line = command(t, "stats", "STATS ")
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
-
-
-def run_window(t, seconds):
-    command(t, "resume", "RESUMED")
-    time.sleep(seconds)
-    command(t, "pause", "PAUSED")
-    return stats(t)
 
 
 def armed(blade, t, *flags, action="return", value=FAULT):

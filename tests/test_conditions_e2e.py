@@ -8,13 +8,13 @@ counters, creates the experiment, lets the load run, pauses again and compares w
 saw with what the stub's counters say (`status`), then destroys and checks `.text` byte for byte.
 """
 import math
-import re
 import time
 
 import pytest
 
 from tests.support.fixtures import build_fixture
 from tests.support.targets import differences_beyond_retained
+from tests.support.targets import command, read_stats as stats, run_window
 
 LOOKUP = "main.(*Server).Lookup"
 FAULT = "-1,error:chaos"
@@ -29,24 +29,6 @@ def binary():
 @pytest.fixture
 def target(binary, target_factory):
     return target_factory(binary, env=LOAD_ENV)
-
-
-def command(t, text, reply, timeout=30):
-    mark = t.mark()
-    t.send_line(text)
-    return t.wait_for_line(rf"^{reply}", since=mark, timeout=timeout)
-
-
-def stats(t):
-    line = command(t, "stats", "STATS ")
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
-
-
-def run_window(t, seconds):
-    command(t, "resume", "RESUMED")
-    time.sleep(seconds)
-    command(t, "pause", "PAUSED")
-    return stats(t)
 
 
 def armed(blade, t, *flags, func=LOOKUP, value=FAULT):

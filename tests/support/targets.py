@@ -294,3 +294,24 @@ def outside_retained(diffs, home, pid: int, exe: str) -> List[Tuple[int, int]]:
     kept = retained_ranges(home, pid)
     return [(a, b) for a, b in diffs
             if (a < text[1] and text[0] < b) or not any(lo <= a and b <= hi for lo, hi in kept)]
+
+
+# The line protocol of the pausable fixtures (conditions_target, callers_target): one command
+# line in, one reply line out; "stats" answers `STATS name=N name=N ...`.
+def command(t: "RunningTarget", text: str, reply: str, timeout: float = 30) -> str:
+    mark = t.mark()
+    t.send_line(text)
+    return t.wait_for_line(rf"^{reply}", since=mark, timeout=timeout)
+
+
+def read_stats(t: "RunningTarget") -> Dict[str, int]:
+    line = command(t, "stats", "STATS ")
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def run_window(t: "RunningTarget", seconds: float) -> Dict[str, int]:
+    """Let the paused fixture's goroutines call for `seconds`, pause them, return the counts."""
+    command(t, "resume", "RESUMED")
+    time.sleep(seconds)
+    command(t, "pause", "PAUSED")
+    return read_stats(t)
