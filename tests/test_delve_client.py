@@ -123,6 +123,10 @@ def _g(gid, pc, upc=None, name="main.f"):
             "userCurrentLoc": {"pc": upc if upc is not None else pc, "function": {"name": "main.f"}}}
 
 
+def _f(pc, name):
+    return {"pc": pc, "function": {"name": name}}
+
+
 def test_pc_rule_route_allows_start_refuses_strictly_inside():
     route = [(0x1000, 0x1005)]
     assert unsafe_pcs([_th(1, 0x1000)], [], route, include_start=False) == []
@@ -142,13 +146,11 @@ def test_pc_rule_signal_code_and_stacks():
     assert unsafe_pcs([_th(3, 0x9999, "runtime.doSigPreempt")], [], r, False)
     # a goroutine parked by async preemption is judged by its frames, not refused outright
     parked = _g(9, 0x8888, upc=0x7777, name="runtime.asyncPreempt2")
-    assert unsafe_pcs([], [parked], r, False, stacks={9: [0x8888, 0x7777]}) == []
-    assert unsafe_pcs([], [parked], r, False, stacks={9: [0x8888, 0x1003]})
+    frames = [_f(0x8888, "runtime.asyncPreempt2"), _f(0x7777, "main.f")]
+    assert unsafe_pcs([], [parked], r, False, stacks={9: frames}) == []
+    frames = [_f(0x8888, "runtime.asyncPreempt2"), _f(0x1003, "main.f")]
+    assert unsafe_pcs([], [parked], r, False, stacks={9: frames})
     assert unsafe_pcs([_th(1, 0x5000), _th(2, 0x6000)], [_g(1, 0x5000)], r, False) == []
-
-
-def _f(pc, name):
-    return {"pc": pc, "function": {"name": name}}
 
 
 def test_pc_rule_interrupted_callout_target_and_handler_below_the_top():

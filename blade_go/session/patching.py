@@ -70,9 +70,6 @@ def unsafe_pcs(threads: list, goroutines: list, ranges: list[tuple[int, int]],
     def inside(pc: int) -> bool:
         return any((lo <= pc < hi) if include_start else (lo < pc < hi) for lo, hi in ranges)
 
-    def frame(f) -> tuple[int, str]:  # a delve Stackframe, or (unit tests) a bare PC
-        return (f, "") if isinstance(f, int) else (f.get("pc", 0), _fn_name(f))
-
     reasons = []
     for t in threads:
         name = _fn_name(t)
@@ -87,8 +84,8 @@ def unsafe_pcs(threads: list, goroutines: list, ranges: list[tuple[int, int]],
                 reasons.append(f"goroutine {g.get('id')} {key} {loc['pc']:#x} is inside a patched range")
     for gid, frames in (stacks or {}).items():
         below = ""
-        for f in frames:
-            pc, name = frame(f)
+        for f in frames:  # delve Stackframes
+            pc, name = f.get("pc", 0), _fn_name(f)
             if inside(pc):
                 reasons.append(f"goroutine {gid} has a return address {pc:#x} inside a patched range")
             if name.startswith(SIGNAL_HANDLER_FRAMES):
@@ -219,7 +216,7 @@ class Patcher:
         the `inside` ones, start included); returns attempts."""
         ranges = [(p.addr, p.end) for p in patches]
         extra = [(p.addr, p.end) for p in inside]
-        reasons = []
+        reasons, last = [], []
         for attempt in range(1, attempts + 1):
             state = self.client.halt()
             if state.get("exited"):
@@ -230,7 +227,7 @@ class Patcher:
             if extra:
                 reasons += self._snapshot(extra, True, guard, seen)
             if not reasons:
-                if attempt > 1:  # why it waited: the first reason of the last unsafe stop
+                if attempt > 1:  # why it waited: the kinds of reason of the last unsafe stop
                     self.log(f"safe after {attempt} stops; before: {_kinds(last)}")
                 return attempt
             last = reasons
@@ -387,7 +384,7 @@ class Patcher:
         target is stopped already (the first look is taken in that stop)."""
         t0 = time.monotonic()
         first = None
-        why = ""
+        last = []
         deadline = t0 + bound
         while True:
             try:
@@ -405,13 +402,12 @@ class Patcher:
             goroutines = {r.split()[1] for r in reasons if r.startswith("goroutine")}
             if first is None:
                 first = len(goroutines)
-            if reasons:
-                why = _kinds(reasons)
-            elif why:
-                self.log(f"drained; before: {why}")
             if not reasons:
+                if last:  # why it waited: the kinds of reason of the last unsafe look
+                    self.log(f"drained; before: {_kinds(last)}")
                 return {"drain_ms": round((time.monotonic() - t0) * 1000, 2),
                         "drain_waited_for": first}
+            last = reasons
             if time.monotonic() > deadline:
                 raise BladeError(Code.UNEXPECTED_STATUS,
                                  f"after {bound:.0f}s {len(goroutines)} goroutine(s) are still "
